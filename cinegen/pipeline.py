@@ -1,0 +1,435 @@
+"""`generate()`: the one entry point behind the CLI, the Python API, the web UI and the HTTP API.
+
+Dimension legend: B batch, T latent frames, F pixel frames, C latent channels, H/W pixel size, h/w latent size,
+L text tokens, D text width.
+
+The numerics follow the diffusers CogVideoX pipelines step for step (reference §5), so that a cinegen run and a
+diffusers run with the same weights, seed and settings produce the same latents:
+
+- noise is drawn on the CPU from a seeded generator in ``(B, T, C, h, w)`` order, in the text-embedding dtype;
+- I2V/V2V draw the VAE posterior sample from the same generator *before* the noise;
+- the transformer output is cast to fp32 before guidance; latents return to the model dtype after every step;
+- CogVideoX 1.5 pads the latent frame count to a multiple of ``patch_size_t`` and drops the padding before decode.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cinegen.models.io import ModelBundle, load_model_folder, read_json, variant_name
+from cinegen.models.text import TextEncoder
+from cinegen.sampling.guidance import dynamic_cfg_scale, dynamic_cfg_scale_diffusers
+from cinegen.sampling.loop import SamplerSpec, make_plan, noise_latents, sample
+from cinegen.video import Video, read_video
+
+__all__ = ["GenerateRequest", "Pipeline", "load_pipeline", "DEFAULT_MODEL", "RequestError"]
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cinegen-shapes"
+
+Progress = Callable[[int, int], None]
+# the sampler a folder's own scheduler implies (diffusers runs that scheduler class)
+_SCHEDULE_SAMPLER = {"ddim": "ddim", "dpm": "dpm", "flow": "euler"}
+
+
+class RequestError(ValueError):
+    """A generation request the loaded model cannot serve; raised before any compute, naming the allowed values."""
+
+
+@dataclass
+class GenerateRequest:
+    """One generation. `None` fields take the model's defaults (see `Pipeline.defaults`)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    num_frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    sampler: Literal["ddim", "dpm", "euler"] | None = None
+    image: Any = None  # I2V conditioning: path, PIL image or uint8 (H, W, 3) array
+    video: Any = None  # V2V source: path, Video or uint8 (F, H, W, 3) array
+    strength: float = 0.8  # V2V: fraction of the schedule re-run
+    dynamic_cfg: bool = False
+    dynamic_cfg_mode: Literal["original", "diffusers"] = "original"
+    fps: float | None = None
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> GenerateRequest:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"unknown generate() arguments {unknown}; known: {sorted(names)}")
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class PipelineDefaults:
+    """Per-model defaults; a cinegen folder stores them under `_cinegen_defaults` in model_index.json."""
+
+    num_frames: int = 49
+    height: int = 480
+    width: int = 720
+    steps: int = 50
+    guidance: float = 6.0
+    sampler: str | None = None  # None: DDIM for CogVideoX schedulers, Euler for flow matching
+    fps: float = 8.0
+    negative_prompt: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationStats:
+    seconds: float = 0.0
+    steps: int = 0
+    peak_rss_mb: float = 0.0
+    latent_shape: tuple[int, ...] = ()
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+class Pipeline:
+    """A loaded CogVideoX-family model. `generate(...)` returns a `Video`."""
+
+    def __init__(self, bundle: ModelBundle, defaults: PipelineDefaults | None = None) -> None:
+        self.bundle = bundle
+        self.transformer = bundle.transformer
+        self.vae = bundle.vae
+        self.text_encoder = bundle.text_encoder
+        self.tokenizer = bundle.tokenizer
+        self.scheduler = bundle.scheduler
+        self.config = bundle.transformer.config
+        self.defaults = defaults or self._reference_defaults()
+        self.last_stats = GenerationStats()
+        self._text: TextEncoder | None = None
+        if self.text_encoder is not None and self.tokenizer is not None:
+            self._text = TextEncoder(self.text_encoder, self.tokenizer, self.config.max_text_seq_length)
+
+    # ----------------------------------------------------------------- facts about the model
+    def _reference_defaults(self) -> PipelineDefaults:
+        c = self.config
+        if c.patch_size_t is not None:  # 1.5: the hub sample size (300) is a RoPE bound, not a resolution
+            return PipelineDefaults(num_frames=c.sample_frames, height=768, width=1360, fps=16.0)
+        return PipelineDefaults(num_frames=c.sample_frames, height=c.sample_height * 8, width=c.sample_width * 8)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    @property
+    def is_i2v(self) -> bool:
+        c = self.config
+        return c.in_channels == 2 * (c.out_channels or c.in_channels)
+
+    @property
+    def spatial_multiple(self) -> int:
+        return 8 * self.config.patch_size  # VAE 8x, then 2x2 patches
+
+    @property
+    def frame_multiple(self) -> int:
+        """Valid frame counts are k*m + 1: m = 8 for 1.0 (odd latent count), 16 for 1.5 (temporal patch 2)."""
+        return 4 * 2 * (self.config.patch_size_t or 1)
+
+    def valid_frame_counts(self, up_to: int = 161) -> list[int]:
+        m = self.frame_multiple
+        return list(range(m + 1, up_to + 1, m))
+
+    def info(self) -> dict[str, Any]:
+        """Components, sizes and valid shapes (what `cinegen info` prints)."""
+
+        def n_params(m: torch.nn.Module | None) -> int:
+            return sum(p.numel() for p in m.parameters()) if m is not None else 0
+
+        out = {
+            "variant": variant_name(self.config),
+            "root": str(self.bundle.root) if self.bundle.root else None,
+            "device": str(self.device),
+            "components": {
+                "transformer": {"params": n_params(self.transformer), "dtype": str(self.dtype)},
+                "vae": {"params": n_params(self.vae), "dtype": str(next(self.vae.parameters()).dtype)},
+                "text_encoder": {
+                    "params": n_params(self.text_encoder),
+                    "dtype": str(next(self.text_encoder.parameters()).dtype) if self.text_encoder else None,
+                },
+                "tokenizer": type(self.tokenizer).__name__ if self.tokenizer is not None else None,
+                "scheduler": self.scheduler.to_dict().get("_class_name"),
+            },
+            "modes": ["t2v", "v2v"] + (["i2v"] if self.is_i2v else []),
+            "valid_frame_counts": self.valid_frame_counts(),
+            "resolution_multiple": self.spatial_multiple,
+            "defaults": {k: v for k, v in asdict(self.defaults).items() if k != "extra"},
+            "text_length": self.config.max_text_seq_length,
+        }
+        if self.config.use_learned_positional_embeddings:
+            out["fixed_resolution"] = [self.config.sample_height * 8, self.config.sample_width * 8]
+        elif self.config.patch_size_t is not None:
+            out["max_resolution"] = [self.config.sample_height * 8, self.config.sample_width * 8]
+        return out
+
+    # ----------------------------------------------------------------- validation
+    def resolve(self, req: GenerateRequest) -> GenerateRequest:
+        """Fill defaults and validate everything before any compute; errors name the allowed values."""
+        d = self.defaults
+        r = replace(
+            req,
+            num_frames=req.num_frames if req.num_frames is not None else d.num_frames,
+            height=req.height if req.height is not None else d.height,
+            width=req.width if req.width is not None else d.width,
+            steps=req.steps if req.steps is not None else d.steps,
+            guidance=req.guidance if req.guidance is not None else d.guidance,
+            sampler=req.sampler or d.sampler or _SCHEDULE_SAMPLER[self.scheduler.kind],
+            fps=req.fps or d.fps,
+        )
+        if not isinstance(r.prompt, str):
+            raise RequestError("prompt must be a string")
+        if r.video is not None and req.num_frames is None:
+            r.num_frames = None  # taken from the source video in _prepare_v2v
+        elif r.num_frames is None or (r.num_frames - 1) % self.frame_multiple or r.num_frames < 1:
+            allowed = self.valid_frame_counts()
+            raise RequestError(
+                f"num_frames={r.num_frames} is not valid for {variant_name(self.config)}: use "
+                f"{self.frame_multiple}N+1 frames, e.g. {allowed[:6]}"
+            )
+        m = self.spatial_multiple
+        for name, v in (("height", r.height), ("width", r.width)):
+            if v is None or v < m or v % m:
+                raise RequestError(f"{name}={v} is not valid: use a positive multiple of {m} (e.g. {m * 6}, {m * 8})")
+        c = self.config
+        if c.use_learned_positional_embeddings and (r.height, r.width) != (c.sample_height * 8, c.sample_width * 8):
+            raise RequestError(
+                f"{variant_name(c)} has learned position embeddings and only supports "
+                f"{c.sample_height * 8}x{c.sample_width * 8} (height x width), got {r.height}x{r.width}"
+            )
+        if c.patch_size_t is not None and (r.height > c.sample_height * 8 or r.width > c.sample_width * 8):
+            raise RequestError(
+                f"{r.height}x{r.width} exceeds this model's RoPE table ({c.sample_height * 8}x{c.sample_width * 8})"
+            )
+        if r.steps < 1:
+            raise RequestError(f"steps must be >= 1, got {r.steps}")
+        if r.sampler not in ("ddim", "dpm", "euler"):
+            raise RequestError(f"unknown sampler {r.sampler!r}: choose ddim, dpm or euler")
+        flow = self.scheduler.kind == "flow"
+        if flow != (r.sampler == "euler"):
+            ok = "euler" if flow else "ddim or dpm"
+            raise RequestError(f"sampler {r.sampler!r} does not fit this model's {self.scheduler.kind} schedule: use {ok}")
+        if r.image is not None and not self.is_i2v:
+            raise RequestError(f"{variant_name(c)} is a text-to-video model: image conditioning needs an I2V model")
+        if self.is_i2v and r.image is None:
+            raise RequestError(f"{variant_name(c)} is an image-to-video model: pass an image")
+        if r.video is not None and r.image is not None:
+            raise RequestError("pass either image (I2V) or video (V2V), not both")
+        if not 0.0 < r.strength <= 1.0:
+            raise RequestError(f"strength must be in (0, 1], got {r.strength}")
+        if self._text is None:
+            raise RequestError("this pipeline was loaded without a text encoder")
+        return r
+
+    # ----------------------------------------------------------------- the run
+    @torch.inference_mode()
+    def generate(
+        self, request: GenerateRequest | None = None, *, progress: Progress | None = None, **kwargs: Any
+    ) -> Video:
+        req = request if request is not None else GenerateRequest.from_kwargs(**kwargs)
+        if request is not None and kwargs:
+            req = replace(req, **kwargs)
+        r = self.resolve(req)
+        t0 = time.perf_counter()
+        latents = self.generate_latents(r, progress=progress)  # (B, T, C, h, w)
+        video = self.decode(latents)
+        self.last_stats = GenerationStats(
+            seconds=time.perf_counter() - t0,
+            steps=int(r.steps or 0),
+            peak_rss_mb=_peak_rss_mb(),
+            latent_shape=tuple(latents.shape),
+        )
+        return Video.from_tensor(video, fps=float(r.fps or 8.0))
+
+    def encode_prompts(self, prompt: str, negative: str, cfg: bool) -> torch.Tensor:
+        """-> (B', L, D): [negative; positive] with CFG, as the reference concatenates them."""
+        assert self._text is not None
+        pos = self._text.encode([prompt])
+        if not cfg:
+            return pos
+        return torch.cat([self._text.encode([negative]), pos], dim=0)
+
+    def _pad_frames(self, latent_frames: int) -> int:
+        """CogVideoX 1.5: latent frames padded up to a multiple of patch_size_t (reference §5.1 step 3)."""
+        pt = self.config.patch_size_t
+        return (pt - latent_frames % pt) if pt and latent_frames % pt else 0
+
+    def generate_latents(self, r: GenerateRequest, progress: Progress | None = None) -> torch.Tensor:
+        """Denoised latents (B, T, C, h, w), before the 1.5 padding is dropped: for parity tests and the UI."""
+        device, c = self.device, self.config
+        generator = torch.Generator("cpu").manual_seed(int(r.seed))
+        guidance = float(r.guidance or 0.0)
+        cfg = guidance > 1.0
+        embeds = self.encode_prompts(r.prompt, r.negative_prompt, cfg)  # (B', L, D)
+        dtype = embeds.dtype
+        plan = make_plan(
+            SamplerSpec(kind=r.sampler, num_steps=int(r.steps)),  # type: ignore[arg-type]
+            self.scheduler,
+            strength=r.strength if r.video is not None else 1.0,
+        )
+
+        image_latents: torch.Tensor | None = None
+        if r.video is not None:
+            latents = self._prepare_v2v(r, plan, generator, dtype)
+            extra = 0
+        else:
+            num_frames = int(r.num_frames)  # type: ignore[arg-type]
+            t_lat = (num_frames - 1) // 4 + 1
+            extra = self._pad_frames(t_lat)
+            h, w = int(r.height) // 8, int(r.width) // 8  # type: ignore[arg-type]
+            channels = c.in_channels // 2 if self.is_i2v else c.in_channels
+            if self.is_i2v:
+                image_latents = self._image_latents(r, t_lat + extra, generator, dtype)  # (B, T, C, h, w)
+            shape = (1, t_lat + extra, channels, h, w)
+            latents = torch.randn(shape, generator=generator, dtype=dtype).to(device)  # CPU draw, as the reference
+
+        ofs = torch.full((1,), 2.0, device=device, dtype=dtype) if c.ofs_embed_dim else None
+        image_in = None
+        if image_latents is not None:
+            image_in = torch.cat([image_latents] * 2) if cfg else image_latents
+
+        def denoise(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+            x_in = torch.cat([x] * 2) if cfg else x  # (B', T, C, h, w)
+            if image_in is not None:
+                x_in = torch.cat([x_in, image_in], dim=2)  # noise channels first, image second
+            t_b = t.to(device).expand(x_in.shape[0])
+            out = self.transformer(x_in, embeds, t_b, ofs=ofs).float()
+            if not cfg:
+                return out
+            scale = guidance
+            if r.dynamic_cfg:
+                if r.dynamic_cfg_mode == "diffusers":
+                    scale = dynamic_cfg_scale_diffusers(float(t), len(plan.timesteps), guidance)
+                else:
+                    scale = dynamic_cfg_scale(i, len(plan.timesteps), guidance)
+            uncond, cond = out.chunk(2)
+            return uncond + scale * (cond - uncond)
+
+        latents = sample(denoise, latents, plan, generator=generator, callback=progress)
+        return latents[:, extra:]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, h, w) scaled latents -> (B, 3, F, H, W) video in [-1, 1]."""
+        z = latents.permute(0, 2, 1, 3, 4)  # (B, C, T, h, w)
+        z = self.vae.unscale(z).to(next(self.vae.parameters()).dtype)
+        return self.vae.decode(z)
+
+    # ----------------------------------------------------------------- conditioning inputs
+    def _to_pixels(self, frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+        """uint8 (F, H0, W0, 3) -> (1, 3, F, H, W) in [-1, 1]; aspect-preserving resize + centre crop if needed."""
+        if frames.shape[1:3] != (height, width):
+            out = []
+            for f in frames:
+                img = Image.fromarray(f)
+                s = max(height / img.height, width / img.width)
+                rw, rh = max(width, math.ceil(img.width * s)), max(height, math.ceil(img.height * s))
+                img = img.resize((rw, rh), Image.Resampling.LANCZOS)
+                left, top = (rw - width) // 2, (rh - height) // 2
+                out.append(np.asarray(img.crop((left, top, left + width, top + height))))
+            frames = np.stack(out)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0  # (F, H, W, 3)
+        return x.permute(3, 0, 1, 2).unsqueeze(0)  # (1, 3, F, H, W)
+
+    def _image_latents(
+        self, r: GenerateRequest, t_total: int, generator: torch.Generator, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """I2V conditioning: the image's posterior sample, scaled, then zero frames: (1, T, C, h, w)."""
+        img = r.image
+        if isinstance(img, (str, Path)):
+            if not Path(img).is_file():
+                raise RequestError(f"image not found: {img}")
+            img = np.asarray(Image.open(img).convert("RGB"))
+        elif isinstance(img, Image.Image):
+            img = np.asarray(img.convert("RGB"))
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[-1] != 3:
+            raise RequestError(f"image must be RGB (H, W, 3), got shape {img.shape}")
+        x = self._to_pixels(img[None], int(r.height), int(r.width))  # (1, 3, 1, H, W)
+        x = x.to(self.device, dtype)
+        z = self.vae.sample_posterior(x.to(next(self.vae.parameters()).dtype), generator=generator)  # (1, C, 1, h, w)
+        z = self.vae.scale_image_latents(z.to(dtype)).permute(0, 2, 1, 3, 4)  # (1, 1, C, h, w)
+        t_lat = (int(r.num_frames) - 1) // 4 + 1  # type: ignore[arg-type]
+        pad = torch.zeros((1, t_lat - 1, *z.shape[2:]), device=z.device, dtype=dtype)
+        z = torch.cat([z, pad], dim=1)  # (1, T, C, h, w)
+        pt = self.config.patch_size_t
+        if pt:  # 1.5: the reference prefixes z[:, : T % pt] (a no-op for the usual 16N+1 lengths)
+            z = torch.cat([z[:, : z.shape[1] % pt], z], dim=1)
+        if z.shape[1] != t_total:
+            raise RequestError(f"I2V latent length {z.shape[1]} != {t_total}; use a valid frame count")
+        return z
+
+    def _prepare_v2v(
+        self, r: GenerateRequest, plan: Any, generator: torch.Generator, dtype: torch.dtype
+    ) -> torch.Tensor:
+        src = r.video
+        if isinstance(src, (str, Path)):
+            src = read_video(src)
+        frames = src.frames if isinstance(src, Video) else np.asarray(src)
+        if r.num_frames is not None:
+            if frames.shape[0] < r.num_frames:
+                raise RequestError(f"source video has {frames.shape[0]} frames, fewer than num_frames={r.num_frames}")
+            frames = frames[: r.num_frames]
+        n = frames.shape[0]
+        if (n - 1) % self.frame_multiple:
+            k = (n - 1) // self.frame_multiple * self.frame_multiple + 1
+            if k < 1 + self.frame_multiple:
+                raise RequestError(f"source video has {n} frames; V2V needs at least {1 + self.frame_multiple}")
+            frames = frames[:k]  # trim to the longest valid length
+        x = self._to_pixels(frames, int(r.height), int(r.width)).to(self.device, dtype)  # (1, 3, F, H, W)
+        z = self.vae.sample_posterior(x.to(next(self.vae.parameters()).dtype), generator=generator)  # (1, C, T, h, w)
+        z = self.vae.scale(z.to(dtype)).permute(0, 2, 1, 3, 4)  # (1, T, C, h, w)
+        noise = torch.randn(tuple(z.shape), generator=generator, dtype=dtype).to(self.device)
+        return noise_latents(z, noise, plan).to(dtype)
+
+
+def _read_defaults(root: Path) -> PipelineDefaults | None:
+    index = read_json(root / "model_index.json")
+    raw = index.get("_cinegen_defaults")
+    if not raw:
+        return None
+    known = {f.name for f in fields(PipelineDefaults)} - {"extra"}
+    return PipelineDefaults(**{k: v for k, v in raw.items() if k in known}, extra=raw)
+
+
+def load_pipeline(
+    path: str | Path | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> Pipeline:
+    """Load a diffusers-layout CogVideoX folder (None = the shipped default model) into a `Pipeline`."""
+    root = Path(path) if path is not None else DEFAULT_MODEL
+    if isinstance(dtype, str):
+        dtype = parse_dtype(dtype)
+    bundle = load_model_folder(root, device=device, dtype=dtype)
+    return Pipeline(bundle, _read_defaults(root))
+
+
+def parse_dtype(name: str) -> torch.dtype | None:
+    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    table |= {"fp16": torch.float16, "float16": torch.float16, "auto": None}
+    if name not in table:
+        raise ValueError(f"unknown dtype {name!r}: use fp32, bf16, fp16 or auto")
+    return table[name]
