@@ -13,14 +13,25 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 # Subsystems that add their own subcommands through `register_cli(subparsers)`.
-_SUBSYSTEMS = ("cinegen.data.cli", "cinegen.world.cli", "cinegen.train.cli", "cinegen.app.cli", "cinegen.bench.cli")
+_SUBSYSTEMS = (
+    "cinegen.data.cli",
+    "cinegen.world.cli",
+    "cinegen.train.cli",
+    "cinegen.app.cli",
+    "cinegen.bench.cli",
+)
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="text/image/video to video with a CogVideoX-family model folder")
     p.add_argument("prompt", help="what the video should show")
     p.add_argument("--model", default=None, help="model folder (diffusers layout); default: the shipped model")
-    p.add_argument("-o", "--output", default="outputs/video.mp4", help="output .mp4 (a .png contact sheet is written beside it) or .gif")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="outputs/video.mp4",
+        help="output .mp4 (a .png contact sheet is written beside it) or .gif",
+    )
     p.add_argument("--frames", type=int, default=None, help="number of frames (8N+1; 16N+1 for CogVideoX 1.5)")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
@@ -48,6 +59,27 @@ def _default_device(name: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _tiny_random_model(folder: Path) -> Path:
+    """A tiny random CogVideoX-2b-like folder: lets the whole path run before a trained model exists."""
+    import json
+
+    from cinegen.models.io import save_model_folder
+    from cinegen.models.presets import build_bundle
+
+    if not (folder / "model_index.json").is_file():
+        save_model_folder(build_bundle("tiny-cogvideox-2b", seed=0), folder)
+        index = json.loads((folder / "model_index.json").read_text())
+        index["_cinegen_defaults"] = {
+            "num_frames": 17,
+            "height": 96,
+            "width": 96,
+            "steps": 8,
+            "guidance": 6.0,
+        }
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -59,7 +91,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         return 2
     model = Path(args.model) if args.model else DEFAULT_MODEL
     if args.model is None:
-        print(f"using the default model {model}")
+        if (model / "model_index.json").is_file():
+            print(f"using the default model {model}")
+        else:
+            model = _tiny_random_model(out.parent / "tiny-random-model")
+            print(
+                f"NOTE: the default model is not shipped in this checkout ({DEFAULT_MODEL} is missing); "
+                f"generating with a tiny RANDOM model from {model} (the output is noise, not your prompt)"
+            )
     pipe = load_pipeline(model, device=_default_device(args.device), dtype=parse_dtype(args.dtype))
     if args.vae_tiling:
         pipe.vae.enable_tiling()

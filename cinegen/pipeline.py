@@ -57,6 +57,9 @@ class GenerateRequest:
     guidance: float | None = None
     seed: int = 0
     sampler: Literal["ddim", "dpm", "euler"] | None = None
+    # flow models only: "linear_quadratic" (Movie Gen), "uniform", "shifted", or "diffusers" (the exact
+    # FlowMatchEulerDiscreteScheduler list, for parity); None = the model's default
+    flow_schedule: Literal["linear_quadratic", "uniform", "shifted", "diffusers"] | None = None
     image: Any = None  # I2V conditioning: path, PIL image or uint8 (H, W, 3) array
     video: Any = None  # V2V source: path, Video or uint8 (F, H, W, 3) array
     strength: float = 0.8  # V2V: fraction of the schedule re-run
@@ -83,6 +86,7 @@ class PipelineDefaults:
     steps: int = 50
     guidance: float = 6.0
     sampler: str | None = None  # None: DDIM for CogVideoX schedulers, Euler for flow matching
+    flow_schedule: str = "linear_quadratic"
     fps: float = 8.0
     negative_prompt: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -199,6 +203,7 @@ class Pipeline:
             guidance=req.guidance if req.guidance is not None else d.guidance,
             sampler=req.sampler or d.sampler or _SCHEDULE_SAMPLER[self.scheduler.kind],
             fps=req.fps or d.fps,
+            flow_schedule=req.flow_schedule or d.flow_schedule,
         )
         if not isinstance(r.prompt, str):
             raise RequestError("prompt must be a string")
@@ -215,7 +220,10 @@ class Pipeline:
             if v is None or v < m or v % m:
                 raise RequestError(f"{name}={v} is not valid: use a positive multiple of {m} (e.g. {m * 6}, {m * 8})")
         c = self.config
-        if c.use_learned_positional_embeddings and (r.height, r.width) != (c.sample_height * 8, c.sample_width * 8):
+        if c.use_learned_positional_embeddings and (r.height, r.width) != (
+            c.sample_height * 8,
+            c.sample_width * 8,
+        ):
             raise RequestError(
                 f"{variant_name(c)} has learned position embeddings and only supports "
                 f"{c.sample_height * 8}x{c.sample_width * 8} (height x width), got {r.height}x{r.width}"
@@ -224,6 +232,10 @@ class Pipeline:
             raise RequestError(
                 f"{r.height}x{r.width} exceeds this model's RoPE table ({c.sample_height * 8}x{c.sample_width * 8})"
             )
+        if r.flow_schedule not in ("linear_quadratic", "uniform", "shifted", "diffusers"):
+            raise RequestError(
+                f"unknown flow_schedule {r.flow_schedule!r}: use linear_quadratic, uniform, shifted or diffusers"
+            )
         if r.steps < 1:
             raise RequestError(f"steps must be >= 1, got {r.steps}")
         if r.sampler not in ("ddim", "dpm", "euler"):
@@ -231,7 +243,9 @@ class Pipeline:
         flow = self.scheduler.kind == "flow"
         if flow != (r.sampler == "euler"):
             ok = "euler" if flow else "ddim or dpm"
-            raise RequestError(f"sampler {r.sampler!r} does not fit this model's {self.scheduler.kind} schedule: use {ok}")
+            raise RequestError(
+                f"sampler {r.sampler!r} does not fit this model's {self.scheduler.kind} schedule: use {ok}"
+            )
         if r.image is not None and not self.is_i2v:
             raise RequestError(f"{variant_name(c)} is a text-to-video model: image conditioning needs an I2V model")
         if self.is_i2v and r.image is None:
@@ -286,7 +300,7 @@ class Pipeline:
         embeds = self.encode_prompts(r.prompt, r.negative_prompt, cfg)  # (B', L, D)
         dtype = embeds.dtype
         plan = make_plan(
-            SamplerSpec(kind=r.sampler, num_steps=int(r.steps)),  # type: ignore[arg-type]
+            SamplerSpec(kind=r.sampler, num_steps=int(r.steps), flow_schedule=r.flow_schedule),  # type: ignore[arg-type]
             self.scheduler,
             strength=r.strength if r.video is not None else 1.0,
         )
@@ -371,11 +385,12 @@ class Pipeline:
         x = x.to(self.device, dtype)
         z = self.vae.sample_posterior(x.to(next(self.vae.parameters()).dtype), generator=generator)  # (1, C, 1, h, w)
         z = self.vae.scale_image_latents(z.to(dtype)).permute(0, 2, 1, 3, 4)  # (1, 1, C, h, w)
-        t_lat = (int(r.num_frames) - 1) // 4 + 1  # type: ignore[arg-type]
-        pad = torch.zeros((1, t_lat - 1, *z.shape[2:]), device=z.device, dtype=dtype)
+        # the reference pads to the 1.5-padded length first (image latent at index 0, which 1.5 drops after
+        # denoising together with the padding), then prefixes z[:, : T % pt] (a no-op once T is padded)
+        pad = torch.zeros((1, t_total - 1, *z.shape[2:]), device=z.device, dtype=dtype)
         z = torch.cat([z, pad], dim=1)  # (1, T, C, h, w)
         pt = self.config.patch_size_t
-        if pt:  # 1.5: the reference prefixes z[:, : T % pt] (a no-op for the usual 16N+1 lengths)
+        if pt:
             z = torch.cat([z[:, : z.shape[1] % pt], z], dim=1)
         if z.shape[1] != t_total:
             raise RequestError(f"I2V latent length {z.shape[1]} != {t_total}; use a valid frame count")
@@ -428,7 +443,12 @@ def load_pipeline(
 
 
 def parse_dtype(name: str) -> torch.dtype | None:
-    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    table = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
     table |= {"fp16": torch.float16, "float16": torch.float16, "auto": None}
     if name not in table:
         raise ValueError(f"unknown dtype {name!r}: use fp32, bf16, fp16 or auto")

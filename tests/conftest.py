@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny random model folders built once per session (offline, CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
+
+
+def make_tiny_folder(root: Path, preset: str, seed: int = 0, defaults: dict | None = None) -> Path:
+    """Build a tiny random cinegen model folder for `preset` (e.g. "tiny-cogvideox-2b") under `root`."""
+    import json
+
+    from cinegen.models.io import save_model_folder
+    from cinegen.models.presets import build_bundle
+
+    folder = root / preset
+    if not (folder / "model_index.json").is_file():
+        save_model_folder(build_bundle(preset, seed=seed), folder)
+        if defaults:
+            index = json.loads((folder / "model_index.json").read_text())
+            index["_cinegen_defaults"] = defaults
+            (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+TINY_DEFAULTS = {"num_frames": 9, "height": 32, "width": 48, "steps": 2, "guidance": 3.0, "fps": 8}
+
+
+@pytest.fixture(scope="session")
+def tiny_2b_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_folder(tmp_path_factory.mktemp("models"), "tiny-cogvideox-2b", defaults=TINY_DEFAULTS)

@@ -1,0 +1,137 @@
+"""CLI smoke tests and model-folder error handling on a tiny random model folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cinegen
+from cinegen.cli import main
+from cinegen.models.io import ModelFolderError, load_model_folder, save_model_folder
+from cinegen.pipeline import RequestError
+from cinegen.video import read_video
+
+
+def test_generate_cli_writes_mp4_and_sheet(tiny_2b_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "clip.mp4"
+    rc = main(["generate", "a red circle", "--model", str(tiny_2b_folder), "-o", str(out), "--dtype", "fp32"])
+    assert rc == 0
+    assert out.is_file() and out.with_suffix(".png").is_file()
+    video = read_video(out)
+    assert video.frames.shape == (9, 32, 48, 3)  # the folder's defaults
+    summary = capsys.readouterr().out
+    assert "9 frames 48x32" in summary and "peak RSS" in summary and "2 steps" in summary
+
+
+def test_generate_is_reproducible_and_seed_dependent(tiny_2b_folder: Path) -> None:
+    pipe = cinegen.load_pipeline(tiny_2b_folder, device="cpu", dtype=torch.float32)
+    a = pipe.generate(prompt="a blue star", seed=1).frames
+    b = pipe.generate(prompt="a blue star", seed=1).frames
+    c = pipe.generate(prompt="a blue star", seed=2).frames
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_info_cli(tiny_2b_folder: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["info", str(tiny_2b_folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["valid_frame_counts"][:3] == [9, 17, 25]
+    assert info["resolution_multiple"] == 16
+    assert info["components"]["transformer"]["params"] > 0
+    assert main(["info", str(tiny_2b_folder)]) == 0
+    assert "CogVideoX-2b-like" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frames", "10"], "8N+1"),
+        (["--height", "40"], "multiple of 16"),
+        (["--sampler", "euler"], "does not fit"),
+        (["--image", "x.png"], "text-to-video model"),
+    ],
+)
+def test_bad_requests_fail_before_compute(
+    tiny_2b_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    out = tmp_path / "bad.mp4"
+    rc = main(["generate", "x", "--model", str(tiny_2b_folder), "-o", str(out), *args])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bad_output_extension(tiny_2b_folder: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["generate", "x", "--model", str(tiny_2b_folder), "-o", "out.avi"]) == 2
+    assert ".mp4 or .gif" in capsys.readouterr().err
+
+
+def test_request_error_names_allowed_values(tiny_2b_folder: Path) -> None:
+    pipe = cinegen.load_pipeline(tiny_2b_folder, device="cpu", dtype=torch.float32)
+    with pytest.raises(RequestError, match=r"\[9, 17, 25"):
+        pipe.generate(prompt="x", num_frames=12)
+    with pytest.raises(TypeError, match="unknown generate"):
+        pipe.generate(prompt="x", frames=9)
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(folder, dst)
+    return dst
+
+
+def test_missing_folder_and_files(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelFolderError, match="model folder not found"):
+        load_model_folder(tmp_path / "nope")
+    bad = _copy(tiny_2b_folder, tmp_path)
+    (bad / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(ModelFolderError, match=r"no weights in .*vae"):
+        load_model_folder(bad, load_text_encoder=False)
+    (bad / "transformer" / "config.json").unlink()
+    with pytest.raises(ModelFolderError, match=r"missing file: .*transformer/config.json"):
+        load_model_folder(bad, load_text_encoder=False)
+
+
+def test_corrupt_safetensors_names_file(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    bad = _copy(tiny_2b_folder, tmp_path)
+    f = bad / "transformer" / "diffusion_pytorch_model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # truncated download
+    with pytest.raises(ModelFolderError, match=r"transformer/diffusion_pytorch_model.safetensors: corrupt"):
+        load_model_folder(bad, load_text_encoder=False)
+
+
+def test_weight_key_mismatch_names_key(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    bad = _copy(tiny_2b_folder, tmp_path)
+    f = bad / "transformer" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(f))
+    state.pop("proj_out.weight")
+    state["surprise.weight"] = torch.zeros(1)
+    save_file(state, str(f))
+    with pytest.raises(ModelFolderError, match=r"missing keys \['proj_out.weight'\].*unexpected keys \['surprise"):
+        load_model_folder(bad, load_text_encoder=False)
+
+
+def test_unknown_config_key_names_key(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    bad = _copy(tiny_2b_folder, tmp_path)
+    cfg_path = bad / "vae" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["mystery_knob"] = 3
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ModelFolderError, match=r"vae/config.json.*mystery_knob"):
+        load_model_folder(bad, load_text_encoder=False)
+
+
+def test_sharded_save_and_load_roundtrip(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    bundle = load_model_folder(tiny_2b_folder, device="cpu", dtype=torch.float32)
+    out = save_model_folder(bundle, tmp_path / "sharded", max_shard_bytes=20_000)
+    assert (out / "transformer" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    again = load_model_folder(out, device="cpu", dtype=torch.float32)
+    for k, v in bundle.transformer.state_dict().items():
+        assert torch.equal(v, again.transformer.state_dict()[k]), k
