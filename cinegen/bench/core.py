@@ -147,31 +147,8 @@ def bench_transformer(cfg: BenchConfig, peaks: dict[str, float]) -> list[Timing]
     return out
 
 
-def _rss_child(conn: Any, fn: Callable[[], Any]) -> None:
-    import resource
-
-    gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    fn()
-    dt = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    conn.send((dt, (after - before) / 1024))  # seconds, MiB of high-water growth
-    conn.close()
-
-
-def _in_child(fn: Callable[[], Any]) -> tuple[float, float]:
-    """Run fn in a forked child; return (seconds, peak RSS growth in MiB)."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_rss_child, args=(child, fn))
-    proc.start()
-    result = parent.recv()
-    proc.join()
-    return result
-
-
-def bench_vae(cfg: BenchConfig) -> list[Timing]:
+def _vae_models(cfg: BenchConfig) -> tuple[CogVideoXVAE, Any, torch.Tensor]:
+    """The reference VAE with seeded random weights, ours with the same state dict, and a latent input."""
     import diffusers
 
     vcfg = VAEConfig(block_out_channels=cfg.vae_channels, scaling_factor=0.7)
@@ -181,30 +158,53 @@ def bench_vae(cfg: BenchConfig) -> list[Timing]:
     ours.load_state_dict(ref.state_dict(), strict=True)
     t, h, w = cfg.vae_latent_shape
     z = torch.randn(1, vcfg.latent_channels, t, h, w, generator=torch.Generator().manual_seed(cfg.seed))
+    return ours, ref, z
+
+
+def _vae_decode(which: str, ours: CogVideoXVAE, ref: Any, z: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
-        err = (ours.decode(z) - ref.decode(z).sample).abs().max().item()
+        if which == "diffusers":
+            return ref.decode(z).sample
+        if which == "cinegen temporal-tiled":
+            return ours.decode(z, temporal_tiling=TemporalTiling(window=3, overlap=1))
+        return ours.decode(z)
 
-    def run_ref() -> None:
-        with torch.inference_mode():
-            ref.decode(z)
 
-    def run_ours() -> None:
-        with torch.inference_mode():
-            ours.decode(z)
+def _vae_child(conn: Any, which: str, cfg: BenchConfig) -> None:
+    """Runs in a fresh (spawned) process: build, then time one decode and its peak-RSS growth."""
+    import resource
 
-    def run_ours_tiled() -> None:
-        with torch.inference_mode():
-            ours.decode(z, temporal_tiling=TemporalTiling(window=3, overlap=1))
+    ours, ref, z = _vae_models(cfg)
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    _vae_decode(which, ours, ref, z)
+    dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    conn.send((dt, (after - before) / 1024))  # seconds, MiB of high-water growth (ru_maxrss is KiB on Linux)
+    conn.close()
 
-    results: dict[str, list[tuple[float, float]]] = {
-        "diffusers": [],
-        "cinegen": [],
-        "cinegen temporal-tiled": [],
-    }
+
+def _in_child(which: str, cfg: BenchConfig) -> tuple[float, float]:
+    """A spawned child per run (fork after OpenMP threads have started can hang): (seconds, peak MiB)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_vae_child, args=(child, which, cfg))
+    proc.start()
+    result = parent.recv()
+    proc.join()
+    return result
+
+
+def bench_vae(cfg: BenchConfig) -> list[Timing]:
+    ours, ref, z = _vae_models(cfg)
+    err = (_vae_decode("cinegen", ours, ref, z) - _vae_decode("diffusers", ours, ref, z)).abs().max().item()
+    del ours, ref
+    names = ("diffusers", "cinegen", "cinegen temporal-tiled")
+    results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     for _ in range(cfg.vae_repeats):
-        results["diffusers"].append(_in_child(run_ref))
-        results["cinegen"].append(_in_child(run_ours))
-        results["cinegen temporal-tiled"].append(_in_child(run_ours_tiled))
+        for name in names:
+            results[name].append(_in_child(name, cfg))
     out = []
     for who, rs in results.items():
         out.append(
@@ -212,10 +212,7 @@ def bench_vae(cfg: BenchConfig) -> list[Timing]:
                 f"vae decode {who}",
                 statistics.median(r[0] for r in rs),
                 [r[0] for r in rs],
-                {
-                    "peak_rss_growth_mib": statistics.median(r[1] for r in rs),
-                    "max_abs_diff_vs_diffusers": err,
-                },
+                {"peak_rss_growth_mib": statistics.median(r[1] for r in rs), "max_abs_diff_vs_diffusers": err},
             )
         )
     return out

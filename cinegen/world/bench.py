@@ -1,0 +1,387 @@
+"""ShapesBench: a fixed prompt suite over the Shapes world, a runner, and its reports.
+
+The suite (`default_suite()`) is built by a fixed procedure, no randomness: every held-out composition
+(vocab.HELD_OUT) twice (alone, and in a two- or three-object scene or a counted group), plus seen
+compositions covering every motion alone, counted groups and mixed scenes; three aspect ratios; 9 and 17
+frames; fixed seeds. Prompts are the dense captions the model trains on (`prompt_style="short"` sends the
+user-style short caption instead and scores only what it states).
+
+`run_shapes_bench(generate_fn, out_dir)` generates every prompt, analyzes each video (analyze.py, no access
+to the prompt) and scores it against the truth, then writes `results.json`, `results.md` (attribute x
+seen / held-out table, by-motion table) and `samples.png` (a contact sheet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from cinegen.world import vocab as V
+from cinegen.world.analyze import ATTRIBUTES, analyze_video, match_objects, score_video
+from cinegen.world.captions import dense_caption, parse_prompt, short_caption_and_stated
+from cinegen.world.render import (
+    ObjectTruth,
+    SceneTruth,
+    complete_truth,
+    layout_truth,
+    render_clip,
+    render_truth,
+)
+
+__all__ = [
+    "BenchItem",
+    "GenerateFn",
+    "default_suite",
+    "run_shapes_bench",
+    "oracle_generate",
+    "render_item",
+    "summarize",
+]
+
+# generate_fn(prompt, num_frames, height, width, seed) -> uint8 (F, H, W, 3)
+GenerateFn = Callable[[str, int, int, int, int], np.ndarray]
+GROUPS = ("seen", "held_out", "all")
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    """One prompt of the suite with its truth, format and seed."""
+
+    id: str
+    truth: SceneTruth
+    width: int
+    height: int
+    num_frames: int
+    seed: int
+
+    @property
+    def held_out(self) -> bool:
+        return self.truth.held_out
+
+    @property
+    def group(self) -> str:
+        return "held_out" if self.held_out else "seen"
+
+    def prompt(self, style: str = "dense") -> str:
+        return self.prompt_and_truth(style)[0]
+
+    def prompt_and_truth(self, style: str = "dense") -> tuple[str, SceneTruth]:
+        """(prompt text, the truth it states): dense states everything; short leaves some attributes out."""
+        if style == "dense":
+            return dense_caption(self.truth), self.truth
+        if style == "short":
+            return short_caption_and_stated(self.truth, np.random.default_rng(self.seed))
+        raise ValueError(f"unknown prompt style {style!r}: use 'dense' or 'short'")
+
+
+# ------------------------------------------------------------------------------------------------- suite
+_ASPECT_CYCLE = ("square", "landscape", "portrait")
+_BG_NAMES = list(V.BACKGROUND_COLORS)
+_COLOR_NAMES = list(V.COLORS)
+_FRAME_CYCLE = (9, 17)
+
+
+def _obj(shape: str, color: str, size: str, motion: str, i: int) -> ObjectTruth:
+    return ObjectTruth(shape, color, size, motion, V.SPEEDS[i % 2] if V.has_speed(motion) else None)
+
+
+def _companion(i: int, j: int, avoid: set[tuple[str, str]]) -> ObjectTruth:
+    """A deterministic seen-composition object, distinct in colour+shape from `avoid`, small."""
+    for step in range(200):
+        shape = V.SHAPES[(i + 2 * j + step + 1) % len(V.SHAPES)]
+        color = _COLOR_NAMES[(3 * i + 5 * j + step + 2) % len(_COLOR_NAMES)]
+        motion = V.MOTIONS[(2 * i + 7 * j + step + 5) % len(V.MOTIONS)]
+        if V.motion_valid(shape, motion) and not V.is_held_out(color, shape, motion) and (color, shape) not in avoid:
+            return _obj(shape, color, "small", motion, i + j)
+    raise AssertionError("no companion found")  # pragma: no cover - the loop always finds one
+
+
+def _item(idx: int, name: str, objects: Sequence[ObjectTruth], k: int, variant: int = 0) -> BenchItem:
+    truth = SceneTruth(
+        tuple(objects),
+        _BG_NAMES[k % len(_BG_NAMES)],
+        V.BACKGROUND_STYLES[(k // 2) % len(V.BACKGROUND_STYLES)],
+        "still",  # the analyzer reads object motion on screen; camera motion is for training data only
+    )
+    w, h = V.ASPECTS[_ASPECT_CYCLE[k % 3]]
+    return BenchItem(f"{idx:03d}-{name}", truth, w, h, _FRAME_CYCLE[(k // 3) % 2], 1000 + idx + 100 * variant)
+
+
+def _fits(item: BenchItem) -> bool:
+    rng = np.random.default_rng(item.seed)
+    return layout_truth(item.truth, item.width, item.height, item.num_frames, rng) is not None
+
+
+@functools.lru_cache(maxsize=1)
+def default_suite() -> tuple[BenchItem, ...]:
+    """The fixed ShapesBench suite: 26 held-out + 26 seen prompts (see module docstring)."""
+    items: list[BenchItem] = []
+
+    def add(name: str, make: Callable[[int], Sequence[ObjectTruth]], k: int) -> None:
+        # Crowded scenes may not fit at a given seed: try the next seeds, then other companions
+        # (objects variant v // 4), until the scene can be laid out.
+        for v in range(40):
+            item = _item(len(items), name, make(v // 4), k, v)
+            if _fits(item):
+                items.append(item)
+                return
+        raise AssertionError(f"no feasible layout for suite item {name}")  # pragma: no cover
+
+    # Held-out compositions: alone, then in company (mixed scene for even i, a counted group for odd i).
+    for i, (color, shape, motion) in enumerate(V.HELD_OUT):
+        alone = _obj(shape, color, ("large", "small")[i % 2], motion, i)
+        add(f"ho-{color}-{shape}-{motion}", lambda v, o=alone: [o], i)
+    for i, (color, shape, motion) in enumerate(V.HELD_OUT):
+
+        def company(v: int, i: int = i, main: ObjectTruth = _obj(shape, color, "small", motion, i + 1)):
+            n = 2 + (i // 2) % 2
+            if i % 2:
+                return [main] * n
+            return [main] + [_companion(i + 7 * v, j, {(main.color, main.shape)}) for j in range(n - 1)]
+
+        add(f"ho-multi-{color}-{shape}-{motion}", company, i + 5)
+    # Seen compositions: every motion alone.
+    for i, motion in enumerate(V.MOTIONS):
+        for step in range(len(V.SHAPES) * len(V.COLORS)):
+            shape = V.SHAPES[(2 * i + step) % len(V.SHAPES)]
+            color = _COLOR_NAMES[(3 * i + 1 + step // len(V.SHAPES)) % len(_COLOR_NAMES)]
+            if V.motion_valid(shape, motion) and not V.is_held_out(color, shape, motion):
+                break
+        o = _obj(shape, color, ("small", "large")[i % 2], motion, i + 1)
+        add(f"seen-{color}-{shape}-{motion}", lambda v, o=o: [o], i + 2)
+    # Counted groups of identical objects.
+    groups = [
+        ("circle", "red", "left", 2),
+        ("star", "blue", "rotate", 3),
+        ("square", "green", "still", 3),
+        ("ring", "yellow", "down", 2),
+        ("triangle", "pink", "grow", 2),
+        ("cross", "cyan", "bounce", 2),
+    ]
+    for i, (shape, color, motion, n) in enumerate(groups):
+        o = _obj(shape, color, "small", motion, i)
+        add(f"seen-group{n}-{color}-{shape}-{motion}", lambda v, o=o, n=n: [o] * n, i + 7)
+    # Mixed scenes of seen compositions.
+    for i in range(7):
+
+        def make(v: int, i: int = i) -> list[ObjectTruth]:
+            first = _companion(i + 20 + 7 * v, 0, set())
+            rest = [_companion(i + 20 + 7 * v, j, {(first.color, first.shape)}) for j in range(1, 2 + i % 2)]
+            return [first, *rest]
+
+        add(f"seen-mixed{2 + i % 2}-{i}", make, i + 11)
+    return tuple(items)
+
+
+# ------------------------------------------------------------------------------------- ground-truth oracle
+def render_item(item: BenchItem) -> np.ndarray:
+    """Ground-truth render of a suite item (its seed fixes the layout)."""
+    frames, _ = render_truth(item.truth, item.width, item.height, item.num_frames, item.seed)
+    return frames
+
+
+def oracle_generate(prompt: str, num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
+    """A `generate_fn` that renders the world's own answer to a prompt: parse, fill unstated attributes
+    with defaults, lay out with `seed`, render. For a dense suite prompt this is exactly `render_item`."""
+    parsed = parse_prompt(prompt)
+    spec = layout_truth(complete_truth(parsed), width, height, num_frames, np.random.default_rng(seed))
+    if spec is None:  # unstated sizes default to large; a crowded scene may only fit with small objects
+        small = [dataclasses.replace(o, size=o.size or "small") for o in parsed.objects]
+        truth = complete_truth(dataclasses.replace(parsed, objects=tuple(small)))
+        spec = layout_truth(truth, width, height, num_frames, np.random.default_rng(seed))
+    if spec is None:
+        raise ValueError(f"cannot lay out {prompt!r} at {width}x{height}")
+    return render_clip(spec)
+
+
+# ------------------------------------------------------------------------------------------------ runner
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean of each attribute score per group (seen / held_out / all); None scores are skipped."""
+    out: dict[str, dict[str, Any]] = {}
+    for g in GROUPS:
+        sel = [r for r in rows if g == "all" or r["group"] == g]
+        stats: dict[str, Any] = {"videos": len(sel)}
+        for a in ATTRIBUTES:
+            vals = [r["scores"][a] for r in sel if r["scores"].get(a) is not None]
+            stats[a] = round(float(np.mean(vals)), 4) if vals else None
+        vals = [r["analysis"]["dynamic_degree"] for r in sel]
+        stats["dynamic_degree"] = round(float(np.mean(vals)), 5) if vals else None
+        out[g] = stats
+    return out
+
+
+def _by_motion(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Motion accuracy per truth motion type (object level, matched as in `score_video`)."""
+    acc: dict[str, list[float]] = {m: [] for m in V.MOTIONS}
+    for r in rows:
+        for o, ok in zip(r["truth"]["objects"], r["object_motion_ok"], strict=True):
+            acc[o["motion"]].append(float(ok))
+    return {m: {"objects": len(v), "motion": round(float(np.mean(v)), 4) if v else None} for m, v in acc.items()}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    s = result["summary"]
+    lines = [
+        "# ShapesBench",
+        "",
+        f"{result['videos']} videos ({s['seen']['videos']} seen,"
+        f" {s['held_out']['videos']} held-out compositions), prompt style `{result['prompt_style']}`,"
+        f" generator: {result.get('model') or 'custom'}.",
+        "",
+        "| attribute | seen | held-out | all |",
+        "|---|---:|---:|---:|",
+    ]
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    for a in ATTRIBUTES:
+        lines.append(f"| {a} | {pct(s['seen'][a])} | {pct(s['held_out'][a])} | {pct(s['all'][a])} |")
+    lines.append(
+        f"| dynamic degree (mean) | {s['seen']['dynamic_degree']} | {s['held_out']['dynamic_degree']} |"
+        f" {s['all']['dynamic_degree']} |"
+    )
+    lines += [
+        "",
+        "Motion accuracy by motion type (objects, all prompts):",
+        "",
+        "| motion | objects | accuracy |",
+    ]
+    lines.append("|---|---:|---:|")
+    for m, d in result["by_motion"].items():
+        lines.append(f"| {m} | {d['objects']} | {pct(d['motion'])} |")
+    lines += [
+        "",
+        "Scores are per-video means of object-level accuracy (objects matched one-to-one to the truth);"
+        " count, background, consistency (stable count, area and colour) and dynamic (moves iff the prompt"
+        " says so) are per video. See `results.json` for every video's analysis.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _contact_sheet(videos: Sequence[tuple[str, np.ndarray]], frames_per_row: int = 6) -> Image.Image:
+    """One row per video: a label and evenly spaced frames, each in a cell sized for the largest frame."""
+    cell_h = max(v.shape[1] for _, v in videos)
+    cell_w = max(v.shape[2] for _, v in videos)
+    pad, label_h = 3, 12
+    sheet = Image.new(
+        "RGB",
+        (pad + frames_per_row * (cell_w + pad), pad + len(videos) * (cell_h + label_h + pad)),
+        (24, 24, 24),
+    )
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, v) in enumerate(videos):
+        y = pad + r * (cell_h + label_h + pad)
+        draw.text((pad, y), label[:150], fill=(230, 230, 230))
+        idx = np.linspace(0, len(v) - 1, min(frames_per_row, len(v))).round().astype(int)
+        for c, i in enumerate(idx):
+            sheet.paste(Image.fromarray(np.ascontiguousarray(v[i])), (pad + c * (cell_w + pad), y + label_h))
+    return sheet
+
+
+def run_shapes_bench(
+    generate_fn: GenerateFn,
+    out_dir: str | os.PathLike[str],
+    suite: Sequence[BenchItem] | None = None,
+    limit: int | None = None,
+    *,
+    prompt_style: str = "dense",
+    model: str | None = None,
+    sheet_rows: int = 16,
+    save_videos: bool = False,
+    progress: Callable[[int, int, BenchItem], None] | None = None,
+) -> dict[str, Any]:
+    """Generate, analyze and score every suite item; write results.json, results.md and samples.png.
+
+    `generate_fn(prompt, num_frames, height, width, seed)` returns uint8 (F, H, W, 3). `limit` runs the first
+    N items of a balanced interleaving of held-out and seen items. results.json is rewritten after every
+    video, so an interrupted run leaves the scores so far.
+    """
+    items = list(suite if suite is not None else default_suite())
+    ho = [it for it in items if it.held_out]
+    seen = [it for it in items if not it.held_out]
+    order = [x for pair in zip(ho, seen, strict=False) for x in pair]
+    order += ho[len(seen) :] + seen[len(ho) :]
+    items = order[:limit] if limit is not None else order
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    samples: list[tuple[str, np.ndarray]] = []
+    # Sheet rows spread over the run (single objects, groups and mixed scenes, seen and held-out).
+    sample_at = set(np.linspace(0, len(items) - 1, min(sheet_rows, len(items))).round().astype(int).tolist())
+    result: dict[str, Any] = {}
+    for n, item in enumerate(items):
+        if progress is not None:
+            progress(n, len(items), item)
+        prompt, stated = item.prompt_and_truth(prompt_style)
+        t0 = time.perf_counter()
+        frames = np.asarray(generate_fn(prompt, item.num_frames, item.height, item.width, item.seed))
+        seconds = time.perf_counter() - t0
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"generate_fn must return uint8 (F, H, W, 3); got {frames.dtype} {frames.shape}")
+        analysis = analyze_video(frames)
+        scores = score_video(analysis, stated)
+        rows.append(
+            {
+                "id": item.id,
+                "group": item.group,
+                "prompt": prompt,
+                "seed": item.seed,
+                "format": [item.num_frames, item.height, item.width],
+                "output_shape": list(frames.shape),
+                "truth": item.truth.to_dict(),
+                "stated": stated.to_dict(),
+                "scores": scores,
+                "object_motion_ok": [
+                    d is not None and d.motion == o.motion
+                    for o, d in zip(item.truth.objects, match_objects(analysis, item.truth), strict=True)
+                ],
+                "analysis": analysis.to_dict(),
+                "seconds": round(seconds, 3),
+            }
+        )
+        if save_videos:
+            from cinegen.video import write_mp4
+
+            write_mp4(frames, V.FPS, out / "videos" / f"{item.id}.mp4", crf=12)
+        if n in sample_at:
+            tag = "HELD-OUT" if item.held_out else "seen"
+            samples.append((f"{item.id} [{tag}] {prompt}", frames))
+        result = {
+            "benchmark": "ShapesBench",
+            "version": 1,
+            "model": model,
+            "prompt_style": prompt_style,
+            "videos": len(rows),
+            "suite_size": len(order),
+            "summary": summarize(rows),
+            "by_motion": _by_motion(rows),
+            "seconds_total": round(sum(r["seconds"] for r in rows), 2),
+            "items": rows,
+        }
+        _atomic_write_text(out / "results.json", json.dumps(result, indent=1))
+    if not rows:
+        raise ValueError("the bench suite is empty (limit=0?)")
+    _atomic_write_text(out / "results.md", _markdown(result))
+    _contact_sheet(samples).save(out / "samples.png")
+    return result
