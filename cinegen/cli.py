@@ -45,6 +45,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", default=None, help="source video (video-to-video)")
     p.add_argument("--strength", type=float, default=0.8, help="video-to-video: how much of the schedule is re-run")
     p.add_argument("--fps", type=float, default=None)
+    p.add_argument(
+        "--enhance-prompt",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rewrite the prompt into the model's training-caption style (default: the model's setting)",
+    )
     p.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     p.add_argument("--vae-tiling", action="store_true", help="decode in overlapping spatial tiles (less memory)")
@@ -117,8 +123,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         strength=args.strength,
         dynamic_cfg=args.dynamic_cfg,
         fps=args.fps,
+        enhance_prompt=args.enhance_prompt,
     )
-    r = pipe.resolve(req)  # validate before loading anything else / computing
+    r = pipe.resolve(req)  # validate before any compute
+    if r.raw_prompt is not None and r.raw_prompt != r.prompt:
+        print(f"prompt enhanced: {r.prompt!r}")
     bar = tqdm(total=None, desc="denoising", unit="step")
 
     def progress(i: int, n: int) -> None:

@@ -14,6 +14,7 @@ diffusers run with the same weights, seed and settings produce the same latents:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ __all__ = ["GenerateRequest", "Pipeline", "load_pipeline", "DEFAULT_MODEL", "Req
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cinegen-shapes"
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 # the sampler a folder's own scheduler implies (diffusers runs that scheduler class)
 _SCHEDULE_SAMPLER = {"ddim": "ddim", "dpm": "dpm", "flow": "euler"}
 
@@ -63,6 +65,9 @@ class GenerateRequest:
     image: Any = None  # I2V conditioning: path, PIL image or uint8 (H, W, 3) array
     video: Any = None  # V2V source: path, Video or uint8 (F, H, W, 3) array
     strength: float = 0.8  # V2V: fraction of the schedule re-run
+    # rewrite a short prompt into the model's dense training-caption style; None = the model's default
+    enhance_prompt: bool | None = None
+    raw_prompt: str | None = None  # set by `resolve` when the prompt was enhanced
     dynamic_cfg: bool = False
     dynamic_cfg_mode: Literal["original", "diffusers"] = "original"
     fps: float | None = None
@@ -89,6 +94,7 @@ class PipelineDefaults:
     flow_schedule: str = "linear_quadratic"
     fps: float = 8.0
     negative_prompt: str = ""
+    prompt_enhancer: str | None = None  # "shapes": the Shapes-world rewriter (cinegen.world.captions)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -190,6 +196,17 @@ class Pipeline:
             out["max_resolution"] = [self.config.sample_height * 8, self.config.sample_width * 8]
         return out
 
+    def enhance(self, prompt: str) -> str:
+        """The model's built-in prompt rewriter; falls back to the raw prompt when it cannot parse it."""
+        if self.defaults.prompt_enhancer == "shapes":
+            from cinegen.world.captions import enhance_prompt
+
+            try:
+                return enhance_prompt(prompt)
+            except ValueError as e:
+                log.warning("prompt enhancer could not rewrite %r (%s); using it as it is", prompt, e)
+        return prompt
+
     # ----------------------------------------------------------------- validation
     def resolve(self, req: GenerateRequest) -> GenerateRequest:
         """Fill defaults and validate everything before any compute; errors name the allowed values."""
@@ -207,6 +224,10 @@ class Pipeline:
         )
         if not isinstance(r.prompt, str):
             raise RequestError("prompt must be a string")
+        if r.enhance_prompt is None:
+            r.enhance_prompt = d.prompt_enhancer is not None
+        if r.enhance_prompt:
+            r = replace(r, raw_prompt=r.prompt, prompt=self.enhance(r.prompt), enhance_prompt=False)
         if r.video is not None and req.num_frames is None:
             r.num_frames = None  # taken from the source video in _prepare_v2v
         elif r.num_frames is None or (r.num_frames - 1) % self.frame_multiple or r.num_frames < 1:

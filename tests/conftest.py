@@ -8,6 +8,12 @@ import pytest
 import torch
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Every model in the suite is tiny: one intra-op thread is as fast, and it avoids oversubscribing the two
+    # CI cores when tests start worker processes (data-pipeline pools, Ray, 2-process gloo training).
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)

@@ -135,3 +135,18 @@ def test_sharded_save_and_load_roundtrip(tiny_2b_folder: Path, tmp_path: Path) -
     again = load_model_folder(out, device="cpu", dtype=torch.float32)
     for k, v in bundle.transformer.state_dict().items():
         assert torch.equal(v, again.transformer.state_dict()[k]), k
+
+
+def test_prompt_enhancer_from_model_defaults(tmp_path: Path) -> None:
+    from tests.conftest import TINY_DEFAULTS, make_tiny_folder
+
+    folder = make_tiny_folder(tmp_path, "tiny-cogvideox-2b", defaults={**TINY_DEFAULTS, "prompt_enhancer": "shapes"})
+    pipe = cinegen.load_pipeline(folder, device="cpu", dtype=torch.float32)
+    r = pipe.resolve(cinegen.GenerateRequest(prompt="a red circle moves from left to right on a navy background"))
+    assert r.raw_prompt == "a red circle moves from left to right on a navy background"
+    assert "red circle" in r.prompt and "to the right" in r.prompt and "navy background" in r.prompt
+    assert pipe.resolve(r).prompt == r.prompt  # idempotent
+    off = pipe.resolve(cinegen.GenerateRequest(prompt="a red circle", enhance_prompt=False))
+    assert off.prompt == "a red circle" and off.raw_prompt is None
+    # an unparseable prompt falls back to itself instead of failing
+    assert pipe.resolve(cinegen.GenerateRequest(prompt="a panda playing guitar")).prompt == "a panda playing guitar"

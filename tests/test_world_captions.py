@@ -71,6 +71,11 @@ def test_short_caption_phrasing_varies_for_one_truth() -> None:
             "three pink triangles drift toward the upper left over a striped navy backdrop, static camera",
             [("triangle", "pink", None, "up_left", None)] * 3,
         ),
+        (  # no articles: "from left to right" means rightward, not "left" (the demo prompt's phrasing)
+            "a red circle moves from left to right on a navy background",
+            [("circle", "red", None, "right", None)],
+        ),
+        ("a blue ring goes from top to bottom", [("ring", "blue", None, "down", None)]),
         ("an orange cross getting bigger", [("cross", "orange", None, "grow", None)]),
         ("a purple donut", [("ring", "purple", None, None, None)]),
     ],

@@ -304,7 +304,9 @@ _DOWN |= {"lower", "descending", "descends", "dropping", "drops"}
 _LEFT = {"left", "leftward", "leftwards"}
 _RIGHT = {"right", "rightward", "rightwards"}
 _CAMERA_ADJ = {"static", "still", "fixed", "stationary", "locked", "steady", "a", "the", "with", ","}
-_FROM_TO = re.compile(r"from the (left|right|top|bottom)(?: side)? (?:to|toward|towards) the (left|right|top|bottom)")
+_FROM_TO = re.compile(
+    r"from (?:the )?(left|right|top|bottom)(?: side)? (?:to|toward|towards) (?:the )?(left|right|top|bottom)"
+)
 _SIDE = {"left": "left", "right": "right", "top": "up", "bottom": "down"}
 
 
