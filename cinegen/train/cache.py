@@ -1,0 +1,212 @@
+"""Precomputed VAE posterior moments and text embeddings on disk, keyed by content hashes.
+
+As CogVideo's and finetrainers' fine-tuning do (fast-inference.md §3.5), the frozen VAE and T5 run once per clip
+and caption before training instead of every step. An entry's key is the SHA-256 of everything that determines
+its value, so a changed input can never reuse a stale entry:
+
+- latents: VAE fingerprint, the clip file (resolved path, size, mtime), its segment and crop, the bucket shape
+  (F x H x W), the frame sampling (target fps -> stride, centred start) and the pixel transform version;
+- text: text-encoder fingerprint, its max length, and the caption itself.
+
+A module fingerprint hashes its config and, per tensor, name, shape, dtype, float64 sum and abs-sum and a strided
+sample of its bytes (full-content hashing of a 19 GB T5-XXL would cost minutes; any real change to the weights
+moves the sums). Entries are single safetensors files written atomically (temp file + rename), sharded into
+256 sub-folders: `<root>/latents/ab/ab12....safetensors`, `<root>/text/cd/cd34....safetensors`.
+
+The latent entry holds the posterior (mean, logvar) of shape (C, T, h, w), so every step can draw a fresh
+z = mean + exp(logvar / 2)·eps, as the reference samples `latent_dist.sample()` during training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cinegen.train.data import ClipDataset, ClipError, SkipLog, frame_stride
+
+log = logging.getLogger(__name__)
+
+PIXEL_TRANSFORM_VERSION = 1  # bump when load_clip's resize/crop/normalisation changes
+
+
+def fingerprint_module(module: nn.Module, config: Any = None) -> str:
+    """Stable content fingerprint of a module's weights (and config)."""
+    h = hashlib.sha256()
+    cfg = config if config is not None else getattr(module, "config", None)
+    if cfg is not None:
+        data = cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
+        h.update(json.dumps(data, sort_keys=True, default=str).encode())
+    h.update(type(module).__name__.encode())
+    with torch.no_grad():
+        for name, t in sorted(module.state_dict().items()):
+            t = t.detach()
+            h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+            if t.numel() == 0:
+                continue
+            flat = t.reshape(-1).cpu()
+            f64 = flat.double() if flat.is_floating_point() else flat.to(torch.float64)
+            h.update(f"{f64.sum().item():.17g}|{f64.abs().sum().item():.17g}".encode())
+            step = max(1, flat.numel() // 65536)
+            h.update(flat[::step].contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class FeatureCache:
+    root: Path
+
+    def _file(self, kind: str, key: str) -> Path:
+        return self.root / kind / key[:2] / f"{key}.safetensors"
+
+    def has(self, kind: str, key: str) -> bool:
+        return self._file(kind, key).is_file()
+
+    def get(self, kind: str, key: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(str(self._file(kind, key)))
+
+    def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+        from safetensors.torch import save_file
+
+        path = self._file(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def latent_key(vae_fp: str, ds: ClipDataset, j: int) -> str:
+    r, b = ds.record(j), ds.bucket(j)
+    p = Path(r.path)
+    st = p.stat() if p.exists() else None
+    return _sha(
+        {
+            "vae": vae_fp,
+            "path": str(p.resolve()) if st else r.path,
+            "size": st.st_size if st else None,
+            "mtime_ns": st.st_mtime_ns if st else None,
+            "segment": [r.start, r.end, r.source_path],
+            "crop": r.crop,
+            "bucket": b.key,
+            "stride": frame_stride(r.fps, ds.spec.fps) if r.type == "video" else None,
+            "num_frames_src": r.num_frames,
+            "start": "centre",
+            "pixels": PIXEL_TRANSFORM_VERSION,
+        }
+    )
+
+
+def text_key(te_fp: str, caption: str) -> str:
+    return _sha({"text_encoder": te_fp, "caption": caption})
+
+
+@dataclass
+class CachedData:
+    """Which dataset items have a cache entry, plus the keys to read them."""
+
+    cache: FeatureCache
+    latent_keys: list[str]  # per dataset index
+    text_keys: dict[str, str]  # caption -> key
+    ok: list[bool] = field(default_factory=list)
+
+    def latents(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.cache.get("latents", self.latent_keys[j])
+        return d["mean"], d["logvar"]
+
+    def text(self, caption: str) -> torch.Tensor:
+        return self.cache.get("text", self.text_keys[caption])["emb"]
+
+
+def precompute(
+    ds: ClipDataset,
+    cache: FeatureCache,
+    encode_moments: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    vae_fp: str,
+    encode_text: Callable[[list[str]], torch.Tensor],
+    te_fp: str,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] | None = None,
+    text_batch: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> CachedData:
+    """Fill the cache for every item of `ds` (items j with j % world == rank on this rank), then report.
+
+    Unusable clips are recorded in `ds.skips` (reason and detail) and in `<root>/skips/<key>.json`, so every
+    rank learns about failures found by other ranks; they are left out of training, never fatal.
+    """
+    keys = [latent_key(vae_fp, ds, j) for j in range(len(ds))]
+    captions = sorted({ds.record(j).text for j in range(len(ds))} | {""})  # "" = caption dropout
+    tkeys = {c: text_key(te_fp, c) for c in captions}
+    todo = [j for j in range(len(ds)) if j % world == rank and not cache.has("latents", keys[j])]
+    seen: set[str] = set()
+    for n, j in enumerate(todo):
+        if keys[j] in seen:  # repeated items share an entry
+            continue
+        seen.add(keys[j])
+        skip_file = cache.root / "skips" / f"{keys[j]}.json"
+        if skip_file.is_file():
+            continue
+        try:
+            x = ds.pixels(j, rng=None)[None]  # (1, 3, F, H, W)
+            with torch.no_grad():
+                mean, logvar = encode_moments(x)
+            cache.put(
+                "latents",
+                keys[j],
+                {"mean": mean[0].float(), "logvar": logvar[0].float()},
+                {"path": ds.record(j).path},
+            )
+        except ClipError as e:
+            skip_file.parent.mkdir(parents=True, exist_ok=True)
+            skip_file.write_text(json.dumps({"path": ds.record(j).path, "reason": e.reason, "detail": e.detail}))
+        if progress is not None:
+            progress(n + 1, len(todo))
+    mine = [c for i, c in enumerate(captions) if i % world == rank and not cache.has("text", tkeys[c])]
+    for i in range(0, len(mine), text_batch):
+        chunk = mine[i : i + text_batch]
+        with torch.no_grad():
+            emb = encode_text(chunk)
+        for c, e in zip(chunk, emb, strict=True):
+            cache.put("text", tkeys[c], {"emb": e}, {"caption": c[:200]})
+    if barrier is not None:
+        barrier()
+    ok = []
+    for j in range(len(ds)):
+        good = cache.has("latents", keys[j])
+        if not good:
+            skip_file = cache.root / "skips" / f"{keys[j]}.json"
+            info = (
+                json.loads(skip_file.read_text()) if skip_file.is_file() else {"reason": "missing_cache", "detail": ""}
+            )
+            ds.skips.add(ds.record(j), ClipError(info["reason"], info["detail"]))
+        ok.append(good)
+    return CachedData(cache, keys, tkeys, ok)
+
+
+def merge_skips(*logs: SkipLog) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in logs:
+        for k, v in s.counts.items():
+            out[k] = out.get(k, 0) + v
+    return out

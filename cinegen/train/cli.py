@@ -1,0 +1,107 @@
+"""`cinegen train`, `cinegen train-vae` and `cinegen plot` (registered into the main CLI by `register_cli`).
+
+    cinegen train CONFIG.yaml [key=value ...] [--dry-run]
+    cinegen train-vae CONFIG.yaml [key=value ...] [--dry-run]
+    cinegen plot RUN_DIR [-o loss.png]
+
+Multi-process: `torchrun --nproc_per_node N -m cinegen.train.cli train CONFIG.yaml parallel.strategy=ddp`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from cinegen.train.config import ConfigError, TrainConfig, VAETrainConfig, load_config, to_yaml
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="run config YAML (see configs/)")
+    # REMAINDER so `--dry-run` may also come after the overrides (argparse cannot intermix otherwise)
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="dot-list overrides, e.g. optim.lr=3e-4 train.steps=100")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def _run(args: argparse.Namespace, cls: type, fn_name: str) -> int:
+    flags = [o for o in args.overrides if o.startswith("--")]
+    args.overrides = [o for o in args.overrides if not o.startswith("--")]
+    unknown = [f for f in flags if f != "--dry-run"]
+    if unknown:
+        print(f"error: unknown option {unknown[0]} (only --dry-run)", file=sys.stderr)
+        return 2
+    args.dry_run = args.dry_run or bool(flags)
+    try:
+        cfg = load_config(cls, args.config, args.overrides)
+        if isinstance(cfg, TrainConfig):
+            from cinegen.train.trainer import resolve_stages
+
+            resolve_stages(cfg)  # stage steps must add up to train.steps
+    except (ConfigError, ValueError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cinegen.train.checkpoint import NonFiniteLossError
+
+    if fn_name == "train":
+        from cinegen.train.trainer import train as fn
+    else:
+        from cinegen.train.vae_trainer import train_vae as fn
+    try:
+        result = fn(cfg)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"done: {result.step} steps; skipped clips: {result.skipped or 0}; export: {result.export}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _run(args, TrainConfig, "train")
+
+
+def _cmd_train_vae(args: argparse.Namespace) -> int:
+    return _run(args, VAETrainConfig, "train_vae")
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from cinegen.train.plot import plot_run
+
+    try:
+        out = plot_run(args.run_dir, args.output)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train the transformer (LoRA, full fine-tune, from scratch)")
+    _add_run_args(p)
+    p.set_defaults(func=_cmd_train)
+    p = subparsers.add_parser("train-vae", help="train the 3D causal VAE")
+    _add_run_args(p)
+    p.set_defaults(func=_cmd_train_vae)
+    p = subparsers.add_parser("plot", help="draw the loss curves of a training run to PNG")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", default=None, help="PNG path (default RUN_DIR/loss.png)")
+    p.set_defaults(func=_cmd_plot)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cinegen-train")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,549 @@
+"""Training data: manifest -> buckets -> deterministic, resumable global batches -> pixel clips.
+
+Dimension legend: F pixel frames, H/W pixel height/width, T latent frames, h/w latent height/width.
+
+Pieces (each small and testable):
+- `load_records`: a cinegen manifest (JSONL/CSV/Parquet), EasyAnimate JSON, Open-Sora CSV (both through
+  `cinegen.data.manifest.read_manifest`) or CogVideo's `prompt.txt` + `videos.txt`; relative paths resolved.
+- `BucketSpec` / `make_buckets` / `assign_bucket`: aspect-ratio x duration buckets under a latent-token budget
+  (EasyAnimate's token-length rule, data-pipelines.md §1.6; Open-Sora picks the largest frame bucket that fits,
+  §2.3). Shorter clips get a larger area, up to `max_area_scale` x the base area. Frame counts are 8N+1 (16N+1 for
+  CogVideoX 1.5; see `valid_frame_counts`) and images are one-frame videos.
+- `BatchSampler`: groups clips by bucket, shuffles within buckets and the batch order per epoch from the seed,
+  yields *global* batches (every rank slices its share, so a run's data does not depend on the world size), and
+  its state (epoch, position) is part of the checkpoint.
+- `load_clip`: fps-aware frame sampling (stride = source fps / target fps), aspect-preserving resize to cover,
+  centre or random crop, pixels in [-1, 1]. Any failure raises `ClipError` with a reason; callers skip and count.
+- `plan_packs` / `PackSampler`: multi-resolution frame pack (CogVideoX): clips of different shapes share one
+  sequence up to the token budget; see cinegen/train/framepack.py for the block-diagonal attention.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cinegen.data.manifest import ClipRecord, read_manifest
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+class ClipError(RuntimeError):
+    """A clip that cannot be used; `reason` is a short key for the skip counters."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Manifests and importers
+# ------------------------------------------------------------------------------------------------------------
+
+
+def read_cogvideo(folder_or_prompt: str | Path) -> list[ClipRecord]:
+    """CogVideo fine-tuning layout: `prompt.txt` and `videos.txt`, one line each per clip, same order."""
+    p = Path(folder_or_prompt)
+    folder = p if p.is_dir() else p.parent
+    prompts_file, videos_file = folder / "prompt.txt", folder / "videos.txt"
+    for f in (prompts_file, videos_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"CogVideo dataset: missing {f}")
+    prompts = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    videos = [line.strip() for line in videos_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(prompts) != len(videos):
+        raise ValueError(f"CogVideo dataset {folder}: {len(prompts)} prompts but {len(videos)} videos")
+    return [
+        ClipRecord(path=v, text=t, type="image" if Path(v).suffix.lower() in IMAGE_EXTS else "video", id=Path(v).stem)
+        for t, v in zip(prompts, videos, strict=True)
+    ]
+
+
+def load_records(manifest: str | Path, fmt: str = "auto", root: str | Path | None = None) -> list[ClipRecord]:
+    """Read any supported manifest, keep usable rows (status ok), and make clip paths absolute."""
+    path = Path(manifest)
+    if fmt == "cogvideo" or (fmt == "auto" and (path.is_dir() or path.name == "prompt.txt")):
+        records = read_cogvideo(path)
+        base = path if path.is_dir() else path.parent
+    else:
+        if fmt == "easyanimate" and path.suffix.lower() != ".json":
+            raise ValueError(f"EasyAnimate manifests are JSON lists, got {path}")
+        if fmt == "opensora" and path.suffix.lower() not in (".csv", ".parquet"):
+            raise ValueError(f"Open-Sora manifests are CSV or Parquet, got {path}")
+        records = read_manifest(path)
+        base = path.parent
+    base = Path(root) if root is not None else base
+    out = []
+    for r in records:
+        if not r.ok:
+            continue
+        if not Path(r.path).is_absolute():
+            r.path = str(base / r.path)
+        if r.type not in ("video", "image"):
+            r.type = "image" if Path(r.path).suffix.lower() in IMAGE_EXTS else "video"
+        out.append(r)
+    return out
+
+
+def probe_record(r: ClipRecord) -> None:
+    """Fill missing width/height/num_frames/fps in place (manifests from the data pipeline already have them)."""
+    if r.width > 0 and r.height > 0 and (r.type == "image" or (r.num_frames > 0 and r.fps > 0)):
+        return
+    try:
+        if r.type == "image":
+            from PIL import Image
+
+            with Image.open(r.path) as im:
+                r.width, r.height = im.size
+            r.num_frames, r.fps = 1, r.fps or 1.0
+            return
+        import av
+
+        with av.open(r.path) as c:
+            s = c.streams.video[0]
+            r.width, r.height = s.codec_context.width, s.codec_context.height
+            fps = float(s.average_rate or s.guessed_rate or 0) or 24.0
+            n = s.frames
+            if not n and s.duration is not None and s.time_base is not None:
+                n = int(float(s.duration * s.time_base) * fps)
+            if not n and c.duration:
+                n = int(c.duration / 1e6 * fps)
+            r.num_frames, r.fps = int(n), fps
+    except Exception as e:  # noqa: BLE001 - any decoder error means an unusable clip
+        raise ClipError("unreadable", f"{r.path}: {type(e).__name__}: {e}") from e
+    if r.width <= 0 or r.height <= 0:
+        raise ClipError("unreadable", f"{r.path}: no video size")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Buckets
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bucket:
+    num_frames: int
+    height: int
+    width: int
+
+    @property
+    def key(self) -> str:  # same "FxHxW" form as cinegen.data.manifest.format_bucket
+        return f"{self.num_frames}x{self.height}x{self.width}"
+
+    @property
+    def is_image(self) -> bool:
+        return self.num_frames == 1
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """Geometry of the model and the bucket rule. `spatial` = VAE spatial factor x patch size (8 x 2 = 16)."""
+
+    height: int
+    width: int
+    num_frames: int
+    aspect_ratios: tuple[float, ...] = (1.0,)
+    frame_counts: tuple[int, ...] | None = None
+    token_budget: int | None = None
+    max_area_scale: float = 1.0
+    vae_spatial: int = 8
+    vae_temporal: int = 4
+    patch: int = 2
+    patch_t: int = 1
+    fps: float | None = None
+    frame_multiple: int = 8  # 8 for CogVideoX 1.0, 16 for 1.5 (see valid_frame_counts)
+
+    @property
+    def multiple(self) -> int:
+        return self.vae_spatial * self.patch
+
+    def latent_frames(self, f: int) -> int:
+        return (f - 1) // self.vae_temporal + 1
+
+    def tokens(self, f: int, h: int, w: int) -> int:
+        """Video tokens the transformer sees for a clip of f x h x w pixels (latents padded to patch_t)."""
+        t = math.ceil(self.latent_frames(f) / self.patch_t)
+        return t * (h // self.multiple) * (w // self.multiple)
+
+    def budget(self) -> int:
+        return self.token_budget or self.tokens(self.num_frames, self.height, self.width)
+
+
+def valid_frame_counts(max_frames: int, frame_multiple: int = 8) -> list[int]:
+    """Pixel frame counts a CogVideoX model trains and samples at: 1 (images) and N·frame_multiple + 1.
+
+    The causal VAE maps 4k+1 frames to k+1 latents and decodes latents two at a time (first chunk three), so
+    only an odd latent count decodes back to 4(T-1)+1 frames: 8N+1 pixel frames (CogVideoX 1.0). With a
+    temporal patch of 2 (CogVideoX 1.5) the reference uses 16N+1 and pads the latents to an even count."""
+    return [1] + list(range(frame_multiple + 1, max_frames + 1, frame_multiple))
+
+
+def check_frame_count(f: int, spec: BucketSpec) -> None:
+    allowed = valid_frame_counts(max(f, spec.num_frames), spec.frame_multiple)
+    if f not in allowed:
+        raise ValueError(f"num_frames={f} is not valid for this VAE/transformer; allowed: {allowed[:12]} ...")
+
+
+def make_buckets(spec: BucketSpec) -> list[Bucket]:
+    """All (aspect, frames) buckets: for each frame count the area is the largest under the token budget, capped
+    at max_area_scale x the base area; sides are multiples of `spec.multiple`."""
+    counts = list(spec.frame_counts) if spec.frame_counts else valid_frame_counts(spec.num_frames, spec.frame_multiple)
+    for f in counts:
+        check_frame_count(f, spec)
+    m = spec.multiple
+    base_area = spec.height * spec.width
+    out: list[Bucket] = []
+    for f in sorted(set(counts)):
+        t = math.ceil(spec.latent_frames(f) / spec.patch_t)
+        area = min(spec.budget() / t * m * m, spec.max_area_scale * base_area)
+        for a in spec.aspect_ratios:
+            h = max(m, int(math.sqrt(area * a) // m) * m)
+            w = max(m, int(math.sqrt(area / a) // m) * m)
+            while spec.tokens(f, h, w) > spec.budget() and (h > m or w > m):  # rounding guard
+                if h >= w:
+                    h -= m
+                else:
+                    w -= m
+            b = Bucket(f, h, w)
+            if b not in out:
+                out.append(b)
+    return out
+
+
+def frame_stride(src_fps: float, target_fps: float | None) -> float:
+    """Source frames per sampled frame. Never below 1: we do not invent frames by duplication."""
+    if not target_fps or not src_fps or src_fps <= target_fps:
+        return 1.0
+    return src_fps / target_fps
+
+
+def assign_bucket(r: ClipRecord, buckets: Sequence[Bucket], spec: BucketSpec) -> Bucket:
+    """The bucket of a clip: the longest frame count that fits the clip (at the target fps), then the closest
+    aspect ratio (in log space). Raises ClipError("too_short") when no frame bucket fits."""
+    if r.type == "image":
+        frames = 1
+    else:
+        stride = frame_stride(r.fps, spec.fps)
+        fits = [b.num_frames for b in buckets if b.num_frames > 1 and (b.num_frames - 1) * stride + 1 <= r.num_frames]
+        if not fits:
+            need = min((b.num_frames for b in buckets if b.num_frames > 1), default=0)
+            raise ClipError("too_short", f"{r.path}: {r.num_frames} frames at {r.fps:g} fps < {need} frames needed")
+        frames = max(fits)
+    cands = [b for b in buckets if b.num_frames == frames]
+    if not cands:
+        raise ClipError("no_bucket", f"{r.path}: no bucket with {frames} frames")
+    ar = r.height / r.width
+    return min(cands, key=lambda b: abs(math.log(b.height / b.width) - math.log(ar)))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sampler
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSampler:
+    """Deterministic, resumable global batches, homogeneous in bucket.
+
+    `groups` maps a bucket key to dataset indices. Per epoch: a seeded shuffle inside each bucket, chunks of
+    `batch_size` (the global micro-batch; leftovers wait for the next epoch's shuffle), then a seeded shuffle of
+    the chunk order. State = (epoch, position), saved in checkpoints.
+    """
+
+    groups: dict[str, list[int]]
+    batch_size: int
+    seed: int = 0
+    epoch: int = 0
+    position: int = 0
+    _cache: tuple[int, list[tuple[str, list[int]]]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        usable = {k: v for k, v in self.groups.items() if len(v) >= self.batch_size}
+        if not usable:
+            sizes = {k: len(v) for k, v in self.groups.items()}
+            raise ValueError(
+                f"no bucket holds a full global batch of {self.batch_size} clips (bucket sizes: {sizes}); "
+                "lower data.batch_size or use fewer buckets"
+            )
+        for k, v in self.groups.items():
+            if len(v) < self.batch_size:
+                log.warning("bucket %s has %d clips < global batch %d: not used", k, len(v), self.batch_size)
+        self.groups = usable
+
+    def epoch_batches(self, epoch: int) -> list[tuple[str, list[int]]]:
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        batches = []
+        for key in sorted(self.groups):
+            idx = list(self.groups[key])
+            rng.shuffle(idx)
+            for i in range(0, len(idx) - self.batch_size + 1, self.batch_size):
+                batches.append((key, idx[i : i + self.batch_size]))
+        rng.shuffle(batches)
+        self._cache = (epoch, batches)
+        return batches
+
+    def next(self) -> tuple[str, list[int]]:
+        batches = self.epoch_batches(self.epoch)
+        if self.position >= len(batches):
+            self.epoch, self.position = self.epoch + 1, 0
+            batches = self.epoch_batches(self.epoch)
+        out = batches[self.position]
+        self.position += 1
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if int(state["batch_size"]) != self.batch_size:
+            raise ValueError(f"resume: global batch changed from {state['batch_size']} to {self.batch_size}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Decoding, frame sampling, resize and crop
+# ------------------------------------------------------------------------------------------------------------
+
+
+def frame_indices(n_available: int, f: int, stride: float, start: int) -> list[int]:
+    """f source-frame indices from `start` with a (fractional) stride, rounded to the nearest frame."""
+    return [min(n_available - 1, start + int(round(k * stride))) for k in range(f)]
+
+
+def pick_start(n_available: int, f: int, stride: float, rng: random.Random | None) -> int:
+    """Random start inside the clip (None = centred, used when caching so an entry has one fixed meaning)."""
+    span = int(round((f - 1) * stride)) + 1
+    slack = max(0, n_available - span)
+    return rng.randint(0, slack) if rng is not None else slack // 2
+
+
+def decode_video_frames(path: str, indices: Sequence[int], start_seconds: float = 0.0) -> np.ndarray:
+    """Decode the frames at `indices` (counted from `start_seconds`) -> uint8 (F, H, W, 3)."""
+    import av
+
+    want = sorted(set(indices))
+    got: dict[int, np.ndarray] = {}
+    with av.open(path) as c:
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        if start_seconds > 0 and stream.time_base is not None:
+            c.seek(int(start_seconds / stream.time_base), stream=stream, backward=True)
+        i = 0
+        for frame in c.decode(stream):
+            if start_seconds > 0 and frame.time is not None and frame.time < start_seconds - 1e-3:
+                continue
+            if i in want:
+                got[i] = frame.to_ndarray(format="rgb24")
+            i += 1
+            if i > want[-1]:
+                break
+    missing = [k for k in want if k not in got]
+    if missing:
+        raise ClipError("truncated", f"{path}: frames {missing[:3]} missing (decoded {i})")
+    return np.stack([got[k] for k in indices])
+
+
+def resize_crop(frames: torch.Tensor, h: int, w: int, crop_pos: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor:
+    """(F, 3, H0, W0) uint8/float -> (F, 3, h, w) float: scale to cover (aspect preserved), then crop at crop_pos
+    (fractions of the slack; 0.5 = centre)."""
+    _, _, h0, w0 = frames.shape
+    s = max(h / h0, w / w0)
+    nh, nw = max(h, round(h0 * s)), max(w, round(w0 * s))
+    x = frames.float()
+    if (nh, nw) != (h0, w0):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = int(round((nh - h) * crop_pos[0])), int(round((nw - w) * crop_pos[1]))
+    return x[:, :, top : top + h, left : left + w]
+
+
+def load_clip(r: ClipRecord, bucket: Bucket, spec: BucketSpec, rng: random.Random | None) -> torch.Tensor:
+    """A clip as pixels (3, F, H, W) in [-1, 1] for `bucket`; rng None = deterministic (centre start and crop)."""
+    path = Path(r.path)
+    if not path.is_file():
+        raise ClipError("missing", f"{r.path}: file not found")
+    try:
+        if r.type == "image":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                arr = np.array(im.convert("RGB"))[None]  # (1, H, W, 3)
+        else:
+            stride = frame_stride(r.fps, spec.fps)
+            start = pick_start(r.num_frames, bucket.num_frames, stride, rng)
+            idx = frame_indices(r.num_frames, bucket.num_frames, stride, start)
+            seg = r.start if (r.start and r.source_path and Path(r.source_path) == path) else 0.0
+            arr = decode_video_frames(str(path), idx, seg)
+    except ClipError:
+        raise
+    except Exception as e:  # noqa: BLE001 - corrupt files raise anything from PIL/av
+        raise ClipError("corrupt", f"{r.path}: {type(e).__name__}: {e}") from e
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2)  # (F, H, W, 3) -> (F, 3, H, W)
+    if r.crop:  # [x, y, w, h] from the data pipeline (e.g. black borders)
+        cx, cy, cw, ch = r.crop
+        x = x[:, :, cy : cy + ch, cx : cx + cw]
+    pos = (rng.random(), rng.random()) if rng is not None else (0.5, 0.5)
+    x = resize_crop(x, bucket.height, bucket.width, pos)
+    x = (x / 127.5 - 1.0).clamp(-1, 1)
+    return x.permute(1, 0, 2, 3).contiguous()  # (F, 3, H, W) -> (3, F, H, W)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The dataset: records + bucket assignment + skip counters
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SkipLog:
+    """Unusable clips, counted by reason and kept with their detail (never fatal)."""
+
+    counts: Counter = field(default_factory=Counter)
+    items: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, r: ClipRecord, err: ClipError) -> None:
+        if any(it["path"] == r.path and it["reason"] == err.reason for it in self.items):
+            return
+        self.counts[err.reason] += 1
+        self.items.append({"path": r.path, "reason": err.reason, "detail": err.detail})
+        log.warning("skipping clip (%s): %s", err.reason, err.detail)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class ClipDataset:
+    """Records assigned to buckets. Clips that cannot be probed or fit no bucket are skipped and counted."""
+
+    records: list[ClipRecord]
+    spec: BucketSpec
+    buckets_enabled: bool = True
+    image_repeat: int = 1
+    video_repeat: int = 1
+    skips: SkipLog = field(default_factory=SkipLog)
+    items: list[tuple[int, Bucket]] = field(default_factory=list)  # (record index, bucket) per dataset index
+
+    def __post_init__(self) -> None:
+        check_frame_count(self.spec.num_frames, self.spec)
+        if self.buckets_enabled:
+            self.buckets = make_buckets(self.spec)
+        else:  # one shape for all videos (+ the same area for images)
+            self.buckets = [Bucket(self.spec.num_frames, self.spec.height, self.spec.width)]
+            self.buckets.append(Bucket(1, self.spec.height, self.spec.width))
+        for i, r in enumerate(self.records):
+            try:
+                probe_record(r)
+                b = assign_bucket(r, self.buckets, self.spec)
+            except ClipError as e:
+                self.skips.add(r, e)
+                continue
+            repeat = self.image_repeat if r.type == "image" else self.video_repeat
+            self.items.extend([(i, b)] * repeat)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def groups(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for j, (_, b) in enumerate(self.items):
+            out.setdefault(b.key, []).append(j)
+        return out
+
+    def record(self, j: int) -> ClipRecord:
+        return self.records[self.items[j][0]]
+
+    def bucket(self, j: int) -> Bucket:
+        return self.items[j][1]
+
+    def pixels(self, j: int, rng: random.Random | None) -> torch.Tensor:
+        return load_clip(self.record(j), self.bucket(j), self.spec, rng)
+
+
+def bucket_histogram(ds: ClipDataset) -> dict[str, int]:
+    return dict(sorted(Counter(b.key for _, b in ds.items).items()))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Multi-resolution frame pack (CogVideoX): several shapes in one sequence up to the token budget
+# ------------------------------------------------------------------------------------------------------------
+
+
+def plan_packs(tokens: Sequence[int], budget: int, seed: int, epoch: int) -> list[list[int]]:
+    """Greedy first-fit-decreasing packing of items (by token count) into sequences of at most `budget` tokens,
+    after a seeded shuffle so packs differ per epoch. Items larger than the budget get a pack of their own."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(tokens)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: -tokens[i])  # stable: ties keep the shuffled order
+    packs: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        for p, free in enumerate(room):
+            if tokens[i] <= free:
+                packs[p].append(i)
+                room[p] -= tokens[i]
+                break
+        else:
+            packs.append([i])
+            room.append(budget - tokens[i])
+    rng.shuffle(packs)
+    return packs
+
+
+@dataclass
+class PackSampler:
+    """Frame-pack counterpart of `BatchSampler`: per epoch, the usable items are packed (seeded) into sequences
+    of at most `budget` tokens, and `rows` packs form one global micro-batch. Same state and interface."""
+
+    tokens: dict[int, int]  # dataset index -> transformer tokens of that clip
+    budget: int
+    rows: int
+    seed: int = 0
+    epoch: int = 0
+    position: int = 0
+    _cache: tuple[int, list[tuple[str, list[list[int]]]]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) < self.rows:
+            raise ValueError(f"frame pack: {len(self.tokens)} usable clips < {self.rows} rows per step")
+        if not self.epoch_batches(0):
+            raise ValueError(f"frame pack: the clips fill fewer than {self.rows} packs of {self.budget} tokens")
+
+    def epoch_batches(self, epoch: int) -> list[tuple[str, list[list[int]]]]:
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        ids = sorted(self.tokens)
+        packs = plan_packs([self.tokens[i] for i in ids], self.budget, self.seed, epoch)
+        packs = [[ids[k] for k in p] for p in packs]
+        batches = [("pack", packs[i : i + self.rows]) for i in range(0, len(packs) - self.rows + 1, self.rows)]
+        self._cache = (epoch, batches)
+        return batches
+
+    next = BatchSampler.next
+    state_dict = BatchSampler.state_dict
+
+    @property
+    def batch_size(self) -> int:
+        return self.rows
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        BatchSampler.load_state_dict(self, state)  # type: ignore[arg-type]

@@ -1,0 +1,136 @@
+"""VAE training losses: reconstruction, KL, Movie Gen outlier penalty, 3D patch GAN, optional perceptual.
+
+Dimension legend: B batch, C channels, F pixel frames, H/W pixels, T latent frames, h/w latent height/width.
+
+- reconstruction: mean L1 or L2 between decoded and source pixels (both in [-1, 1]).
+- KL (LDM / diffusers DiagonalGaussian.kl): 0.5·Σ(μ² + σ² − 1 − log σ²) summed over latent elements and
+  averaged over the batch; used with a tiny weight (1e-6) so the latent stays close to a unit Gaussian scale.
+- outlier penalty loss (Movie Gen §3.1.1): the VAE learns to store global information in a few high-norm
+  latent "spots"; OPL = mean over positions of Σ_c max(|z − mean(z)| − r·std(z), 0), with mean/std per sample
+  and channel over (T, h, w), r = 3. It penalises only values more than r standard deviations out.
+- 3D patch discriminator: strided Conv3d stack over (C, F, H, W) producing a grid of real/fake logits (one per
+  spatio-temporal patch); hinge losses (d: relu(1 − D(x)) + relu(1 + D(x̂)); g: −D(x̂)).
+- perceptual: VGG16 feature distance per frame, from a torchvision-layout `features.*` state dict the user
+  supplies locally (no downloads); ImageNet normalisation, layers relu1_2, relu2_2, relu3_3, relu4_3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def recon_loss(recon: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    d = recon.float() - target.float()
+    if kind == "l1":
+        return d.abs().mean()
+    if kind == "l2":
+        return (d**2).mean()
+    raise ValueError(f"unknown reconstruction loss {kind!r}")
+
+
+def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) || N(0, 1)) summed over latent elements, mean over the batch."""
+    kl = 0.5 * (mean.float() ** 2 + logvar.float().exp() - 1.0 - logvar.float())
+    return kl.flatten(1).sum(1).mean()
+
+
+def outlier_penalty(z: torch.Tensor, r: float = 3.0) -> torch.Tensor:
+    """Movie Gen OPL on latents (B, C, T, h, w): mean over positions of Σ_c relu(|z − μ| − r·σ)."""
+    z = z.float()
+    mu = z.mean(dim=(2, 3, 4), keepdim=True)  # (B, C, 1, 1, 1)
+    sd = z.std(dim=(2, 3, 4), keepdim=True)  # (B, C, 1, 1, 1)
+    excess = F.relu((z - mu).abs() - r * sd)  # (B, C, T, h, w)
+    return excess.sum(1).mean()
+
+
+class PatchDiscriminator3D(nn.Module):
+    """3D patch GAN: (B, 3, F, H, W) -> logits (B, 1, F', H', W'). Time is downsampled once, space each layer."""
+
+    def __init__(self, in_channels: int = 3, channels: int = 32, layers: int = 3) -> None:
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv3d(in_channels, channels, (3, 4, 4), (1, 2, 2), (1, 1, 1)), nn.LeakyReLU(0.2)]
+        c = channels
+        for i in range(1, layers):
+            c_out = min(channels * 2**i, 8 * channels)
+            stride_t = 2 if i == 1 else 1
+            mods += [
+                nn.Conv3d(c, c_out, (3, 4, 4), (stride_t, 2, 2), (1, 1, 1), bias=False),
+                nn.GroupNorm(min(32, c_out // 4) or 1, c_out),
+                nn.LeakyReLU(0.2),
+            ]
+            c = c_out
+        mods.append(nn.Conv3d(c, 1, 3, 1, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def d_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def g_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()
+
+
+# torchvision vgg16 `features` layout: conv widths and max-pools ("M"); indices match `features.{i}.weight`.
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"]
+_TAPS = (3, 8, 15, 22)  # relu1_2, relu2_2, relu3_3, relu4_3 (indices in `features`)
+
+
+class VGGPerceptual(nn.Module):
+    """Frame-wise VGG16 feature distance (mean squared, summed over the four taps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        for v in _VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(c, int(v), 3, padding=1), nn.ReLU(inplace=False)]
+                c = int(v)
+        self.features = nn.Sequential(*layers[: _TAPS[-1] + 1])
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> VGGPerceptual:
+        """Load torchvision `vgg16` weights (a .pth state dict or .safetensors) from a local file."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"perceptual loss weights not found: {p}")
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        m = cls()
+        own = m.features.state_dict()
+        sub = {k.removeprefix("features."): v for k, v in state.items() if k.removeprefix("features.") in own}
+        missing = sorted(set(own) - set(sub))
+        if missing:
+            raise ValueError(f"{p}: not a torchvision vgg16 state dict (missing features.{missing[0]})")
+        m.features.load_state_dict(sub, strict=True)
+        return m.eval()
+
+    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """recon/target (B, 3, F, H, W) in [-1, 1] -> scalar."""
+        a = recon.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (B, 3, F, H, W) -> (B*F, 3, H, W)
+        b = target.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (B*F, 3, H, W)
+        a = ((a.float() + 1) / 2 - self.mean) / self.std
+        b = ((b.float() + 1) / 2 - self.mean) / self.std
+        loss = a.new_zeros(())
+        for i, layer in enumerate(self.features):
+            a, b = layer(a), layer(b)
+            if i in _TAPS:
+                loss = loss + F.mse_loss(a, b)
+        return loss

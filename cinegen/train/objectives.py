@@ -1,0 +1,151 @@
+"""Training objectives and timestep samplers (pure functions; fast-inference.md §4, diffusers-cogvideox.md §4.3).
+
+Dimension legend: B batch, T latent frames, C latent channels, H/W latent height/width. Latents are (B, T, C, H, W)
+as the transformer takes them; every function here is shape-agnostic past the batch dimension.
+
+Two objectives share one interface (`noisy_input` then `loss`):
+
+- **vpred** (CogVideoX): x_t = sqrt(a_t)·x0 + sqrt(1 - a_t)·eps with a_t = alphas_cumprod[t] (scaled-linear betas,
+  SNR shift, zero terminal SNR; `cinegen.sampling.alphas_cumprod`), integer t in [0, 1000). The network predicts
+  v; the loss is computed in x0 space exactly as the reference (diffusers `train_cogvideox_lora.py`, SAT
+  `VideoScaling` + `loss.py`): x0_hat = sqrt(a)·x_t − sqrt(1−a)·v_hat, weight 1/(1 − a), mean of w·(x0_hat − x0)².
+  (Algebraically this equals the plain v-MSE; we keep the reference's form so fp rounding matches it.)
+- **flow** (rectified flow, shared_api.md convention): x_σ = (1 − σ)·x0 + σ·eps, target v = eps − x0, model
+  timestep = σ·1000; σ from the sampled fraction, optionally shifted σ' = sσ / (1 + (s − 1)σ) (SD3).
+
+Timestep samplers return a fraction in [0, 1):
+- uniform: u ~ U(0, 1);
+- explicit_uniform (CogVideoX "explicit uniform sampling"): stratified over the *global* batch, sample g of G
+  gets (g + u_g) / G, so ranks (and samples within a rank) cover disjoint intervals;
+- logit_normal (SD3 / Movie Gen): sigmoid(m + s·z), z ~ N(0, 1).
+The random numbers (u, z, eps) are drawn by the caller from per-sample generators (see trainer), which keeps
+results independent of the number of processes and exactly reproducible on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+TimestepKind = Literal["uniform", "explicit_uniform", "logit_normal"]
+
+
+def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) matching x's rank, in x's dtype."""
+    return v.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))  # (B,) -> (B, 1, 1, 1, 1)
+
+
+def timestep_fraction(
+    kind: TimestepKind,
+    u: torch.Tensor,
+    z: torch.Tensor,
+    global_index: torch.Tensor,
+    global_batch: int,
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+) -> torch.Tensor:
+    """Fraction in [0, 1) per sample. u ~ U(0,1), z ~ N(0,1) are per-sample draws; global_index (B,) in [0, G)."""
+    if kind == "uniform":
+        return u
+    if kind == "explicit_uniform":
+        return (global_index.to(u.dtype) + u) / global_batch
+    if kind == "logit_normal":
+        return torch.sigmoid(logit_mean + logit_std * z)
+    raise ValueError(f"unknown timestep sampler {kind!r}")
+
+
+def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
+    """SD3 / flux timestep shift s·σ / (1 + (s − 1)·σ); shift 1 is the identity."""
+    if shift == 1.0:
+        return sigma
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def discrete_timesteps(frac: torch.Tensor, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """Fraction -> integer diffusion step in [0, N) (uniform fractions give t ~ U{0..N-1})."""
+    return (frac * num_train_timesteps).floor().long().clamp_(0, num_train_timesteps - 1)
+
+
+# ------------------------------------------------------------------------------------------------- v-prediction
+
+
+def vpred_noisy(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """diffusers `add_noise`: sqrt(a)·x0 + sqrt(1 − a)·eps (a cast to the sample dtype, as the reference)."""
+    a = _bcast(alpha, x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def vpred_target(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """diffusers `get_velocity`: v = sqrt(a)·eps − sqrt(1 − a)·x0."""
+    a = _bcast(alpha, x0)
+    return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
+def vpred_loss(pred_v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss (B,): mean over non-batch dims of (1/(1 − a))·(x0_hat − x0)²,
+    with x0_hat = sqrt(a)·x_t − sqrt(1 − a)·v_hat."""
+    pred_v, x0, x_t = pred_v.float(), x0.float(), x_t.float()
+    a = _bcast(alpha, x0)
+    x0_hat = a.sqrt() * x_t - (1 - a).sqrt() * pred_v
+    w = 1.0 / (1.0 - a)
+    return (w * (x0_hat - x0) ** 2).flatten(1).mean(1)
+
+
+# --------------------------------------------------------------------------------------------------- flow matching
+
+
+def flow_noisy(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """x_σ = (1 − σ)·x0 + σ·eps."""
+    s = _bcast(sigma, x0)
+    return (1 - s) * x0 + s * noise
+
+
+def flow_loss(pred_v: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss (B,): mean of (v_hat − (eps − x0))²."""
+    target = noise.float() - x0.float()
+    return ((pred_v.float() - target) ** 2).flatten(1).mean(1)
+
+
+# ---------------------------------------------------------------------------------------------------- interface
+
+
+@dataclass(frozen=True)
+class Objective:
+    kind: Literal["vpred", "flow"]
+    timesteps: TimestepKind = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0
+    num_train_timesteps: int = 1000
+    alphas_cumprod: torch.Tensor | None = None  # float64 (N,), vpred only
+
+    def __post_init__(self) -> None:
+        if self.kind == "vpred" and self.alphas_cumprod is None:
+            raise ValueError("the vpred objective needs alphas_cumprod (cinegen.sampling.alphas_cumprod)")
+
+
+@dataclass
+class Noisy:
+    x_t: torch.Tensor  # (B, T, C, H, W) model input
+    timestep: torch.Tensor  # (B,) what the transformer gets: integer t (vpred) or σ·1000 (flow)
+    level: torch.Tensor  # (B,) float64: a_t (vpred) or σ (flow)
+
+
+def noisy_input(obj: Objective, x0: torch.Tensor, noise: torch.Tensor, frac: torch.Tensor) -> Noisy:
+    """Corrupt clean latents x0 with noise at the sampled fractions (B,)."""
+    if obj.kind == "vpred":
+        t = discrete_timesteps(frac, obj.num_train_timesteps)
+        assert obj.alphas_cumprod is not None
+        alpha = obj.alphas_cumprod.to(t.device)[t]  # float64 (B,)
+        return Noisy(vpred_noisy(x0, noise, alpha), t, alpha)
+    sigma = shift_sigma(frac.double(), obj.shift)
+    return Noisy(flow_noisy(x0, noise, sigma), (sigma * obj.num_train_timesteps).float(), sigma)
+
+
+def objective_loss(obj: Objective, pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, n: Noisy) -> torch.Tensor:
+    """Per-sample loss (B,) in float32."""
+    if obj.kind == "vpred":
+        return vpred_loss(pred, x0, n.x_t, n.level)
+    return flow_loss(pred, x0, noise)

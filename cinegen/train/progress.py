@@ -1,0 +1,105 @@
+"""Training observability: a progress bar, `metrics.jsonl` and TensorBoard scalars (rank 0 only).
+
+`metrics.jsonl` has one JSON object per logged step (`{"step": 12, "loss": 0.41, "lr": ..., "tokens_per_s": ...,
+"mfu": ..., "time": ...}`); `cinegen plot RUN_DIR` draws it. On resume, lines after the resumed step (written by
+the interrupted run after its last checkpoint) are dropped so the file is one clean curve.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from cinegen.train.config import LogConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def truncate_metrics(path: Path, keep_through_step: int) -> None:
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= keep_through_step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    path.write_text("".join(k + "\n" for k in kept))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir}")
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class MetricsLogger:
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: LogConfig,
+        is_main: bool,
+        resume_step: int = 0,
+        total_steps: int = 0,
+        prefix: str = "train",
+    ) -> None:
+        self.cfg, self.is_main, self.prefix = cfg, is_main, prefix
+        self.path = run_dir / METRICS_FILE
+        self.bar = None
+        self.tb = None
+        self.t_start = time.time()
+        if not is_main:
+            return
+        truncate_metrics(self.path, resume_step)
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=resume_step, desc=prefix, dynamic_ncols=True)
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is an optional extra (cinegen[train])
+                SummaryWriter = None  # noqa: N806
+            if SummaryWriter is not None:
+                self.tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=resume_step + 1)
+
+    def step(self, step: int, values: dict[str, float]) -> None:
+        if not self.is_main:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            post = {"loss": f"{values.get('loss', float('nan')):.4f}"}
+            if "tokens_per_s" in values:
+                post["tok/s"] = f"{values['tokens_per_s']:.0f}"
+            if "mfu" in values:
+                post["mfu"] = f"{100 * values['mfu']:.1f}%"
+            self.bar.set_postfix(post, refresh=False)
+        if self.cfg.every > 0 and (step % self.cfg.every == 0 or step == 1):
+            self.write(step, values)
+
+    def write(self, step: int, values: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        rec = {"step": step, **values, "time": round(time.time() - self.t_start, 3)}
+        with self.path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"{self.prefix}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()

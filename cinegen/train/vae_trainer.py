@@ -1,0 +1,369 @@
+"""VAE training loop: `train_vae(cfg)` (`cinegen train-vae CONFIG.yaml`).
+
+Dimension legend: B batch (per rank), F/H/W pixel frames/height/width, C latent channels, T/h/w latent sizes.
+
+Per step: pixels (B, 3, F, H, W) in [-1, 1] -> posterior (mean, logvar) -> z = mean + σ·eps -> decode ->
+    L = recon(x̂, x) + w_kl·KL + w_opl·OPL(mean) + w_p·perceptual + w_gan·g_hinge(D(x̂))      (generator side)
+    L_D = d_hinge(D(x), D(x̂.detach()))                                                      (discriminator)
+The VAE and the 3D patch discriminator live in one `VAEWithDiscriminator` module with one AdamW (separate
+param groups, the discriminator at `loss.disc_lr`): both sides take their gradient from the same batch and step
+together, so checkpoints, resume and DDP/FSDP stay the same code as for the transformer. The GAN terms start at
+`loss.gan_start_step`. Metrics: PSNR, SSIM, flicker of the training batch every log step, and of a fixed
+validation batch (the first clips of the manifest, deterministic frames/crops) every `validation.every` steps
+with a side-by-side contact sheet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cinegen.train import checkpoint as ckpt
+from cinegen.train.config import VAETrainConfig, to_dict, to_yaml
+from cinegen.train.data import BatchSampler, BucketSpec, ClipDataset, ClipError, load_records
+from cinegen.train.losses_vae import (
+    PatchDiscriminator3D,
+    VGGPerceptual,
+    d_hinge_loss,
+    g_hinge_loss,
+    kl_loss,
+    outlier_penalty,
+    recon_loss,
+)
+from cinegen.train.metrics import video_metrics
+from cinegen.train.optim import EMA, build_scheduler, param_groups
+from cinegen.train.parallel import DistInfo, all_reduce_mean, barrier, init_distributed, parallelize
+from cinegen.train.progress import MetricsLogger
+from cinegen.train.trainer import _autocast_factory, sample_generator
+
+log = logging.getLogger(__name__)
+
+
+class VAEWithDiscriminator(nn.Module):
+    """Holds the trained VAE and (optionally) its discriminator, so one optimizer/checkpoint covers both."""
+
+    def __init__(self, vae: nn.Module, disc: nn.Module | None) -> None:
+        super().__init__()
+        self.vae = vae
+        self.disc = disc
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """x (B, 3, F, H, W) -> (reconstruction, mean, logvar); eps (B, C, T, h, w) samples the posterior."""
+        mean, logvar = self.vae.encode_moments(x)  # (B, C, T, h, w) each
+        z = mean if eps is None else mean + torch.exp(0.5 * logvar) * eps
+        return self.vae.decode(z), mean, logvar
+
+
+def build_vae(cfg: VAETrainConfig) -> nn.Module:
+    from cinegen.models.presets import get_preset
+    from cinegen.models.vae import CogVideoXVAE, VAEConfig
+
+    m = cfg.model
+    if m.path is not None:
+        from cinegen.train.trainer import load_vae_folder
+
+        vae = load_vae_folder(m.path)
+        if m.vae:
+            raise ValueError("model.vae overrides apply to a new VAE (preset), not to one loaded from model.path")
+        return vae
+    base = get_preset(m.preset).vae.to_dict() if m.preset else {}
+    over = dict(m.vae)
+    if "block_out_channels" in over:  # one block type per level unless given
+        n = len(over["block_out_channels"])
+        over.setdefault("down_block_types", ["CogVideoXDownBlock3D"] * n)
+        over.setdefault("up_block_types", ["CogVideoXUpBlock3D"] * n)
+    return CogVideoXVAE(VAEConfig.from_dict({**base, **over}))
+
+
+def save_vae_folder(vae: nn.Module, folder: Path) -> Path:
+    """`folder/vae/{config.json, diffusion_pytorch_model.safetensors}` (diffusers AutoencoderKLCogVideoX)."""
+    from safetensors.torch import save_file
+
+    from cinegen.models.io import DIFFUSERS_VERSION
+
+    out = folder / "vae"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(
+        json.dumps({**vae.config.to_dict(), "_diffusers_version": DIFFUSERS_VERSION}, indent=2) + "\n"
+    )
+    state = {k: v.detach().float().cpu().contiguous() for k, v in vae.state_dict().items()}
+    save_file(state, str(out / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+@dataclass
+class VAETrainResult:
+    step: int
+    losses: list[float] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    export: Path | None = None
+
+
+def _pixels(
+    ds: ClipDataset, local: list[int], seeds: list[int], deterministic: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load clips (B, 3, F, H, W); failures become zeros with weight 0 (skipped and counted)."""
+    xs, w = [], torch.ones(len(local))
+    for i, j in enumerate(local):
+        try:
+            xs.append(ds.pixels(j, None if deterministic else random.Random(seeds[i])))
+        except ClipError as e:
+            ds.skips.add(ds.record(j), e)
+            b = ds.bucket(j)
+            xs.append(torch.zeros(3, b.num_frames, b.height, b.width))
+            w[i] = 0.0
+    return torch.stack(xs), w
+
+
+def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | None = None) -> VAETrainResult:
+    # ---- setup ----------------------------------------------------------------------------------------------
+    info: DistInfo = init_distributed(cfg.parallel, cfg.train.device)
+    run_dir = Path(cfg.train.run_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    barrier()
+    torch.manual_seed(cfg.train.seed)
+    autocast = _autocast_factory(cfg.train.precision, info.device)
+    lc = cfg.loss
+
+    # ---- model ------------------------------------------------------------------------------------------------
+    vae = vae if vae is not None else build_vae(cfg)
+    disc = PatchDiscriminator3D(3, lc.disc_channels, lc.disc_layers) if lc.gan_weight > 0 else None
+    raw = VAEWithDiscriminator(vae, disc).to(info.device).train().requires_grad_(True)
+    perceptual = None
+    if lc.perceptual_weight > 0:
+        if not lc.perceptual_weights_path:
+            raise ValueError("loss.perceptual_weight > 0 needs loss.perceptual_weights_path (local VGG16 weights)")
+        perceptual = VGGPerceptual.from_file(lc.perceptual_weights_path).to(info.device)
+    model = parallelize(raw, cfg.parallel, info)
+
+    # ---- optimizer: VAE groups at optim.lr, discriminator at loss.disc_lr ---------------------------------------
+    o = cfg.optim
+    groups = param_groups(raw.vae.named_parameters(), o.weight_decay)
+    if disc is not None:
+        groups.append({"params": list(raw.disc.parameters()), "weight_decay": 0.0, "lr": lc.disc_lr})
+    opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, foreach=False)
+    total = cfg.train.steps
+    sched = build_scheduler(opt, o, total)
+    ema = EMA(raw.vae, o.ema_decay) if o.ema else None
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    d = cfg.data
+    if d.manifest is None:
+        raise ValueError("data.manifest is not set")
+    spatial = vae.config.spatial_compression
+    spec = BucketSpec(
+        height=d.height,
+        width=d.width,
+        num_frames=d.num_frames,
+        aspect_ratios=tuple(d.aspect_ratios) if d.buckets else (d.height / d.width,),
+        frame_counts=tuple(d.frame_counts) if d.frame_counts else None,
+        token_budget=d.token_budget,
+        max_area_scale=d.max_area_scale,
+        vae_spatial=spatial,
+        vae_temporal=int(vae.config.temporal_compression_ratio),
+        patch=1,
+        fps=d.fps,
+        frame_multiple=2 * int(vae.config.temporal_compression_ratio),
+    )
+    ds = ClipDataset(load_records(d.manifest, d.format, d.root), spec, d.buckets, d.image_repeat, d.video_repeat)
+    B = d.batch_size
+    sampler = BatchSampler(ds.groups(), B * info.world, seed=cfg.train.seed)
+    val_idx = _validation_indices(ds, B)  # same batch size as training: reuses the conv kernels already set up
+
+    # ---- resume -----------------------------------------------------------------------------------------------
+    ckpt_dir = run_dir / "checkpoints"
+    step = 0
+    path = (
+        ckpt.latest_checkpoint(ckpt_dir)
+        if cfg.checkpoint.resume == "auto"
+        else (Path(cfg.checkpoint.resume) if cfg.checkpoint.resume else None)
+    )
+    if path is not None:
+        state = ckpt.load_checkpoint(path, raw, opt, sched, ema)
+        step = state["step"]
+        sampler.load_state_dict(state["sampler"])
+    metrics = MetricsLogger(run_dir, cfg.log, info.is_main, resume_step=step, total_steps=total, prefix="vae")
+    result = VAETrainResult(step=step)
+
+    # ---- loop -------------------------------------------------------------------------------------------------
+    while step < total:
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        gan_on = disc is not None and step >= lc.gan_start_step
+        sums: dict[str, torch.Tensor] = {}
+        last = None
+        for micro in range(o.grad_accum):
+            _, global_idx = sampler.next()
+            local = global_idx[info.rank * B : (info.rank + 1) * B]
+            first_g = micro * B * info.world + info.rank * B
+            gens = [sample_generator(cfg.train.seed, step, micro, first_g + i) for i in range(len(local))]
+            seeds = [int(torch.randint(0, 2**62, (), generator=g)) for g in gens]
+            x, w = _pixels(ds, local, seeds, deterministic=not d.random_crop)
+            x = x.to(info.device)
+            shape = (vae.config.latent_channels, *_latent_shape(vae, x.shape[2:]))
+            eps = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(info.device)
+            with autocast():
+                recon, mean, logvar = model(x, eps)
+            parts = {
+                "recon": recon_loss(
+                    recon * w.view(-1, 1, 1, 1, 1).to(recon), x * w.view(-1, 1, 1, 1, 1).to(x), lc.recon
+                ),
+                "kl": kl_loss(mean, logvar),
+            }
+            loss = parts["recon"] + lc.kl_weight * parts["kl"]
+            if lc.outlier_weight > 0:
+                parts["opl"] = outlier_penalty(mean, lc.outlier_r)
+                loss = loss + lc.outlier_weight * parts["opl"]
+            if perceptual is not None:
+                parts["perceptual"] = perceptual(recon, x)
+                loss = loss + lc.perceptual_weight * parts["perceptual"]
+            if gan_on:
+                # generator side: gradients reach the VAE through recon, never the discriminator (frozen copy of
+                # its parameters via functional_call; toggling requires_grad would upset DDP)
+                frozen = {n: p.detach() for n, p in raw.disc.named_parameters()}
+                with autocast():
+                    parts["g_adv"] = g_hinge_loss(torch.func.functional_call(raw.disc, frozen, (recon,)))
+                loss = loss + lc.gan_weight * parts["g_adv"]
+                with autocast():
+                    parts["d_loss"] = d_hinge_loss(raw.disc(x), raw.disc(recon.detach()))
+                loss = loss + parts["d_loss"]  # only the discriminator sees this term (recon is detached)
+            elif disc is not None:
+                loss = loss + 0.0 * sum(p.sum() for p in raw.disc.parameters())  # keep DDP/FSDP grads defined
+            (loss / o.grad_accum).backward()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, torch.zeros((), device=info.device)) + v.detach() / o.grad_accum
+            sums["loss"] = sums.get("loss", torch.zeros((), device=info.device)) + loss.detach() / o.grad_accum
+            last = (recon.detach(), x)
+        values = {k: float(all_reduce_mean(v)) for k, v in sums.items()}
+        if not math.isfinite(values["loss"]):
+            raise ckpt.NonFiniteLossError(
+                f"VAE loss is {values['loss']} at step {step + 1}; stopping. The last good checkpoint is "
+                f"{ckpt.latest_checkpoint(ckpt_dir) or '(none yet)'} and was left intact."
+            )
+        vae_params = [p for p in raw.vae.parameters() if p.grad is not None]
+        gnorm = torch.nn.utils.clip_grad_norm_(vae_params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+        if disc is not None:
+            torch.nn.utils.clip_grad_norm_(
+                list(raw.disc.parameters()), o.grad_clip if o.grad_clip > 0 else float("inf")
+            )
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update(raw.vae)
+        step += 1
+        result.losses.append(values["loss"])
+        dt = time.perf_counter() - t0
+        values.update(grad_norm=float(ckpt._full(gnorm)), lr=sched.get_last_lr()[0], it_per_s=1 / dt)
+        if cfg.log.every > 0 and step % cfg.log.every == 0 and last is not None:
+            values.update({f"train/{k}": v for k, v in video_metrics(*last).items()})
+        metrics.step(step, values)
+        if cfg.validation.every > 0 and step % cfg.validation.every == 0:
+            result.metrics = _validate_vae(raw, ds, val_idx, step, run_dir, info, metrics, autocast)
+        if cfg.checkpoint.every > 0 and (step % cfg.checkpoint.every == 0 or step == total):
+            state = {
+                "sampler": sampler.state_dict(),
+                "stage": 0,
+                "world_size": info.world,
+                "config": to_dict(cfg),
+                "model_config": vae.config.to_dict(),
+                "loss": values["loss"],
+                "skipped": dict(ds.skips.counts),
+            }
+            result.checkpoint = ckpt.save_checkpoint(
+                ckpt_dir, step, raw, opt, sched, ema, state, cfg.checkpoint.keep_last
+            )
+        if stop_at is not None and step >= stop_at:
+            break
+    metrics.close()
+    result.step = step
+    result.skipped = dict(ds.skips.counts)
+    if step >= total:
+        result.metrics = _validate_vae(raw, ds, val_idx, step, run_dir, info, metrics, autocast)
+        if cfg.checkpoint.export:
+            full = ckpt.trainable_state(raw)
+            if info.is_main:
+                export_vae = build_vae_like(vae)
+                sd = {k.removeprefix("vae."): v for k, v in full.items() if k.startswith("vae.")}
+                if ema is not None:
+                    sd = {k: ckpt._full(v).cpu() for k, v in ema.state_dict().items()}
+                export_vae.load_state_dict(sd, strict=True)
+                result.export = save_vae_folder(export_vae, run_dir / "model").parent
+            barrier()
+    return result
+
+
+def build_vae_like(vae: nn.Module) -> nn.Module:
+    from cinegen.models.vae import CogVideoXVAE
+
+    return CogVideoXVAE(vae.config)
+
+
+def _latent_shape(vae: nn.Module, fhw: Any) -> tuple[int, int, int]:
+    f, h, w = (int(v) for v in fhw)
+    s = vae.config.spatial_compression
+    return vae.frames_to_latents(f, int(vae.config.temporal_compression_ratio)), h // s, w // s
+
+
+def _validation_indices(ds: ClipDataset, n: int) -> list[int]:
+    """The first n dataset items of the largest bucket (a fixed, same-shape validation batch)."""
+    groups = ds.groups()
+    if not groups:
+        return []
+    key = max(groups, key=lambda k: len(groups[k]))
+    return groups[key][:n]
+
+
+@torch.no_grad()
+def _validate_vae(
+    raw: VAEWithDiscriminator,
+    ds: ClipDataset,
+    idx: list[int],
+    step: int,
+    run_dir: Path,
+    info: DistInfo,
+    metrics: MetricsLogger,
+    autocast: Any,
+) -> dict[str, float]:
+    if not idx:
+        return {}
+    was = raw.training
+    raw.eval()
+    try:
+        x, w = _pixels(ds, idx, [0] * len(idx), deterministic=True)
+        keep = w > 0
+        if not bool(keep.any()):
+            return {}
+        x = x[keep].to(info.device)
+        with autocast():
+            recon, _, _ = raw(x, None)
+        recon = recon.float().clamp(-1, 1)
+        m = video_metrics(recon, x)
+        if info.is_main:
+            metrics.write(step, {f"val/{k}": v for k, v in m.items()})
+            _save_side_by_side(x, recon, run_dir / "samples" / f"step_{step:08d}.png")
+        return m
+    finally:
+        raw.train(was)
+
+
+def _save_side_by_side(x: torch.Tensor, recon: torch.Tensor, path: Path) -> None:
+    """Source (top) and reconstruction (bottom) frames of the first validation clip as a PNG contact sheet."""
+    from cinegen.video import contact_sheet
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    both = torch.cat([x[0], recon[0]], dim=2)  # (3, F, H, W) x 2 -> (3, F, 2H, W)
+    frames = ((both.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    contact_sheet(frames, label="top: source, bottom: reconstruction").save(path)

@@ -1,0 +1,220 @@
+"""Training engine pure parts: strict config loader, objectives (vs diffusers), timestep samplers, LR/EMA,
+video metrics, LoRA file format and merge math."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import torch
+
+from cinegen.train.config import ConfigError, TrainConfig, VAETrainConfig, load_config, to_yaml
+from cinegen.train.metrics import dit_forward_flops, flicker, psnr, ssim, ssim_frames
+from cinegen.train.objectives import (
+    Objective,
+    discrete_timesteps,
+    flow_loss,
+    noisy_input,
+    objective_loss,
+    shift_sigma,
+    timestep_fraction,
+    vpred_loss,
+    vpred_noisy,
+    vpred_target,
+)
+from cinegen.train.optim import EMA, lr_factor
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# ---------------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class _Inner:
+    lr: float = 1e-4
+    names: list[str] = field(default_factory=list)
+    mode: Literal["a", "b"] = "a"
+
+
+@dataclass
+class _Outer:
+    inner: _Inner = field(default_factory=_Inner)
+    steps: int = 10
+    path: str | None = None
+    stages: list[_Inner] = field(default_factory=list)
+
+
+def test_config_yaml_overrides_and_strictness(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("inner:\n  lr: 1e-3\n  names: [x]\nsteps: 5\nstages:\n  - {lr: 0.5}\n  - {mode: b}\n")
+    cfg = load_config(_Outer, f, ["inner.mode=b", "path=/a/b", "stages.1.lr=2", "inner.names=[p, q]"])
+    assert cfg.inner.lr == 1e-3 and cfg.inner.mode == "b" and cfg.inner.names == ["p", "q"]
+    assert cfg.steps == 5 and cfg.path == "/a/b" and cfg.stages[1].lr == 2.0 and cfg.stages[1].mode == "b"
+    with pytest.raises(ConfigError, match=r"unknown config key inner\.lrr"):
+        load_config(_Outer, f, ["inner.lrr=1"])
+    with pytest.raises(ConfigError, match=r"unknown config key bogus"):
+        load_config(_Outer, None, ["bogus=1"])
+    with pytest.raises(ConfigError, match=r"inner\.mode.*not one of"):
+        load_config(_Outer, None, ["inner.mode=c"])
+    with pytest.raises(ConfigError, match=r"steps: expected an integer"):
+        load_config(_Outer, None, ["steps=many"])
+    with pytest.raises(ConfigError, match=r"not a valid index"):
+        load_config(_Outer, f, ["stages.7.lr=1"])
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(_Outer, None, ["steps"])
+
+
+@pytest.mark.parametrize("name", ["lora-cogvideox-2b", "lora-cogvideox-5b", "full-finetune", "scratch-small", "vae"])
+def test_shipped_configs_parse_and_round_trip(name: str, tmp_path: Path) -> None:
+    cls = VAETrainConfig if name == "vae" else TrainConfig
+    cfg = load_config(cls, CONFIGS / f"{name}.yaml")
+    dumped = tmp_path / "dump.yaml"
+    dumped.write_text(to_yaml(cfg))
+    assert load_config(cls, dumped) == cfg  # the --dry-run output is itself a valid config
+
+
+# ------------------------------------------------------------------------------------------------ objectives
+
+
+def _ddim(snr: float):
+    diffusers = pytest.importorskip("diffusers")
+    return diffusers.CogVideoXDDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        set_alpha_to_one=True,
+        timestep_spacing="trailing",
+        snr_shift_scale=snr,
+    )
+
+
+def test_vpred_matches_diffusers_training_recipe() -> None:
+    """x_t, v and the x0-space weighted loss equal the diffusers CogVideoX LoRA training script on the same draws."""
+    from cinegen.models.presets import cogvideox_scheduler
+    from cinegen.sampling import alphas_cumprod
+
+    sched = _ddim(3.0)
+    ours = alphas_cumprod(cogvideox_scheduler(3.0))
+    assert torch.equal(ours, sched.alphas_cumprod.double())
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 2, 4, 4, 6, generator=g)  # (B, T, C, H, W)
+    noise = torch.randn(x0.shape, generator=g)
+    pred = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 500, 999])
+    a = ours[t]
+    x_t = vpred_noisy(x0, noise, a)
+    ref_xt = sched.add_noise(x0, noise, t)
+    assert (x_t - ref_xt).abs().max() < 1e-6
+    assert (vpred_target(x0, noise, a) - sched.get_velocity(x0, noise, t)).abs().max() < 1e-6
+    # diffusers examples/cogvideo/train_cogvideox_lora.py: loss in x0 space with weight 1/(1 - alphas_cumprod)
+    model_pred = sched.get_velocity(pred, ref_xt, t)  # = sqrt(a) x_t - sqrt(1-a) v_hat
+    w = (1 / (1 - sched.alphas_cumprod[t])).reshape(-1, 1, 1, 1, 1)
+    ref = torch.mean((w * (model_pred - x0) ** 2).reshape(3, -1), dim=1)
+    ours_loss = vpred_loss(pred, x0, x_t, a)
+    assert (ours_loss - ref.float()).abs().max() / ref.abs().max() < 1e-5
+    # ... which is the plain v-MSE (SAT loss.py equivalence)
+    v = vpred_target(x0, noise, a)
+    assert torch.allclose(ours_loss, ((pred - v) ** 2).flatten(1).mean(1), rtol=1e-4)
+    # at t = 999 (zero terminal SNR) the model input is pure noise
+    assert torch.equal(x_t[2], noise[2])
+
+
+def test_flow_objective_convention() -> None:
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(4, 1, 2, 2, 2, generator=g), torch.randn(4, 1, 2, 2, 2, generator=g)
+    obj = Objective(kind="flow", shift=3.0)
+    frac = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    n = noisy_input(obj, x0, noise, frac)
+    sigma = 3 * frac / (1 + 2 * frac)
+    assert torch.allclose(n.level, sigma)
+    assert torch.allclose(n.timestep, (sigma * 1000).float())
+    assert torch.allclose(
+        n.x_t, (1 - sigma.float()).view(-1, 1, 1, 1, 1) * x0 + sigma.float().view(-1, 1, 1, 1, 1) * noise
+    )
+    assert torch.equal(n.x_t[0], x0[0]) and torch.equal(n.x_t[3], noise[3])
+    perfect = noise - x0
+    assert float(objective_loss(obj, perfect, x0, noise, n).abs().max()) == 0.0
+    assert torch.allclose(flow_loss(torch.zeros_like(x0), x0, noise), (perfect**2).flatten(1).mean(1))
+    # The flow convention is the one the Euler sampler integrates: one exact step from sigma to 0 recovers x0.
+    from cinegen.sampling import euler_flow_step
+
+    x = euler_flow_step(n.x_t[1:2], perfect[1:2], float(sigma[1]), 0.0)
+    assert (x - x0[1:2]).abs().max() < 1e-5
+
+
+def test_timestep_samplers() -> None:
+    g = torch.Generator().manual_seed(0)
+    B = 4096
+    u = torch.rand(B, generator=g, dtype=torch.float64)
+    z = torch.randn(B, generator=g, dtype=torch.float64)
+    idx = torch.arange(B)
+    uni = timestep_fraction("uniform", u, z, idx, B)
+    assert torch.equal(uni, u)
+    strat = timestep_fraction("explicit_uniform", u[:8], z[:8], torch.arange(8), 8)
+    # explicit uniform: sample g lies in [g/G, (g+1)/G) -> one per stratum
+    assert torch.equal((strat * 8).floor().long(), torch.arange(8))
+    t = discrete_timesteps(timestep_fraction("explicit_uniform", u[:10], z[:10], torch.arange(10), 10), 1000)
+    assert torch.equal(t // 100, torch.arange(10))
+    ln = timestep_fraction("logit_normal", u, z, idx, B, logit_mean=0.0, logit_std=1.0)
+    assert abs(float(ln.median()) - 0.5) < 0.03 and float(ln.min()) > 0 and float(ln.max()) < 1
+    assert float(discrete_timesteps(torch.tensor([0.0, 0.9999999, 1.0]), 1000).max()) == 999
+    s = shift_sigma(torch.tensor([0.0, 0.5, 1.0]), 3.0)
+    assert torch.allclose(s, torch.tensor([0.0, 0.75, 1.0]))
+
+
+# ---------------------------------------------------------------------------------------------- optim / EMA
+
+
+def test_lr_schedules() -> None:
+    assert [lr_factor(s, 10, 2, "constant") for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    cos = [lr_factor(s, 12, 2, "cosine", 0.1) for s in range(12)]
+    assert cos[2] == pytest.approx(1.0) and cos[7] == pytest.approx(0.55) and min(cos) >= 0.1
+    assert all(a >= b for a, b in zip(cos[2:], cos[3:], strict=False))
+    assert lr_factor(6, 10, 0, "linear") == pytest.approx(0.4)
+
+
+def test_ema_update_and_copy() -> None:
+    m = torch.nn.Linear(2, 2)
+    ema = EMA(m, decay=0.9)
+    w0 = m.weight.detach().clone()
+    with torch.no_grad():
+        m.weight.add_(1.0)
+    ema.update(m)
+    assert torch.allclose(ema.shadow["weight"], w0 + 0.1)
+    ema.copy_to(m)
+    assert torch.allclose(m.weight, w0 + 0.1)
+
+
+# ------------------------------------------------------------------------------------------------- metrics
+
+
+def test_psnr_ssim_flicker_golden() -> None:
+    x = torch.zeros(1, 3, 4, 16, 16)
+    y = x + 0.2  # 0.1 on the [0, 1] scale -> MSE 0.01 -> 20 dB
+    assert psnr(y, x) == pytest.approx(20.0, abs=1e-4)
+    assert ssim(x, x) == pytest.approx(1.0, abs=1e-6)
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 3, 32, 32, generator=g)
+    noisy = (img + 0.2 * torch.randn(img.shape, generator=g)).clamp(0, 1)
+    s_noisy = float(ssim_frames(img, noisy))
+    assert 0.1 < s_noisy < 0.9 and float(ssim_frames(img, img * 0.9 + 0.05)) > s_noisy
+    assert float(ssim_frames(noisy, img)) == pytest.approx(s_noisy, abs=1e-6)  # symmetric
+    still = torch.zeros(1, 3, 5, 8, 8)
+    flick = still.clone()
+    flick[:, :, 1::2] = 0.5  # alternating frames: |diff| = 0.25 on the [0, 1] scale
+    f = flicker(flick, still)
+    assert f["flicker"] == pytest.approx(0.25) and f["flicker_source"] == 0.0
+
+
+def test_train_flops_formula() -> None:
+    # fast-inference.md §5.3 toy config: L=4, d=256, 832 tokens -> ~8e9 forward FLOPs
+    p_lin = 12 * 4 * 256 * 256
+    assert dit_forward_flops(p_lin, 4, 256, 832) == pytest.approx(2 * p_lin * 832 + 4 * 4 * 256 * 832**2)
+    assert 7e9 < dit_forward_flops(p_lin, 4, 256, 832) < 9e9
+    assert math.isclose(dit_forward_flops(0, 1, 1, 10), 400)

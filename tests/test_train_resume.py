@@ -1,0 +1,160 @@
+"""Checkpoints: resume == uninterrupted (bitwise), across a progressive-stage boundary with EMA, warmup + cosine
+LR, grad accumulation and live decoding with random crops; NaN loss stops the run and leaves the last good
+checkpoint intact; the feature cache never serves a stale entry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cinegen.train.cache import FeatureCache, fingerprint_module, latent_key, precompute, text_key
+from cinegen.train.checkpoint import NonFiniteLossError, latest_checkpoint, list_checkpoints
+from cinegen.train.config import TrainConfig, load_config
+from cinegen.train.data import BucketSpec, ClipDataset, load_records
+from cinegen.train.trainer import load_components, train
+from tests.test_train_data import make_toy_set
+
+COMMON = [
+    "data.batch_size=2",
+    "data.aspect_ratios=[1.0]",
+    "data.random_crop=true",
+    "optim.lr=1e-3",
+    "optim.warmup_steps=2",
+    "optim.schedule=cosine",
+    "optim.grad_accum=2",
+    "optim.ema=true",
+    "optim.ema_decay=0.9",
+    "objective.kind=flow",
+    "objective.timesteps=logit_normal",
+    "log.every=1",
+    "log.tensorboard=false",
+    "log.progress=false",
+    "checkpoint.every=2",
+    "checkpoint.keep_last=2",
+    "checkpoint.export=false",
+    "train.steps=5",
+    "train.stages=[{steps: 3, height: 16, width: 16, num_frames: 9}, {steps: 2, height: 32, width: 32, num_frames: 9}]",
+]
+
+
+def _losses(run_dir: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_resume_equals_uninterrupted(tiny_2b_folder: Path, tmp_path: Path, cache: bool) -> None:
+    man = make_toy_set(tmp_path / "data", n_videos=4, frames=9, h=32, w=40)
+    over = COMMON + [f"model.path={tiny_2b_folder}", f"data.manifest={man}", f"data.cache={str(cache).lower()}"]
+    full = load_config(TrainConfig, None, over + [f"train.run_dir={tmp_path / 'a'}"])
+    assert train(full).step == 5
+    crashed = load_config(TrainConfig, None, over + [f"train.run_dir={tmp_path / 'b'}"])
+    rb1 = train(crashed, stop_at=3)  # "crash" after step 3: the last checkpoint is step 2 (stage 0)
+    assert rb1.step == 3 and latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step_00000002"
+    rb2 = train(crashed)  # resumes from step 2, re-runs step 3, crosses into stage 1
+    assert rb2.step == 5
+    la, lb = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert len(la) == len(lb) == 5
+    assert la == lb, (la, lb)  # bitwise
+    ca, cb = tmp_path / "a" / "checkpoints" / "step_00000005", tmp_path / "b" / "checkpoints" / "step_00000005"
+    for name in ("model.safetensors", "ema.safetensors"):
+        wa, wb = load_file(str(ca / name)), load_file(str(cb / name))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    sa, sb = json.loads((ca / "state.json").read_text()), json.loads((cb / "state.json").read_text())
+    assert sa["sampler"] == sb["sampler"] and sa["stage"] == 1
+    # keep_last=2: only the two newest complete checkpoints remain; no temp folders
+    assert [p.name for p in list_checkpoints(tmp_path / "a" / "checkpoints")] == ["step_00000004", "step_00000005"]
+    assert not list((tmp_path / "a" / "checkpoints").glob("*.tmp"))
+
+
+class _NaNAfter(torch.nn.Module):
+    """Wraps a transformer; its output turns NaN from the `after`-th call on (a diverging run)."""
+
+    def __init__(self, inner: torch.nn.Module, after: int) -> None:
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+        self.config = inner.config
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        out = self.inner(*args, **kwargs)
+        return out * float("nan") if self.calls > self.after else out
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    man = make_toy_set(tmp_path / "data", n_videos=4, frames=9, h=32, w=32)
+    over = COMMON + [f"model.path={tiny_2b_folder}", f"data.manifest={man}", f"train.run_dir={tmp_path / 'r'}"]
+    cfg = load_config(
+        TrainConfig,
+        None,
+        over
+        + [
+            "optim.grad_accum=1",
+            "train.stages=[]",
+            "train.steps=6",
+            "data.height=32",
+            "data.width=32",
+            "data.num_frames=9",
+        ],
+    )
+    comps = load_components(cfg)
+    comps.transformer = _NaNAfter(comps.transformer, after=3)  # steps 1-3 fine, step 4 NaN
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 4.*step_00000002.*intact"):
+        train(cfg, comps)
+    ck = tmp_path / "r" / "checkpoints"
+    assert [p.name for p in list_checkpoints(ck)] == ["step_00000002"]
+    w = load_file(str(ck / "step_00000002" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in w.values())
+    assert json.loads((ck / "step_00000002" / "state.json").read_text())["step"] == 2
+
+
+def test_cache_keys_and_no_stale_entries(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    man = make_toy_set(tmp_path / "data", n_videos=2, frames=9, h=32, w=32)
+    cfg = load_config(TrainConfig, None, [f"model.path={tiny_2b_folder}", f"data.manifest={man}"])
+    comps = load_components(cfg)
+    spec = BucketSpec(height=32, width=32, num_frames=9)
+    cache = FeatureCache(tmp_path / "cache")
+    vae_fp = fingerprint_module(comps.vae)
+    te_fp = fingerprint_module(comps.text_encoder.model)
+    calls = {"vae": 0, "text": []}
+
+    def enc(x):
+        calls["vae"] += 1
+        return comps.vae.encode_moments(x)
+
+    def txt(c):
+        calls["text"] += list(c)
+        return comps.text_encoder.encode(c)
+
+    def run(records):
+        ds = ClipDataset(records, spec, buckets_enabled=False)
+        return ds, precompute(ds, cache, enc, vae_fp, txt, te_fp)
+
+    ds, c1 = run(load_records(man))
+    assert calls["vae"] == 2 and sorted(calls["text"]) == sorted(["", *(r.text for r in ds.records)])
+    calls.update(vae=0, text=[])
+    run(load_records(man))
+    assert calls == {"vae": 0, "text": []}  # everything reused
+    # caption change: a new text entry; the old caption's embedding is not served for the new caption
+    recs = load_records(man)
+    recs[0].text = "blue left"
+    ds2, c2 = run(recs)
+    assert calls["vae"] == 0 and calls["text"] == ["blue left"]
+    assert c2.text_keys["blue left"] != c1.text_keys.get(ds.records[0].text)
+    assert not torch.equal(c2.text("blue left"), c1.text(ds.records[0].text))
+    # clip content change (same path): a new latent key, re-encoded
+    calls.update(vae=0, text=[])
+    shutil.copy(tmp_path / "data" / "clip01.mp4", tmp_path / "data" / "clip00.mp4")
+    ds3, c3 = run(load_records(man))
+    assert calls["vae"] == 1 and c3.latent_keys[0] != c1.latent_keys[0]
+    # another shape or another VAE: other keys
+    other = ClipDataset(load_records(man), BucketSpec(height=16, width=16, num_frames=9), buckets_enabled=False)
+    assert latent_key(vae_fp, other, 0) != c3.latent_keys[0]
+    with torch.no_grad():
+        comps.vae.encoder.conv_in.conv.weight.add_(1e-3)
+    assert fingerprint_module(comps.vae) != vae_fp
+    assert text_key(te_fp, "x") != text_key(te_fp + "!", "x")
