@@ -54,6 +54,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     p.add_argument("--vae-tiling", action="store_true", help="decode in overlapping spatial tiles (less memory)")
+    p.add_argument(
+        "--long",
+        action="store_true",
+        help="longer than the model's native clip: overlapping windows blended at every step (--frames = total, 4k+1)",
+    )
+    p.add_argument("--long-overlap", type=int, default=None, help="long video: latent frames shared by neighbours")
+    p.add_argument("--lora", default=None, help="LoRA weights (PEFT/diffusers format) merged into the transformer")
+    p.add_argument("--lora-scale", type=float, default=1.0)
     p.set_defaults(func=_cmd_generate)
 
 
@@ -125,16 +133,33 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         fps=args.fps,
         enhance_prompt=args.enhance_prompt,
     )
-    r = pipe.resolve(req)  # validate before any compute
+    long_spec = None
+    if args.long:
+        from cinegen.app.longvideo import LongVideoSpec, plan_long
+
+        long_spec = LongVideoSpec(overlap=args.long_overlap)
+        r, _ = plan_long(pipe, req, long_spec)  # validates before any compute
+    else:
+        r = pipe.resolve(req)  # validate before any compute
     if r.raw_prompt is not None and r.raw_prompt != r.prompt:
         print(f"prompt enhanced: {r.prompt!r}")
+    if args.lora:
+        from cinegen.train.lora import merge_lora
+
+        merge_lora(pipe.transformer, args.lora, args.lora_scale)
+        print(f"merged LoRA {args.lora} (scale {args.lora_scale:g})")
     bar = tqdm(total=None, desc="denoising", unit="step")
 
     def progress(i: int, n: int) -> None:
         bar.total = n
         bar.update(1)
 
-    video = pipe.generate(r, progress=progress)
+    if long_spec is not None:
+        from cinegen.app.longvideo import generate_long
+
+        video = generate_long(pipe, r, long_spec, progress=progress)
+    else:
+        video = pipe.generate(r, progress=progress)
     bar.close()
     video.save(out)
     sheet = video.save(out.with_suffix(".png"), label=args.prompt)

@@ -184,7 +184,7 @@ class Pipeline:
                 "tokenizer": type(self.tokenizer).__name__ if self.tokenizer is not None else None,
                 "scheduler": self.scheduler.to_dict().get("_class_name"),
             },
-            "modes": ["t2v", "v2v"] + (["i2v"] if self.is_i2v else []),
+            "modes": ["i2v"] if self.is_i2v else ["t2v", "v2v"],
             "valid_frame_counts": self.valid_frame_counts(),
             "resolution_multiple": self.spatial_multiple,
             "defaults": {k: v for k, v in asdict(self.defaults).items() if k != "extra"},

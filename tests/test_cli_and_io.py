@@ -150,3 +150,35 @@ def test_prompt_enhancer_from_model_defaults(tmp_path: Path) -> None:
     assert off.prompt == "a red circle" and off.raw_prompt is None
     # an unparseable prompt falls back to itself instead of failing
     assert pipe.resolve(cinegen.GenerateRequest(prompt="a panda playing guitar")).prompt == "a panda playing guitar"
+
+
+def test_generate_cli_long_video(tiny_2b_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--long: 33 frames from a model whose default clip is 9 frames (overlapping windows)."""
+    out = tmp_path / "long.mp4"
+    rc = main(["generate", "x", "--model", str(tiny_2b_folder), "-o", str(out), "--dtype", "fp32", "--long"])
+    assert rc == 2 and "long video num_frames=None" in capsys.readouterr().err  # --long needs the total length
+    rc = main(
+        ["generate", "x", "--model", str(tiny_2b_folder), "-o", str(out), "--dtype", "fp32", "--long", "--frames", "33"]
+    )
+    assert rc == 0
+    assert read_video(out).frames.shape[0] == 33
+
+
+def test_generate_cli_lora_changes_output(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    from cinegen.models.io import load_model_folder
+    from cinegen.train.config import LoraConfig
+    from cinegen.train.lora import apply_lora, lora_state_dict, save_lora
+
+    bundle = load_model_folder(tiny_2b_folder, device="cpu", dtype=torch.float32, load_text_encoder=False)
+    cfg = LoraConfig(rank=4, alpha=4)
+    model = apply_lora(bundle.transformer, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained-looking adapter (B starts at zero)
+    lora_dir = save_lora(lora_state_dict(model), cfg, tmp_path / "lora").parent
+    base, tuned = tmp_path / "base.mp4", tmp_path / "tuned.mp4"
+    args = ["generate", "a red circle", "--model", str(tiny_2b_folder), "--dtype", "fp32"]
+    assert main([*args, "-o", str(base)]) == 0
+    assert main([*args, "-o", str(tuned), "--lora", str(lora_dir), "--lora-scale", "1.0"]) == 0
+    assert not np.array_equal(read_video(base).frames, read_video(tuned).frames)

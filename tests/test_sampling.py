@@ -219,9 +219,7 @@ def test_dpm_trajectory_matches_diffusers(snr: float, n: int) -> None:
     err = 0.0
     for i, t in enumerate(ts):
         back_t = ts[i - 1] if i > 0 else None
-        x_ref, old_ref = sched.step(
-            model(x_ref, t), old_ref, t, back_t, x_ref, generator=g_ref, return_dict=False
-        )
+        x_ref, old_ref = sched.step(model(x_ref, t), old_ref, t, back_t, x_ref, generator=g_ref, return_dict=False)
         back = plan.alphas_back[i]
         x, old = dpm_pp2m_step(
             x,
@@ -279,9 +277,7 @@ def test_forward_processes_match_diffusers() -> None:
         assert torch.equal(velocity(a, b, table[t]), sched.get_velocity(a, b, t))
     # v-pred consistency: x̂0 from the exact v at x_t is x0 (the training target and the sampler agree)
     a = table[t]
-    x0_hat = torch.stack(
-        [predict_x0(add_noise(x0, eps, a)[k], velocity(x0, eps, a)[k], a[k]) for k in range(3)]
-    )
+    x0_hat = torch.stack([predict_x0(add_noise(x0, eps, a)[k], velocity(x0, eps, a)[k], a[k]) for k in range(3)])
     assert max_err(x0_hat, x0) < 1e-5
     # flow interpolant: FlowMatchEulerDiscreteScheduler.scale_noise at the first step
     fs = diffusers_scheduler(flow(3.0))
@@ -296,9 +292,7 @@ def test_forward_processes_match_diffusers() -> None:
 # the loop vs a hand-written diffusers-style pipeline loop
 
 
-def reference_loop(
-    cfg: NoiseScheduleConfig, n: int, latents, model, guidance, dynamic, strength, x0, generator
-):
+def reference_loop(cfg: NoiseScheduleConfig, n: int, latents, model, guidance, dynamic, strength, x0, generator):
     """The CogVideoX pipeline loop (reference §5.1 step 5; §5.3 for strength < 1), diffusers schedulers."""
     sched = diffusers_scheduler(cfg)
     if cfg.kind == "flow":
@@ -328,9 +322,7 @@ def reference_loop(
             latents = sched.step(noise_pred, t, latents, return_dict=False)[0]
         elif cfg.kind == "dpm":
             back = timesteps[i - 1] if i > 0 else None
-            latents, old = sched.step(
-                noise_pred, old, t, back, latents, generator=generator, return_dict=False
-            )
+            latents, old = sched.step(noise_pred, old, t, back, latents, generator=generator, return_dict=False)
         else:
             latents = sched.step(noise_pred, t, latents, return_dict=False)[0]
         latents = latents.to(dtype)
@@ -358,9 +350,7 @@ def test_sample_matches_reference_loop(kind: str, strength: float, dtype: torch.
     start = torch.randn(SHAPE, generator=g0).to(dtype)
     x0 = torch.randn(SHAPE, generator=g0).to(dtype)
     guidance = 6.0
-    ref = reference_loop(
-        cfg, n, start, model, guidance, dynamic, strength, x0, torch.Generator().manual_seed(5)
-    )
+    ref = reference_loop(cfg, n, start, model, guidance, dynamic, strength, x0, torch.Generator().manual_seed(5))
 
     plan = make_plan(SamplerSpec(kind, n), cfg, strength=strength)  # type: ignore[arg-type]
     assert plan.num_steps == (n if strength == 1.0 else int(n * strength))
@@ -505,9 +495,7 @@ def test_config_from_dict_defaults_and_errors() -> None:
     with pytest.raises(ValueError, match="'shift'"):  # a flow key is not a CogVideoX key
         NoiseScheduleConfig.from_dict({"_class_name": "CogVideoXDDIMScheduler", "shift": 3.0})
     with pytest.raises(ValueError, match="use_dynamic_shifting"):
-        NoiseScheduleConfig.from_dict(
-            {"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True}
-        )
+        NoiseScheduleConfig.from_dict({"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True})
     with pytest.raises(ValueError, match="_class_name"):
         NoiseScheduleConfig.from_dict({"_class_name": "DDIMScheduler"})
     with pytest.raises(ValueError, match="timestep_spacing"):

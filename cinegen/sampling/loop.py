@@ -212,11 +212,7 @@ def _flow_plan(spec: SamplerSpec, schedule: NoiseScheduleConfig, start: int) -> 
     if spec.flow_schedule == "diffusers":
         sig = torch.tensor(diffusers_flow(n, shift, T)[:n], dtype=torch.float32)  # (n,), already shifted
     else:
-        base = (
-            linear_quadratic(n, spec.threshold_noise)
-            if spec.flow_schedule == "linear_quadratic"
-            else uniform(n)
-        )
+        base = linear_quadratic(n, spec.threshold_noise) if spec.flow_schedule == "linear_quadratic" else uniform(n)
         # FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas=base[:n]): float32 sigmas, the shift evaluated
         # in float32, timesteps = σ·T in float32, then a final 0 appended. Same dtype, same order here.
         sig = torch.tensor(base[:n], dtype=torch.float64).to(torch.float32)  # (n,)
@@ -274,9 +270,7 @@ def sample(
             a_t, a_prev = plan.alpha_tensor(plan.alphas[i]), plan.alpha_tensor(plan.alphas_prev[i])
             back = plan.alphas_back[i]
             a_back = None if back is None else plan.alpha_tensor(back)
-            latents, old_x0 = dpm_pp2m_step(
-                latents, out, old_x0, a_t, a_prev, a_back, generator, plan.prediction_type
-            )
+            latents, old_x0 = dpm_pp2m_step(latents, out, old_x0, a_t, a_prev, a_back, generator, plan.prediction_type)
         latents = latents.to(dtype)
         if callback is not None:
             callback(i + 1, total)

@@ -190,9 +190,7 @@ class NoiseScheduleConfig:
         """
         class_name = d.get("_class_name")
         if class_name not in CLASS_NAMES:
-            raise ValueError(
-                f"unsupported scheduler _class_name {class_name!r}; expected one of {sorted(CLASS_NAMES)}"
-            )
+            raise ValueError(f"unsupported scheduler _class_name {class_name!r}; expected one of {sorted(CLASS_NAMES)}")
         kind = CLASS_NAMES[class_name]
         modelled = _FLOW_KEYS if kind == "flow" else _DIFFUSION_KEYS
         values: dict[str, Any] = dict(_CLASS_DEFAULTS[kind])
@@ -204,9 +202,7 @@ class NoiseScheduleConfig:
             elif key in _TOLERATED[kind]:
                 allowed = _TOLERATED[kind][key]
                 if allowed is not _ANY and value != allowed:
-                    raise ValueError(
-                        f"{class_name}: {key}={value!r} is not supported by cinegen (only {allowed!r})"
-                    )
+                    raise ValueError(f"{class_name}: {key}={value!r} is not supported by cinegen (only {allowed!r})")
             else:
                 raise ValueError(f"{class_name}: unknown scheduler config key {key!r}")
         if values.get("trained_betas") is not None:
@@ -323,8 +319,7 @@ def discrete_timesteps(num_steps: int, cfg: NoiseScheduleConfig) -> list[int]:
     out = [int(t) for t in ts]
     if out[0] > T - 1:  # e.g. leading spacing, steps_offset=1 and n = T
         raise ValueError(
-            f"{num_steps} {cfg.timestep_spacing} steps with steps_offset={cfg.steps_offset} reach t={out[0]} "
-            f"> {T - 1}"
+            f"{num_steps} {cfg.timestep_spacing} steps with steps_offset={cfg.steps_offset} reach t={out[0]} > {T - 1}"
         )
     return out
 
@@ -375,9 +370,7 @@ def diffusers_flow(num_steps: int, shift: float = 1.0, num_train_timesteps: int 
     return torch.from_numpy(sig).to(torch.float32).tolist() + [0.0]
 
 
-def linear_quadratic(
-    num_steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
-) -> list[float]:
+def linear_quadratic(num_steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None) -> list[float]:
     """Movie Gen's linear-quadratic σ list (fast-inference.md §1.1, public form: Mochi / LTX-Video).
 
     With progress u = 1 - σ, L linear steps (default n // 2), Q = n - L and τ = `threshold_noise`:

@@ -61,9 +61,7 @@ def randn_like_reference(
     return torch.randn(tuple(shape), generator=generator, device=rand_device, dtype=dtype).to(device)
 
 
-def predict_x0(
-    sample: Tensor, model_output: Tensor, alpha_t: Scalar, prediction_type: str = "v_prediction"
-) -> Tensor:
+def predict_x0(sample: Tensor, model_output: Tensor, alpha_t: Scalar, prediction_type: str = "v_prediction") -> Tensor:
     """x̂0 from the model output (diffusers expression order for each parameterisation)."""
     alpha_t = _scalar(alpha_t)
     beta_t = 1 - alpha_t
@@ -73,9 +71,7 @@ def predict_x0(
         return (sample - beta_t ** (0.5) * model_output) / alpha_t ** (0.5)
     if prediction_type == "sample":
         return model_output
-    raise ValueError(
-        f"prediction_type must be 'v_prediction', 'epsilon' or 'sample', got {prediction_type!r}"
-    )
+    raise ValueError(f"prediction_type must be 'v_prediction', 'epsilon' or 'sample', got {prediction_type!r}")
 
 
 def ddim_step(
