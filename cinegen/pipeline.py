@@ -313,7 +313,7 @@ class Pipeline:
         return (pt - latent_frames % pt) if pt and latent_frames % pt else 0
 
     def generate_latents(self, r: GenerateRequest, progress: Progress | None = None) -> torch.Tensor:
-        """Denoised latents (B, T, C, h, w), before the 1.5 padding is dropped: for parity tests and the UI."""
+        """Denoised latents (B, T, C, h, w) with the 1.5 padding frames dropped, before decoding (tests, UI)."""
         device, c = self.device, self.config
         generator = torch.Generator("cpu").manual_seed(int(r.seed))
         guidance = float(r.guidance or 0.0)
@@ -341,12 +341,27 @@ class Pipeline:
             shape = (1, t_lat + extra, channels, h, w)
             latents = torch.randn(shape, generator=generator, dtype=dtype).to(device)  # CPU draw, as the reference
 
-        ofs = torch.full((1,), 2.0, device=device, dtype=dtype) if c.ofs_embed_dim else None
         image_in = None
         if image_latents is not None:
             image_in = torch.cat([image_latents] * 2) if cfg else image_latents
+        denoise = self.guided_predictor(r, embeds, len(plan.timesteps), image_in=image_in)
+        latents = sample(denoise, latents, plan, generator=generator, callback=progress)
+        return latents[:, extra:]
 
-        def denoise(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+    def guided_predictor(
+        self, r: GenerateRequest, embeds: torch.Tensor, num_steps: int, image_in: torch.Tensor | None = None
+    ) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+        """(latents, t, step index) -> the guided model output in fp32, as the reference loop computes it.
+
+        With CFG the batch is [uncond; cond] (embeds ordered the same way); I2V appends the image latents on the
+        channel axis (noise channels first); 1.5-I2V passes ofs = 2.0; dynamic CFG follows `r.dynamic_cfg_mode`.
+        """
+        device, dtype = self.device, embeds.dtype
+        guidance = float(r.guidance or 0.0)
+        cfg = guidance > 1.0
+        ofs = torch.full((1,), 2.0, device=device, dtype=dtype) if self.config.ofs_embed_dim else None
+
+        def predict(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
             x_in = torch.cat([x] * 2) if cfg else x  # (B', T, C, h, w)
             if image_in is not None:
                 x_in = torch.cat([x_in, image_in], dim=2)  # noise channels first, image second
@@ -357,14 +372,13 @@ class Pipeline:
             scale = guidance
             if r.dynamic_cfg:
                 if r.dynamic_cfg_mode == "diffusers":
-                    scale = dynamic_cfg_scale_diffusers(float(t), len(plan.timesteps), guidance)
+                    scale = dynamic_cfg_scale_diffusers(float(t), num_steps, guidance)
                 else:
-                    scale = dynamic_cfg_scale(i, len(plan.timesteps), guidance)
+                    scale = dynamic_cfg_scale(i, num_steps, guidance)
             uncond, cond = out.chunk(2)
             return uncond + scale * (cond - uncond)
 
-        latents = sample(denoise, latents, plan, generator=generator, callback=progress)
-        return latents[:, extra:]
+        return predict
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, T, C, h, w) scaled latents -> (B, 3, F, H, W) video in [-1, 1]."""

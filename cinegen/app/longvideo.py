@@ -38,7 +38,6 @@ from torch import Tensor
 
 from cinegen.models.vae import TemporalTiling
 from cinegen.pipeline import GenerateRequest, GenerationStats, Pipeline, Progress, RequestError
-from cinegen.sampling.guidance import dynamic_cfg_scale, dynamic_cfg_scale_diffusers
 from cinegen.sampling.loop import SamplerSpec, make_plan, sample
 from cinegen.video import Video
 
@@ -222,25 +221,9 @@ def generate_long_latents(
     h, w = int(r.height) // 8, int(r.width) // 8  # type: ignore[arg-type]
     shape = (1, plan.latent_frames, c.in_channels, h, w)  # (B, T_long, C, h, w)
     latents = torch.randn(shape, generator=generator, dtype=dtype).to(device)  # CPU draw, as the pipeline
-    ofs = torch.full((1,), 2.0, device=device, dtype=dtype) if c.ofs_embed_dim else None
     starts = list(plan.starts)
     weights = window_weights(plan.latent_frames, plan.window, starts, blend)  # (n_windows, T_long)
-    n_steps = len(sched.timesteps)
-
-    def predict(x: Tensor, t: Tensor, i: int) -> Tensor:
-        x_in = torch.cat([x] * 2) if cfg else x  # (B', W, C, h, w)
-        t_b = t.to(device).expand(x_in.shape[0])
-        out = pipe.transformer(x_in, embeds, t_b, ofs=ofs).float()  # (B', W, C, h, w)
-        if not cfg:
-            return out
-        scale = guidance
-        if r.dynamic_cfg:
-            if r.dynamic_cfg_mode == "diffusers":
-                scale = dynamic_cfg_scale_diffusers(float(t), n_steps, guidance)
-            else:
-                scale = dynamic_cfg_scale(i, n_steps, guidance)
-        uncond, cond = out.chunk(2)
-        return uncond + scale * (cond - uncond)
+    predict = pipe.guided_predictor(r, embeds, len(sched.timesteps))  # one window -> guided fp32 output
 
     def denoise(x: Tensor, t: Tensor, i: int) -> Tensor:
         preds = [predict(x[:, s : s + plan.window], t, i) for s in starts]  # each (B, W, C, h, w)
