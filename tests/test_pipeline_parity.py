@@ -19,7 +19,7 @@ diffusers = pytest.importorskip("diffusers")
 import cinegen  # noqa: E402
 from cinegen.models.presets import get_preset, tiny_t5  # noqa: E402
 
-LATENT_ATOL = 1e-3
+LATENT_ATOL = 1e-4  # the bar is 1e-3; measured: 0 in most cases, 2.9e-6 worst (I2V pixel normalisation)
 
 SCHEDULERS = {
     "ddim": "CogVideoXDDIMScheduler",
@@ -129,6 +129,7 @@ def test_pipeline_latents_match_diffusers(
     expected = expected[:, pad:]
     assert got.shape == expected.shape
     err = (got - expected).abs().max().item()
+    print(f"{preset}/{sampler}/{mode}: max abs latent error {err:.3e}")  # shown with pytest -s
     assert err <= LATENT_ATOL, f"{preset}/{sampler}/{mode}: max abs latent error {err:.3e}"
 
 
