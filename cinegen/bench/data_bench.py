@@ -1,6 +1,6 @@
 """Throughput of the data pipeline, per stage, on this machine: clips/s (and source seconds per second).
 
-    python -m cinegen.bench.data_bench [--videos DIR] [--workers 1 2] [--out outputs/bench-data.md]  (section of docs/benchmarks.md)
+    python -m cinegen.bench.data_bench [--videos DIR] [--workers 1 2] [--out outputs/bench-data.md]
 
 Inputs: the real camera clips in `../shared/data/real-videos/` (CC BY 4.0, read in place, never copied into
 the repo) and a synthetic corpus made in a temp dir (`cinegen.data.synth.make_corpus`). Every stage runs
