@@ -65,7 +65,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_generate)
 
 
-def _default_device(name: str | None) -> str:
+def default_device(name: str | None) -> str:
+    """`--device`: the given name, else cuda if available, else cpu (`generate` and `serve`)."""
     import torch
 
     if name:
@@ -75,22 +76,12 @@ def _default_device(name: str | None) -> str:
 
 def _tiny_random_model(folder: Path) -> Path:
     """A tiny random CogVideoX-2b-like folder: lets the whole path run before a trained model exists."""
-    import json
-
     from cinegen.models.io import save_model_folder
     from cinegen.models.presets import build_bundle
 
     if not (folder / "model_index.json").is_file():
-        save_model_folder(build_bundle("tiny-cogvideox-2b", seed=0), folder)
-        index = json.loads((folder / "model_index.json").read_text())
-        index["_cinegen_defaults"] = {
-            "num_frames": 17,
-            "height": 96,
-            "width": 96,
-            "steps": 8,
-            "guidance": 6.0,
-        }
-        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+        defaults = {"num_frames": 17, "height": 96, "width": 96, "steps": 8, "guidance": 6.0}
+        save_model_folder(build_bundle("tiny-cogvideox-2b", seed=0), folder, defaults=defaults)
     return folder
 
 
@@ -113,7 +104,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 f"NOTE: the default model is not shipped in this checkout ({DEFAULT_MODEL} is missing); "
                 f"generating with a tiny RANDOM model from {model} (the output is noise, not your prompt)"
             )
-    pipe = load_pipeline(model, device=_default_device(args.device), dtype=parse_dtype(args.dtype))
+    pipe = load_pipeline(model, device=default_device(args.device), dtype=parse_dtype(args.dtype))
     if args.vae_tiling:
         pipe.vae.enable_tiling()
     req = GenerateRequest(

@@ -28,9 +28,10 @@ from PIL import Image
 
 from cinegen.models.io import ModelBundle, load_model_folder, read_json, variant_name
 from cinegen.models.text import TextEncoder
-from cinegen.sampling.guidance import dynamic_cfg_scale, dynamic_cfg_scale_diffusers
-from cinegen.sampling.loop import SamplerSpec, make_plan, noise_latents, sample
-from cinegen.video import Video, read_video
+from cinegen.models.vae import TemporalTiling
+from cinegen.sampling.guidance import cfg_batched, guidance_scale_at
+from cinegen.sampling.loop import Plan, SamplerSpec, default_sampler, make_plan, noise_latents, sample
+from cinegen.video import Video, frames_to_tensor, read_video
 
 __all__ = ["GenerateRequest", "Pipeline", "load_pipeline", "DEFAULT_MODEL", "RequestError"]
 
@@ -38,8 +39,6 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cinegen-sha
 
 Progress = Callable[[int, int], None]
 log = logging.getLogger(__name__)
-# the sampler a folder's own scheduler implies (diffusers runs that scheduler class)
-_SCHEDULE_SAMPLER = {"ddim": "ddim", "dpm": "dpm", "flow": "euler"}
 
 
 class RequestError(ValueError):
@@ -106,12 +105,18 @@ class GenerationStats:
     latent_shape: tuple[int, ...] = ()
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (`ru_maxrss`: KiB on Linux, bytes on macOS)."""
     import resource
     import sys
 
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def _uses_cfg(r: GenerateRequest) -> bool:
+    """Classifier-free guidance runs (a [negative; positive] batch) only for a guidance scale above 1."""
+    return float(r.guidance or 0.0) > 1.0
 
 
 class Pipeline:
@@ -148,8 +153,7 @@ class Pipeline:
 
     @property
     def is_i2v(self) -> bool:
-        c = self.config
-        return c.in_channels == 2 * (c.out_channels or c.in_channels)
+        return self.config.is_i2v
 
     @property
     def spatial_multiple(self) -> int:
@@ -176,7 +180,7 @@ class Pipeline:
             "device": str(self.device),
             "components": {
                 "transformer": {"params": n_params(self.transformer), "dtype": str(self.dtype)},
-                "vae": {"params": n_params(self.vae), "dtype": str(next(self.vae.parameters()).dtype)},
+                "vae": {"params": n_params(self.vae), "dtype": str(self.vae.dtype)},
                 "text_encoder": {
                     "params": n_params(self.text_encoder),
                     "dtype": str(next(self.text_encoder.parameters()).dtype) if self.text_encoder else None,
@@ -218,7 +222,7 @@ class Pipeline:
             width=req.width if req.width is not None else d.width,
             steps=req.steps if req.steps is not None else d.steps,
             guidance=req.guidance if req.guidance is not None else d.guidance,
-            sampler=req.sampler or d.sampler or _SCHEDULE_SAMPLER[self.scheduler.kind],
+            sampler=req.sampler or d.sampler or default_sampler(self.scheduler),
             fps=req.fps or d.fps,
             flow_schedule=req.flow_schedule or d.flow_schedule,
         )
@@ -253,6 +257,8 @@ class Pipeline:
             raise RequestError(
                 f"{r.height}x{r.width} exceeds this model's RoPE table ({c.sample_height * 8}x{c.sample_width * 8})"
             )
+        if r.dynamic_cfg_mode not in ("original", "diffusers"):
+            raise RequestError(f"unknown dynamic_cfg_mode {r.dynamic_cfg_mode!r}: use original or diffusers")
         if r.flow_schedule not in ("linear_quadratic", "uniform", "shifted", "diffusers"):
             raise RequestError(
                 f"unknown flow_schedule {r.flow_schedule!r}: use linear_quadratic, uniform, shifted or diffusers"
@@ -294,7 +300,7 @@ class Pipeline:
         self.last_stats = GenerationStats(
             seconds=time.perf_counter() - t0,
             steps=int(r.steps or 0),
-            peak_rss_mb=_peak_rss_mb(),
+            peak_rss_mb=peak_rss_mb(),
             latent_shape=tuple(latents.shape),
         )
         return Video.from_tensor(video, fps=float(r.fps or 8.0))
@@ -312,19 +318,20 @@ class Pipeline:
         pt = self.config.patch_size_t
         return (pt - latent_frames % pt) if pt and latent_frames % pt else 0
 
+    def prepare_sampling(self, r: GenerateRequest, strength: float = 1.0) -> tuple[torch.Generator, torch.Tensor, Plan]:
+        """What every run of a resolved request starts from: the seeded CPU generator (noise is drawn on the CPU,
+        as the reference), the prompt embeddings (B', L, D) ([negative; positive] with CFG) and the sampling plan."""
+        generator = torch.Generator("cpu").manual_seed(int(r.seed))
+        embeds = self.encode_prompts(r.prompt, r.negative_prompt, _uses_cfg(r))  # (B', L, D)
+        spec = SamplerSpec(kind=r.sampler, num_steps=int(r.steps), flow_schedule=r.flow_schedule)  # type: ignore[arg-type]
+        return generator, embeds, make_plan(spec, self.scheduler, strength=strength)
+
     def generate_latents(self, r: GenerateRequest, progress: Progress | None = None) -> torch.Tensor:
         """Denoised latents (B, T, C, h, w) with the 1.5 padding frames dropped, before decoding (tests, UI)."""
         device, c = self.device, self.config
-        generator = torch.Generator("cpu").manual_seed(int(r.seed))
-        guidance = float(r.guidance or 0.0)
-        cfg = guidance > 1.0
-        embeds = self.encode_prompts(r.prompt, r.negative_prompt, cfg)  # (B', L, D)
+        generator, embeds, plan = self.prepare_sampling(r, strength=r.strength if r.video is not None else 1.0)
+        cfg = _uses_cfg(r)  # embeds are [negative; positive]
         dtype = embeds.dtype
-        plan = make_plan(
-            SamplerSpec(kind=r.sampler, num_steps=int(r.steps), flow_schedule=r.flow_schedule),  # type: ignore[arg-type]
-            self.scheduler,
-            strength=r.strength if r.video is not None else 1.0,
-        )
 
         image_latents: torch.Tensor | None = None
         if r.video is not None:
@@ -357,8 +364,7 @@ class Pipeline:
         channel axis (noise channels first); 1.5-I2V passes ofs = 2.0; dynamic CFG follows `r.dynamic_cfg_mode`.
         """
         device, dtype = self.device, embeds.dtype
-        guidance = float(r.guidance or 0.0)
-        cfg = guidance > 1.0
+        guidance, cfg = float(r.guidance or 0.0), _uses_cfg(r)
         ofs = torch.full((1,), 2.0, device=device, dtype=dtype) if self.config.ofs_embed_dim else None
 
         def predict(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
@@ -369,22 +375,15 @@ class Pipeline:
             out = self.transformer(x_in, embeds, t_b, ofs=ofs).float()
             if not cfg:
                 return out
-            scale = guidance
-            if r.dynamic_cfg:
-                if r.dynamic_cfg_mode == "diffusers":
-                    scale = dynamic_cfg_scale_diffusers(float(t), num_steps, guidance)
-                else:
-                    scale = dynamic_cfg_scale(i, num_steps, guidance)
-            uncond, cond = out.chunk(2)
-            return uncond + scale * (cond - uncond)
+            scale = guidance_scale_at(guidance, i, t, num_steps, r.dynamic_cfg, r.dynamic_cfg_mode)
+            return cfg_batched(out, scale)  # [uncond; cond] -> uncond + scale * (cond - uncond)
 
         return predict
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, h, w) scaled latents -> (B, 3, F, H, W) video in [-1, 1]."""
+    def decode(self, latents: torch.Tensor, temporal_tiling: TemporalTiling | None = None) -> torch.Tensor:
+        """(B, T, C, h, w) scaled latents -> (B, 3, F, H, W) video in [-1, 1] (the VAE casts to its dtype)."""
         z = latents.permute(0, 2, 1, 3, 4)  # (B, C, T, h, w)
-        z = self.vae.unscale(z).to(next(self.vae.parameters()).dtype)
-        return self.vae.decode(z)
+        return self.vae.decode(self.vae.unscale(z), temporal_tiling=temporal_tiling)
 
     # ----------------------------------------------------------------- conditioning inputs
     def _to_pixels(self, frames: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -399,8 +398,7 @@ class Pipeline:
                 left, top = (rw - width) // 2, (rh - height) // 2
                 out.append(np.asarray(img.crop((left, top, left + width, top + height))))
             frames = np.stack(out)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0  # (F, H, W, 3)
-        return x.permute(3, 0, 1, 2).unsqueeze(0)  # (1, 3, F, H, W)
+        return frames_to_tensor(frames).unsqueeze(0)  # (1, 3, F, H, W)
 
     def _image_latents(
         self, r: GenerateRequest, t_total: int, generator: torch.Generator, dtype: torch.dtype
@@ -417,8 +415,8 @@ class Pipeline:
         if img.ndim != 3 or img.shape[-1] != 3:
             raise RequestError(f"image must be RGB (H, W, 3), got shape {img.shape}")
         x = self._to_pixels(img[None], int(r.height), int(r.width))  # (1, 3, 1, H, W)
-        x = x.to(self.device, dtype)
-        z = self.vae.sample_posterior(x.to(next(self.vae.parameters()).dtype), generator=generator)  # (1, C, 1, h, w)
+        x = x.to(self.device, dtype)  # in the prompt dtype first, as the reference; the VAE casts to its own
+        z = self.vae.sample_posterior(x, generator=generator)  # (1, C, 1, h, w)
         z = self.vae.scale_image_latents(z.to(dtype)).permute(0, 2, 1, 3, 4)  # (1, 1, C, h, w)
         # the reference pads to the 1.5-padded length first (image latent at index 0, which 1.5 drops after
         # denoising together with the padding), then prefixes z[:, : T % pt] (a no-op once T is padded)
@@ -432,7 +430,7 @@ class Pipeline:
         return z
 
     def _prepare_v2v(
-        self, r: GenerateRequest, plan: Any, generator: torch.Generator, dtype: torch.dtype
+        self, r: GenerateRequest, plan: Plan, generator: torch.Generator, dtype: torch.dtype
     ) -> torch.Tensor:
         src = r.video
         if isinstance(src, (str, Path)):
@@ -449,7 +447,7 @@ class Pipeline:
                 raise RequestError(f"source video has {n} frames; V2V needs at least {1 + self.frame_multiple}")
             frames = frames[:k]  # trim to the longest valid length
         x = self._to_pixels(frames, int(r.height), int(r.width)).to(self.device, dtype)  # (1, 3, F, H, W)
-        z = self.vae.sample_posterior(x.to(next(self.vae.parameters()).dtype), generator=generator)  # (1, C, T, h, w)
+        z = self.vae.sample_posterior(x, generator=generator)  # (1, C, T, h, w)
         z = self.vae.scale(z.to(dtype)).permute(0, 2, 1, 3, 4)  # (1, T, C, h, w)
         noise = torch.randn(tuple(z.shape), generator=generator, dtype=dtype).to(self.device)
         return noise_latents(z, noise, plan).to(dtype)

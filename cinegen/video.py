@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["Video", "contact_sheet", "read_video", "write_mp4", "write_gif", "VideoReadError"]
+from cinegen.fsutil import atomic_write
+
+__all__ = ["Video", "contact_sheet", "frames_to_tensor", "read_video", "write_mp4", "write_gif", "VideoReadError"]
 
 
 class VideoReadError(RuntimeError):
@@ -61,11 +63,10 @@ class Video:
 
     def to_tensor(self) -> torch.Tensor:
         """-> (3, F, H, W) float32 in [-1, 1]."""
-        x = torch.from_numpy(self.frames).float() / 127.5 - 1.0  # (F, H, W, 3)
-        return x.permute(3, 0, 1, 2).contiguous()
+        return frames_to_tensor(self.frames).contiguous()
 
     def save(self, path: str | Path, **kwargs: object) -> Path:
-        """Write by extension: .mp4 (H.264), .gif, .png (contact sheet)."""
+        """Write by extension: .mp4 (H.264), .gif, .png (contact sheet); atomically (temp file + rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         ext = path.suffix.lower()
@@ -74,10 +75,18 @@ class Video:
         elif ext == ".gif":
             write_gif(self.frames, self.fps, path)
         elif ext == ".png":
-            contact_sheet(self.frames, **kwargs).save(path)  # type: ignore[arg-type]
+            with atomic_write(path, "wb") as f:
+                contact_sheet(self.frames, **kwargs).save(f, format="PNG")  # type: ignore[arg-type]
         else:
             raise ValueError(f"Unknown video extension {ext!r} for {path}: use .mp4, .gif or .png")
         return path
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> (3, F, H, W) float32 in [-1, 1] (the reference preprocess x / 127.5 - 1); a
+    permuted view, not made contiguous."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0  # (F, H, W, 3)
+    return x.permute(3, 0, 1, 2)  # (3, F, H, W)
 
 
 def _even(n: int) -> int:
@@ -96,22 +105,28 @@ def write_mp4(frames: np.ndarray, fps: float, path: str | Path, crf: int = 18, p
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = ew, eh, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = ew, eh, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": preset}
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written file under the final name
+        tmp.replace(path)  # atomic: a crash never leaves a half-written file under the final name
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # an encoder error leaves no stray .part file behind
+        raise
 
 
 def write_gif(frames: np.ndarray, fps: float, path: str | Path) -> None:
+    """Looping GIF (frame durations in whole ms, at least 20 ms as browsers clamp shorter ones); atomic."""
     images = [Image.fromarray(f) for f in frames]
     duration_ms = max(int(round(1000 / fps)), 20)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    with atomic_write(path, "wb") as f:
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
 
 
 def contact_sheet(

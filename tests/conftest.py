@@ -21,18 +21,12 @@ def _deterministic() -> None:
 
 def make_tiny_folder(root: Path, preset: str, seed: int = 0, defaults: dict | None = None) -> Path:
     """Build a tiny random cinegen model folder for `preset` (e.g. "tiny-cogvideox-2b") under `root`."""
-    import json
-
     from cinegen.models.io import save_model_folder
     from cinegen.models.presets import build_bundle
 
     folder = root / preset
     if not (folder / "model_index.json").is_file():
-        save_model_folder(build_bundle(preset, seed=seed), folder)
-        if defaults:
-            index = json.loads((folder / "model_index.json").read_text())
-            index["_cinegen_defaults"] = defaults
-            (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+        save_model_folder(build_bundle(preset, seed=seed), folder, defaults=defaults)
     return folder
 
 

@@ -182,3 +182,18 @@ def test_generate_cli_lora_changes_output(tiny_2b_folder: Path, tmp_path: Path) 
     assert main([*args, "-o", str(base)]) == 0
     assert main([*args, "-o", str(tuned), "--lora", str(lora_dir), "--lora-scale", "1.0"]) == 0
     assert not np.array_equal(read_video(base).frames, read_video(tuned).frames)
+
+
+def test_truncation_warning_names_only_truncated_prompts(caplog: pytest.LogCaptureFixture) -> None:
+    """A batch with one over-long prompt warns once, for that prompt; a prompt that fills the length exactly
+    (15 bytes + EOS = 16 tokens) is not truncated."""
+    from cinegen.models.presets import tiny_t5
+    from cinegen.models.text import TextEncoder
+
+    model, tok = tiny_t5()
+    enc = TextEncoder(model, tok, max_length=16)
+    with caplog.at_level("WARNING", logger="cinegen.models.text"):
+        ids = enc.tokenize(["short", "a prompt well beyond sixteen bytes", "x" * 15])
+    assert ids.shape == (3, 16)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "sixteen bytes" in warnings[0], warnings

@@ -17,6 +17,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "disc", "video", "the", "moving", "blue"]
+# The vision tower of both tiny models (CLIP and BLIP): 32x32 images in 8x8 patches.
+TINY_VISION = dict(
+    hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
+)
 
 
 def _tokenizer(tmp: Path):  # type: ignore[no-untyped-def]
@@ -40,14 +44,7 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             bos_token_id=2,
             pad_token_id=0,
         ),
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=dict(TINY_VISION),
         projection_dim=8,
     )
     transformers.CLIPModel(cfg).save_pretrained(root / "clip")
@@ -124,14 +121,7 @@ def test_vlm_captioner_from_a_local_folder(tmp_path: Path) -> None:
             sep_token_id=3,
             pad_token_id=0,
         ),
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=dict(TINY_VISION),
         projection_dim=8,
     )
     folder = tmp_path / "blip"

@@ -18,7 +18,8 @@ from cinegen.data.cli import main as data_main
 from cinegen.data.config import BucketConfig, CaptionConfig, DataConfig, FilterConfig, load_config, to_dict
 from cinegen.data.export import export_records
 from cinegen.data.filters import check_thresholds, filter_records
-from cinegen.data.manifest import ClipRecord, atomic_write, parse_bucket, read_manifest, write_manifest
+from cinegen.data.manifest import ClipRecord, parse_bucket, read_manifest, write_manifest
+from cinegen.fsutil import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -112,15 +112,6 @@ def _run_ref(ref, x, text, t, ofs):
     return ref(x, text, t, ofs=ofs, image_rotary_emb=_ref_rope(ref, *x.shape[1:2], *x.shape[3:]), return_dict=False)[0]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and immune to OpenMP spin-waits on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _maxerr(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item()
 

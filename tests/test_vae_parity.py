@@ -38,15 +38,6 @@ def _pair(kw: dict, seed: int = 0) -> tuple[torch.nn.Module, CogVideoXVAE]:
     return ref, ours
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one thread beats two on a shared 2-core machine (no spin contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> tuple[torch.nn.Module, CogVideoXVAE]:
     return _pair(TINY)

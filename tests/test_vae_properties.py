@@ -23,15 +23,6 @@ from cinegen.models.vae import (
 TINY = VAEConfig(block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one thread beats two on a shared 2-core machine (no spin contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def vae() -> CogVideoXVAE:
     torch.manual_seed(0)

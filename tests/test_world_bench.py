@@ -90,6 +90,7 @@ def test_bench_scores_a_bad_generator_low(tmp_path) -> None:
 
 
 def test_oracle_generate_follows_short_prompts(tmp_path) -> None:
-    res = run_shapes_bench(oracle_generate, tmp_path, limit=4, prompt_style="short")
+    res = run_shapes_bench(oracle_generate, tmp_path, limit=4, prompt_style="short", save_videos=True)
     s = res["summary"]["all"]
     assert all(s[a] == 1.0 for a in ("color", "shape", "count", "motion", "background")), s
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 4  # --save-videos creates its folder

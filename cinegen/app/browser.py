@@ -12,7 +12,6 @@ makes to a host other than the server is recorded and blocked, so a UI that need
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import sys
@@ -60,14 +59,14 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
     try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
         yield f"http://{host}:{port}/"
-    finally:
+    finally:  # also on a failed start: stop the thread and close the socket
         server.should_exit = True
         thread.join(30)
         sock.close()
@@ -152,9 +151,7 @@ def run_ui(
             page.wait_for_selector("#result-video video", timeout=ms)
             # autoplay is on; play() again in case the browser's autoplay policy held it, then wait for the
             # playhead to move: proof that the browser decodes the MP4, not just that the element exists
-            page.evaluate(
-                "() => { const v = document.querySelector('#result-video video'); v.muted = true; v.play(); }"
-            )
+            page.evaluate(_PLAY)
             page.wait_for_function(
                 "() => { const v = document.querySelector('#result-video video'); return v && v.currentTime > 0; }",
                 timeout=ms,
@@ -191,7 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--history", default=None, help="history folder (default: a fresh temporary one)")
     ap.add_argument("--runs", type=int, default=3, help="generations before the screenshot (fills the gallery)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
     from cinegen.app.cli import build_service, register_cli
     from cinegen.app.server import ServerSettings, create_app
@@ -202,10 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sargs = parser.parse_args(["serve", "--model", args.model, "--history", history])
     service = build_service(sargs)
     app = create_app(service, ServerSettings())
-    prompts = [args.prompt] * args.runs
     with serve_in_thread(app) as url:
         for i in range(args.runs - 1):  # earlier results for the gallery (through the API's queue)
-            service.submit({"prompt": prompts[i], "seed": i})
+            service.submit({"prompt": args.prompt, "seed": i})
         for job in service.queue.jobs():
             service.queue.wait(job.id, timeout=600)
         run = run_ui(url, args.prompt, screenshot=args.output)

@@ -82,20 +82,18 @@ def is_loopback(host: str) -> bool:
 
 def build_service(args: argparse.Namespace) -> Any:
     """Load the model and wire the service (queue, history, enhancer, limits) from parsed arguments."""
-    import torch
-
     from cinegen.app.enhance import make_enhancer
     from cinegen.app.history import HistoryStore
     from cinegen.app.service import GenerationService, ServiceLimits
+    from cinegen.cli import default_device
     from cinegen.pipeline import DEFAULT_MODEL, load_pipeline, parse_dtype
 
     model = Path(args.model) if args.model else DEFAULT_MODEL
     if not (model / "model_index.json").is_file():
         hint = "" if args.model else " (the default model is not in this checkout); pass --model PATH"
         raise FileNotFoundError(f"no model folder at {model}{hint}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = load_pipeline(model, device=device, dtype=parse_dtype(args.dtype))
-    style = getattr(pipe.defaults, "prompt_enhancer", None)  # "shapes" for the shipped model
+    pipe = load_pipeline(model, device=default_device(args.device), dtype=parse_dtype(args.dtype))
+    style = pipe.defaults.prompt_enhancer  # "shapes" for the shipped model
     enhancer = make_enhancer(args.enhancer, model_style=style, key_env=args.enhancer_key_env)
     limits = ServiceLimits(max_steps=args.max_steps, max_upload_bytes=int(args.max_upload_mb * 2**20))
     history = HistoryStore(args.history, max_entries=args.max_history)

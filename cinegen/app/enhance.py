@@ -280,7 +280,10 @@ def make_enhancer(
     The LLM enhancers get a few dense captions of the world as style examples when the model is the Shapes one.
     """
     spec = (spec or "auto").strip()
-    examples = ShapesEnhancer().examples() if model_style == "shapes" else []
+
+    def examples() -> list[str]:  # rendered only for the LLM enhancers that use them
+        return ShapesEnhancer().examples() if model_style == "shapes" else []
+
     if spec == "auto":
         return ShapesEnhancer() if model_style == "shapes" else None
     if spec == "none":
@@ -291,10 +294,10 @@ def make_enhancer(
         model, sep, url = spec[len("openai:") :].partition("@")
         if not sep or not model or not url:
             raise ValueError(f"enhancer spec {spec!r}: use openai:MODEL@URL, e.g. openai:gpt-4o-mini@https://host/v1")
-        return OpenAIEnhancer(url, model, key_env=key_env, examples=examples)
+        return OpenAIEnhancer(url, model, key_env=key_env, examples=examples())
     if spec.startswith("local:"):
         folder = Path(spec[len("local:") :]).expanduser()
         if not (folder / "config.json").is_file():
             raise ValueError(f"enhancer folder {folder} has no config.json (a local transformers causal LM)")
-        return LocalLLMEnhancer(folder, device=device, examples=examples)
+        return LocalLLMEnhancer(folder, device=device, examples=examples())
     raise ValueError(f"unknown enhancer {spec!r}: use auto, none, builtin, openai:MODEL@URL or local:FOLDER")

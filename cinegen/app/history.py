@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cinegen.fsutil import atomic_write
 from cinegen.video import Video, contact_sheet
 
 __all__ = ["HistoryEntry", "HistoryStore", "MEDIA_FILES"]
@@ -188,11 +189,6 @@ class HistoryStore:
 
     def _write_index(self) -> None:
         """Rewrite the whole index into a temporary file, fsync it, and atomically replace the old one."""
-        index = self.root / self.INDEX
-        tmp = index.with_name(index.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_write(self.root / self.INDEX, encoding="utf-8") as f:
             for e in self._entries:
                 f.write(json.dumps(e.to_json(), sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, index)

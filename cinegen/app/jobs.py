@@ -196,24 +196,19 @@ class JobQueue:
 
     def wait_update(self, job_id: str, seen_version: int, timeout: float | None = None) -> Job | None:
         """Block until the job's version differs from `seen_version` (or it is finished, or the timeout)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                job = self._jobs.get(job_id)
-                if job is None or job.version != seen_version or job.state.finished:
-                    return job
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return job
-                self._cond.wait(remaining)
+        return self._wait_until(job_id, lambda job: job.version != seen_version, timeout)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job | None:
         """Block until the job is finished (or the timeout); returns the job."""
+        return self._wait_until(job_id, lambda job: False, timeout)
+
+    def _wait_until(self, job_id: str, changed: Callable[[Job], bool], timeout: float | None) -> Job | None:
+        """The job once it is gone, finished or `changed(job)`, or at the timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 job = self._jobs.get(job_id)
-                if job is None or job.state.finished:
+                if job is None or job.state.finished or changed(job):
                     return job
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:

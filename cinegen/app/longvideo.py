@@ -36,9 +36,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from cinegen.models.vae import TemporalTiling
-from cinegen.pipeline import GenerateRequest, GenerationStats, Pipeline, Progress, RequestError
-from cinegen.sampling.loop import SamplerSpec, make_plan, sample
+from cinegen.models.vae import TemporalTiling, window_starts
+from cinegen.pipeline import GenerateRequest, GenerationStats, Pipeline, Progress, RequestError, peak_rss_mb
+from cinegen.sampling.loop import sample
 from cinegen.video import Video
 
 __all__ = [
@@ -47,6 +47,8 @@ __all__ = [
     "window_starts",
     "window_weights",
     "merge_windows",
+    "native_window",
+    "default_overlap",
     "plan_long",
     "generate_long",
     "generate_long_latents",
@@ -85,15 +87,8 @@ class LongPlan:
 
 
 # ------------------------------------------------------------------------------------------ pure helpers
-def window_starts(total: int, window: int, overlap: int) -> list[int]:
-    """First latent of each window: every `window - overlap` latents, the last one pulled back to end at
-    `total` (so it may overlap its neighbour by more). One window when total <= window."""
-    if window < 1 or not 0 <= overlap < window:
-        raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
-    if total <= window:
-        return [0]
-    starts = list(range(0, total - window, window - overlap)) + [total - window]
-    return starts
+# window_starts(total, window, overlap): the first latent of each window (cinegen.models.vae, shared with the
+# decoder's temporal tiling).
 
 
 def window_weights(total: int, window: int, starts: list[int], blend: Blend = "linear") -> Tensor:
@@ -132,12 +127,12 @@ def merge_windows(preds: list[Tensor], starts: list[int], weights: Tensor, total
     out = torch.zeros((first.shape[0], total, *first.shape[2:]), dtype=torch.float32, device=first.device)
     for k, (p, s) in enumerate(zip(preds, starts, strict=True)):
         w = weights[k, s : s + p.shape[1]].to(device=p.device, dtype=torch.float32)  # (W,)
-        out[:, s : s + p.shape[1]] += p.float() * w.view(1, -1, 1, 1, 1)
+        out[:, s : s + p.shape[1]] += p.float() * w.view(1, -1, 1, 1, 1)  # (W,) -> (1, W, 1, 1, 1)
     return out
 
 
 # ------------------------------------------------------------------------------------------ planning
-def _native_window(pipe: Pipeline, window_frames: int | None) -> tuple[int, int]:
+def native_window(pipe: Pipeline, window_frames: int | None = None) -> tuple[int, int]:
     """(pixel frames, latent frames) of one denoising window: the native clip; its latent length is padded to
     a multiple of `patch_size_t` for CogVideoX 1.5, as the pipeline pads a native clip (reference §5.1)."""
     frames = int(window_frames or pipe.defaults.num_frames)
@@ -151,6 +146,11 @@ def _native_window(pipe: Pipeline, window_frames: int | None) -> tuple[int, int]
     return frames, t + (-t) % pt
 
 
+def default_overlap(window: int) -> int:
+    """Latent frames shared by neighbouring windows when the user names none: a third of the window."""
+    return max(1, window // 3)
+
+
 def plan_long(pipe: Pipeline, req: GenerateRequest, spec: LongVideoSpec) -> tuple[GenerateRequest, LongPlan]:
     """Validate a long-video request before any compute; returns the resolved request and the window plan.
 
@@ -160,7 +160,7 @@ def plan_long(pipe: Pipeline, req: GenerateRequest, spec: LongVideoSpec) -> tupl
         raise RequestError("long videos are text-to-video only: drop the image / source video")
     if pipe.is_i2v:
         raise RequestError("long videos need a text-to-video model; this is an image-to-video model")
-    native_frames, window = _native_window(pipe, spec.window_frames)
+    native_frames, window = native_window(pipe, spec.window_frames)
     total_frames = req.num_frames
     if total_frames is None or total_frames < 1 or (total_frames - 1) % 4:
         raise RequestError(f"long video num_frames={total_frames} is not valid: use 4k+1 frames, e.g. 97, 193")
@@ -170,7 +170,7 @@ def plan_long(pipe: Pipeline, req: GenerateRequest, spec: LongVideoSpec) -> tupl
             f"num_frames={total_frames} is shorter than one window ({native_frames} frames): generate it "
             "without the long-video option"
         )
-    overlap = spec.overlap if spec.overlap is not None else max(1, window // 3)
+    overlap = spec.overlap if spec.overlap is not None else default_overlap(window)
     if not 1 <= overlap < window:
         raise RequestError(f"overlap={overlap} latent frames is not valid: use 1 to {window - 1}")
     # every other check (size, steps, sampler, ...) is the model's own, on a native-length copy of the request
@@ -190,14 +190,6 @@ def plan_long(pipe: Pipeline, req: GenerateRequest, spec: LongVideoSpec) -> tupl
 
 
 # ------------------------------------------------------------------------------------------ the run
-def _peak_rss_mb() -> float:
-    import resource
-    import sys
-
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
-
-
 @torch.inference_mode()
 def generate_long_latents(
     pipe: Pipeline, r: GenerateRequest, plan: LongPlan, blend: Blend = "linear", progress: Progress | None = None
@@ -208,19 +200,10 @@ def generate_long_latents(
     same CFG and dynamic-CFG rule; output cast to fp32 before guidance), with the model call replaced by the
     window merge.
     """
-    device, c = pipe.device, pipe.config
-    generator = torch.Generator("cpu").manual_seed(int(r.seed))
-    guidance = float(r.guidance or 0.0)
-    cfg = guidance > 1.0
-    embeds = pipe.encode_prompts(r.prompt, r.negative_prompt, cfg)  # (B', L, D)
-    dtype = embeds.dtype
-    sched = make_plan(
-        SamplerSpec(kind=r.sampler, num_steps=int(r.steps), flow_schedule=r.flow_schedule),  # type: ignore[arg-type]
-        pipe.scheduler,
-    )
+    generator, embeds, sched = pipe.prepare_sampling(r)  # embeds (B', L, D)
     h, w = int(r.height) // 8, int(r.width) // 8  # type: ignore[arg-type]
-    shape = (1, plan.latent_frames, c.in_channels, h, w)  # (B, T_long, C, h, w)
-    latents = torch.randn(shape, generator=generator, dtype=dtype).to(device)  # CPU draw, as the pipeline
+    shape = (1, plan.latent_frames, pipe.config.in_channels, h, w)  # (B, T_long, C, h, w)
+    latents = torch.randn(shape, generator=generator, dtype=embeds.dtype).to(pipe.device)  # CPU draw, as the pipeline
     starts = list(plan.starts)
     weights = window_weights(plan.latent_frames, plan.window, starts, blend)  # (n_windows, T_long)
     predict = pipe.guided_predictor(r, embeds, len(sched.timesteps))  # one window -> guided fp32 output
@@ -232,13 +215,10 @@ def generate_long_latents(
     return sample(denoise, latents, sched, generator=generator, callback=progress)
 
 
+@torch.inference_mode()
 def decode_long(pipe: Pipeline, latents: Tensor, plan: LongPlan) -> Tensor:
     """(B, T_long, C, h, w) scaled latents -> (B, 3, F, H, W) in [-1, 1] via the VAE's temporal tiling."""
-    z = latents.permute(0, 2, 1, 3, 4)  # (B, C, T_long, h, w)
-    vae = pipe.vae
-    z = vae.unscale(z).to(next(vae.parameters()).dtype)
-    with torch.inference_mode():
-        return vae.decode(z, temporal_tiling=plan.decode_tiling)
+    return pipe.decode(latents, temporal_tiling=plan.decode_tiling)
 
 
 def generate_long(
@@ -260,7 +240,7 @@ def generate_long(
     pipe.last_stats = GenerationStats(
         seconds=time.perf_counter() - t0,
         steps=int(r.steps or 0),
-        peak_rss_mb=_peak_rss_mb(),  # same measure as Pipeline.generate
+        peak_rss_mb=peak_rss_mb(),  # same measure as Pipeline.generate
         latent_shape=tuple(latents.shape),
     )
     return Video.from_tensor(video, fps=float(r.fps or 8.0))

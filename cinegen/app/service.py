@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 from cinegen.app.enhance import EnhanceResult, PromptEnhancer, enhance_with_fallback
 from cinegen.app.history import HistoryEntry, HistoryStore
 from cinegen.app.jobs import Job, JobQueue, JobState, Progress
-from cinegen.app.longvideo import LongVideoSpec, generate_long, plan_long
+from cinegen.app.longvideo import LongVideoSpec, default_overlap, generate_long, native_window, plan_long
 from cinegen.pipeline import GenerateRequest, Pipeline, RequestError
 from cinegen.video import Video, VideoReadError, read_video
 
@@ -139,9 +138,8 @@ class GenerationService:
         self.history = history
         self.enhancer = enhancer
         self.limits = (limits or ServiceLimits()).resolved(pipe)
-        self.queue = JobQueue(self._run, max_pending=queue_size, name=str(pipe.info().get("variant", "model")))
-        self._info: dict[str, Any] | None = None
-        self._info_lock = threading.Lock()
+        self._info = pipe.info()  # static facts about the loaded model, computed once
+        self.queue = JobQueue(self._run, max_pending=queue_size, name=str(self._info.get("variant", "model")))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -167,10 +165,7 @@ class GenerationService:
 
     def describe(self) -> dict[str, Any]:
         """Model info plus what the UI / API offer (presets, samplers, limits, long video, queue)."""
-        with self._info_lock:
-            if self._info is None:
-                self._info = self.pipe.info()
-            base = dict(self._info)
+        base = dict(self._info)
         d, lim = self.pipe.defaults, self.limits
         base.update(
             {
@@ -182,9 +177,9 @@ class GenerationService:
                     "supported": not self.pipe.is_i2v,
                     "window_frames": d.num_frames,
                     "max_frames": lim.max_frames,
-                    "default_overlap": max(1, ((d.num_frames - 1) // 4 + 1) // 3),
+                    "default_overlap": default_overlap(native_window(self.pipe)[1]),
                 },
-                "limits": {k: v for k, v in asdict(lim).items()},
+                "limits": asdict(lim),
                 "queue": {"max_pending": self.queue.max_pending, "pending": self.queue.pending()},
                 "enhancer": self.enhancer.name if self.enhancer is not None else None,
                 "history_entries": len(self.history),
@@ -328,7 +323,7 @@ class GenerationService:
         st = self.pipe.last_stats
         stats = {"seconds": round(st.seconds, 3), "steps": st.steps, "peak_rss_mb": round(st.peak_rss_mb, 1)}
         settings = dict(s, num_frames=video.num_frames, height=video.height, width=video.width, fps=video.fps)
-        settings["model"] = self.describe().get("variant")
+        settings["model"] = self._info.get("variant")
         return self.history.add(job.id, video, settings, stats, label=prompt)
 
     # ------------------------------------------------------------------ status

@@ -21,7 +21,7 @@ from typing import Any
 from cinegen.app.jobs import Job, JobState, QueueFull
 from cinegen.app.service import GenerationService
 from cinegen.pipeline import RequestError
-from cinegen.video import read_video
+from cinegen.video import VideoReadError, read_video
 
 __all__ = ["build_ui", "mount_ui"]
 
@@ -219,10 +219,6 @@ def build_ui(service: GenerationService, api_key_set: bool = False) -> Any:
         tab_i2v.select(lambda: "i2v", None, mode)
         tab_v2v.select(lambda: "v2v", None, mode)
 
-        def refresh() -> tuple[Any, list[str]]:
-            items, ids = gallery_items()
-            return items, ids
-
         def preview(text: str) -> str:
             if not text.strip():
                 raise gr.Error("enter a prompt first")
@@ -274,7 +270,10 @@ def build_ui(service: GenerationService, api_key_set: bool = False) -> Any:
             elif mode_v == "v2v":
                 if not source_v:
                     raise gr.Error("upload a source video on the Video → video tab")
-                vid = read_video(source_v, max_frames=service.limits.max_source_frames)
+                try:
+                    vid = read_video(source_v, max_frames=service.limits.max_source_frames)
+                except VideoReadError as e:
+                    raise gr.Error(str(e)) from e
                 params["strength"] = float(strength_v)
                 params["num_frames"] = None  # the longest clip the source holds (service default)
                 params["long"] = False
@@ -357,8 +356,8 @@ def build_ui(service: GenerationService, api_key_set: bool = False) -> Any:
             return items, ids, (f"Deleted `{entry_id}`." if entry_id else "Select a history entry first."), None
 
         delete_btn.click(delete, selected, [gallery, history_ids, status, selected])
-        refresh_btn.click(refresh, None, [gallery, history_ids])
-        demo.load(refresh, None, [gallery, history_ids])
+        refresh_btn.click(gallery_items, None, [gallery, history_ids])
+        demo.load(gallery_items, None, [gallery, history_ids])
     return demo
 
 

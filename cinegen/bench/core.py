@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 
+from cinegen.fsutil import atomic_write
 from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig, count_flops
 from cinegen.models.vae import CogVideoXVAE, TemporalTiling, VAEConfig
+from cinegen.train.metrics import measure_matmul_peak
 
 __all__ = ["BenchConfig", "run_core_bench", "matmul_peak", "format_report"]
 
@@ -57,23 +59,16 @@ class Timing:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+def _time_once(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Measured dense GEMM FLOP/s for `dtype` (the 'peak' that MFU-style fractions are relative to)."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    times = _median_time(lambda: torch.mm(a, b), repeats, warmup=2)
-    return 2 * n**3 / min(times)
+    """Measured dense GEMM FLOP/s for `dtype` on the CPU (the 'peak' that MFU-style fractions are relative to);
+    the trainer's MFU uses the same measurement."""
+    return measure_matmul_peak(torch.device("cpu"), dtype, n=n, reps=repeats)
 
 
 def _transformer_pair(cfg: BenchConfig) -> tuple[CogVideoXTransformer, Any, TransformerConfig]:
@@ -127,8 +122,8 @@ def bench_transformer(cfg: BenchConfig, peaks: dict[str, float]) -> list[Timing]
             run_ref = partial(ref_d, xd, textd, step, image_rotary_emb=rope)
             run_ours = partial(ours_d, xd, textd, step)
             for _ in range(cfg.repeats):
-                runs_r += _median_time(run_ref, 1, warmup=0)
-                runs_o += _median_time(run_ours, 1, warmup=0)
+                runs_r.append(_time_once(run_ref))
+                runs_o.append(_time_once(run_ours))
         mo, mr = statistics.median(runs_o), statistics.median(runs_r)
         for who, m, runs in (("cinegen", mo, runs_o), ("diffusers", mr, runs_r)):
             out.append(
@@ -303,8 +298,9 @@ def main_core(out: Path | None, quick: bool) -> int:
     report = format_report(result)
     print(report)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
-        out.with_suffix(".md").write_text(report + "\n")
+        with atomic_write(out) as f:
+            f.write(json.dumps(result, indent=2))
+        with atomic_write(out.with_suffix(".md")) as f:
+            f.write(report + "\n")
         print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0

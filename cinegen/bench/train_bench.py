@@ -25,6 +25,7 @@ import torch
 
 from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig, count_flops
 from cinegen.train.config import OptimConfig
+from cinegen.train.metrics import measure_matmul_peak
 from cinegen.train.objectives import Objective, noisy_input, objective_loss
 from cinegen.train.optim import build_optimizer
 from cinegen.train.parallel import apply_activation_checkpointing
@@ -44,17 +45,6 @@ class TrainBenchConfig:
     steps: int = 8
     warmup: int = 2
     seed: int = 0
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def _model(c: TrainBenchConfig) -> CogVideoXTransformer:
@@ -106,7 +96,8 @@ def make_step(c: TrainBenchConfig, precision: str, checkpointing: bool) -> tuple
 def run(c: TrainBenchConfig, checkpointing: bool = True) -> dict[str, Any]:
     """All variants are timed interleaved (A, B, C, D, A, B, ...) so that load from other processes on this
     shared machine hits them alike; we report the median and the best step of each."""
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = {k: measure_matmul_peak(torch.device("cpu"), dt, n=2048) for k, dt in dtypes.items()}
     variants = [(p, ck) for p in ("fp32", "bf16") for ck in ((False, True) if checkpointing else (False,))]
     steps = {v: make_step(c, *v) for v in variants}
     for fn, _ in steps.values():

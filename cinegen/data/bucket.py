@@ -10,6 +10,7 @@ when a small dataset is spread over many buckets) and dropped if `drop_small_buc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -53,9 +54,7 @@ def assign_bucket(rec: ClipRecord, cfg: BucketConfig) -> ClipRecord:
         if frames is None:
             shortest = (min(cfg.frames) - 1) / cfg.fps
             return rec.dropped(STAGE, "too_short_for_buckets", f"{rec.duration:.2f}s < {shortest:.2f}s")
-    out = ClipRecord(**{**rec.to_dict(), "bucket": format_bucket(frames, bh, bw)})
-    out.meta["aspect"] = name
-    return out
+    return dataclasses.replace(rec, bucket=format_bucket(frames, bh, bw), meta={**rec.meta, "aspect": name})
 
 
 def bucket_records(records: list[ClipRecord], cfg: BucketConfig) -> tuple[list[ClipRecord], dict[str, int], list[str]]:

@@ -15,6 +15,7 @@ Cleanup (Open-Sora `datautil --clean-caption` / Open-Sora-Plan prefix list): boi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cinegen.data.config import CaptionConfig, DataConfig
-from cinegen.data.manifest import ClipRecord
+from cinegen.data.manifest import ClipRecord, resolve_path
 
 STAGE = "caption"
 
@@ -123,7 +124,7 @@ def sidecar_caption(rec: ClipRecord, workdir: Path) -> str:
     for p in (rec.path, rec.source_path):
         if not p:
             continue
-        base = Path(p) if Path(p).is_absolute() else workdir / p
+        base = resolve_path(p, workdir)
         candidates += [base.with_suffix(".txt"), base.with_suffix(".caption"), base.with_suffix(".json")]
     for c in candidates:
         if not c.is_file():
@@ -201,7 +202,7 @@ def vlm_caption(frames: list[np.ndarray], cfg: CaptionConfig) -> str:
 def _vlm_frames(rec: ClipRecord, workdir: Path, n: int) -> list[np.ndarray]:
     from cinegen.data.media import sample_frames
 
-    path = rec.path if Path(rec.path).is_absolute() else str(workdir / rec.path)
+    path = resolve_path(rec.path, workdir)
     if rec.type == "image":
         from PIL import Image
 
@@ -275,7 +276,7 @@ def caption_item(rec: ClipRecord, cfg: DataConfig, workdir: Path) -> list[ClipRe
     if text and cc.append:
         text = text.rstrip(" .") + cc.append.format(**{**fields(rec), "text": text})
     meta["caption_source"] = source
-    out = ClipRecord(**{**rec.to_dict(), "text": text, "meta": meta})
+    out = dataclasses.replace(rec, text=text, meta=meta)
     if not text and cc.drop_empty:
         return [out.dropped(STAGE, "empty_caption", f"no captioner in {list(cc.captioners)} produced text")]
     return [out]

@@ -12,7 +12,6 @@ code 130 after the finished items are journaled.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -70,7 +69,7 @@ def _handler(args: argparse.Namespace) -> int:
         elif args.stage == "run":
             from cinegen.data.pipeline import run_all
 
-            run_all(dataclasses.replace(cfg), workdir=workdir)
+            run_all(cfg, workdir=workdir)
             if not args.no_report:
                 from cinegen.data.report import write_report
 

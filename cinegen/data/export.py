@@ -11,14 +11,10 @@ import shutil
 from pathlib import Path
 
 from cinegen.data.config import ExportConfig
-from cinegen.data.manifest import ClipRecord, atomic_write, write_manifest
+from cinegen.data.manifest import ClipRecord, resolve_path, write_manifest
+from cinegen.fsutil import atomic_write
 
 STAGE = "export"
-
-
-def resolve(path: str, workdir: Path) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else (workdir / p)
 
 
 def training_records(records: list[ClipRecord], workdir: Path, cfg: ExportConfig, out_dir: Path) -> list[ClipRecord]:
@@ -27,7 +23,7 @@ def training_records(records: list[ClipRecord], workdir: Path, cfg: ExportConfig
     for r in records:
         if not r.ok:
             continue
-        p = resolve(r.path, workdir).resolve()
+        p = resolve_path(r.path, workdir).resolve()
         path = str(p) if cfg.paths == "absolute" else os.path.relpath(p, out_dir.resolve())
         out.append(dataclasses.replace(r, path=path))
     return out
@@ -54,7 +50,7 @@ def write_cogvideo(records: list[ClipRecord], workdir: Path, out_dir: Path, how:
     for r in records:
         if not r.ok or r.type != "video":
             continue
-        src = resolve(r.path, workdir)
+        src = resolve_path(r.path, workdir)
         name = f"{r.id}{src.suffix or '.mp4'}"
         _place(src, videos / name, how)
         prompts.append(" ".join(r.text.split()))  # one line per caption

@@ -26,11 +26,12 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cinegen.fsutil import atomic_write
 
 STATUS_OK = "ok"
 STATUS_DROPPED = "dropped"
@@ -117,25 +118,13 @@ def format_bucket(frames: int, height: int, width: int) -> str:
     return f"{frames}x{height}x{width}"
 
 
+def resolve_path(path: str | os.PathLike[str], base: Path) -> Path:
+    """A path from a manifest or list: absolute as is, else relative to `base` (work dir, the list's folder)."""
+    p = Path(path)
+    return p if p.is_absolute() else base / p
+
+
 # ----------------------------------------------------------------------------------------------- atomic IO
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kw: Any) -> Iterator[Any]:
-    """Write to a temp file beside `path`, fsync, then `os.replace`: readers see the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **kw) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _json_default(o: Any) -> Any:

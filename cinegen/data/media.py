@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from cinegen.fsutil import atomic_path
 
 
 @dataclass(frozen=True)
@@ -120,20 +121,6 @@ def probe_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         return int(cc.width), int(cc.height)
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class Mp4Writer:
     """Incremental H.264 writer into a temp file, renamed over `path` on `close()` (atomic)."""
 
@@ -147,7 +134,7 @@ class Mp4Writer:
         threads: int = 1,
     ) -> None:
         self.path = Path(path)
-        self._ctx = _atomic_path(self.path)
+        self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
         self._container = av.open(str(self._tmp), "w", format="mp4")
         # Fractional rates (29.97) stay exact; the x264 bitstream is deterministic for fixed options.

@@ -28,10 +28,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cinegen.data.config import DataConfig, from_dict, to_dict
-from cinegen.data.engines import Engine, make_engine
+from cinegen.data.config import DataConfig, dump_config, from_dict, to_dict
 from cinegen.data.manifest import (
     STATUS_ERROR,
     ClipRecord,
@@ -40,6 +39,9 @@ from cinegen.data.manifest import (
     read_manifest,
     write_manifest,
 )
+
+if TYPE_CHECKING:  # engines import multiprocessing: loaded when a stage runs, not by `cinegen --help`
+    from cinegen.data.engines import Engine
 
 STAGES = ("scan", "split", "score", "filter", "caption", "bucket", "export")
 MAPPED = ("scan", "split", "score", "caption")
@@ -225,6 +227,8 @@ def run_stage(
     stats = StageStats(stage=stage, items=len(records))
     own_engine = engine is None and stage in MAPPED
     if stage in MAPPED:
+        from cinegen.data.engines import make_engine
+
         engine = engine or make_engine(cfg.engine)
         stats.engine = engine.name
         stats.workers = getattr(engine, "workers", 1)
@@ -317,10 +321,10 @@ def run_all(
     workdir = Path(workdir or cfg.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     with atomic_write(workdir / "config.yaml", "w", encoding="utf-8") as f:
-        from cinegen.data.config import dump_config
-
         f.write(dump_config(cfg))
     out = []
+    from cinegen.data.engines import make_engine
+
     with make_engine(cfg.engine) as engine:
         for stage in stages:
             out.append(run_stage(stage, cfg, workdir, engine=engine if stage in MAPPED else None, log=log))

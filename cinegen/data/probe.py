@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from cinegen.data.config import DataConfig, ScanConfig
-from cinegen.data.manifest import STATUS_ERROR, ClipRecord, read_manifest
+from cinegen.data.manifest import STATUS_ERROR, ClipRecord, read_manifest, resolve_path
 
 STAGE = "scan"
 
@@ -58,15 +58,13 @@ def discover(input_path: str | os.PathLike[str], cfg: ScanConfig) -> list[ClipRe
         for line in root.read_text(encoding="utf-8").splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
-                p = Path(line) if Path(line).is_absolute() else base / line
-                out.append(row(p, base))
+                out.append(row(resolve_path(line, base), base))
         return out
     if suffix in (".jsonl", ".json", ".csv", ".parquet"):
         base = root.parent
         out = []
         for r in read_manifest(root):
-            p = Path(r.path) if Path(r.path).is_absolute() else base / r.path
-            out.append(row(p, base, r.text))
+            out.append(row(resolve_path(r.path, base), base, r.text))
         return out
     return [row(root, root.parent)]
 
@@ -76,13 +74,20 @@ def _frame_intervals(pts: np.ndarray) -> np.ndarray:
     return np.diff(ts)
 
 
-def probe_video(rec: ClipRecord, cfg: ScanConfig) -> ClipRecord:
-    path = Path(rec.path)
+def _file_error(rec: ClipRecord, path: Path) -> ClipRecord | None:
+    """The error row of a missing or empty input file (None when the file has bytes)."""
     if not path.exists():
         return rec.dropped(STAGE, "missing", f"{path} does not exist", STATUS_ERROR)
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         return rec.dropped(STAGE, "empty_file", f"{path.name} has 0 bytes", STATUS_ERROR)
+    return None
+
+
+def probe_video(rec: ClipRecord, cfg: ScanConfig) -> ClipRecord:
+    path = Path(rec.path)
+    if (err := _file_error(rec, path)) is not None:
+        return err
+    size = path.stat().st_size
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as e:
@@ -202,10 +207,8 @@ def probe_image(rec: ClipRecord, cfg: ScanConfig) -> ClipRecord:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(rec.path)
-    if not path.exists():
-        return rec.dropped(STAGE, "missing", f"{path} does not exist", STATUS_ERROR)
-    if path.stat().st_size == 0:
-        return rec.dropped(STAGE, "empty_file", f"{path.name} has 0 bytes", STATUS_ERROR)
+    if (err := _file_error(rec, path)) is not None:
+        return err
     try:
         with Image.open(path) as im:
             im.verify()

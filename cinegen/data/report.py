@@ -20,8 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cinegen.data.config import DataConfig
-from cinegen.data.manifest import ClipRecord, atomic_write, read_manifest
+from cinegen.data.manifest import ClipRecord, read_manifest, resolve_path
 from cinegen.data.pipeline import STAGES, stage_table
+from cinegen.fsutil import atomic_write
 
 KEPT_COLOR = (46, 139, 87)
 DROP_COLOR = (205, 92, 92)
@@ -63,7 +64,7 @@ def histogram_png(name: str, kept: list[float], dropped: list[float], bins: int,
 def _clip_strip(rec: ClipRecord, workdir: Path, n: int, height: int = 72) -> Image.Image:
     from cinegen.data.media import sample_frames
 
-    path = Path(rec.path) if Path(rec.path).is_absolute() else workdir / rec.path
+    path = resolve_path(rec.path, workdir)
     if rec.type == "image":
         with Image.open(path) as im:
             frames = [np.asarray(im.convert("RGB"))]

@@ -24,6 +24,7 @@ Dimensions: F frames, H height, W width; flow fields are (H, W, 2) in pixels per
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cinegen.data.config import DataConfig, ScoreConfig
-from cinegen.data.manifest import ClipRecord
+from cinegen.data.manifest import ClipRecord, resolve_path
 from cinegen.data.media import sample_frames
 
 STAGE = "score"
@@ -194,6 +195,12 @@ def text_area_ratio(frame_rgb: np.ndarray, side: int, box_thresh: float = 0.5) -
 # ------------------------------------------------------------------------------------------ the stage
 
 
+def ocr_frame_indices(n: int, k: int) -> list[int]:
+    """The (at most k) frames of n the OCR looks at: the middle one first, then k evenly spaced ones."""
+    order = [n // 2] + [int(round((i + 1) * (n - 1) / (k + 1))) for i in range(k)]
+    return list(dict.fromkeys(order))[:k]
+
+
 def _load_image(path: str) -> np.ndarray:
     from PIL import Image
 
@@ -252,9 +259,7 @@ def compute_scores(frames: np.ndarray, fps: float | None, cfg: ScoreConfig, nati
     scores["phash"] = phash_hex([phash(gray[i]) for i in pick])
     if cfg.ocr:
         src = native if native is not None else frames
-        m = len(src)
-        order = [m // 2] + [int(round((k + 1) * (m - 1) / (cfg.ocr_frames + 1))) for k in range(cfg.ocr_frames)]
-        idx_ocr = list(dict.fromkeys(order))[: cfg.ocr_frames]
+        idx_ocr = ocr_frame_indices(len(src), cfg.ocr_frames)
         scores["text_area"] = round(max(text_area_ratio(src[i], cfg.ocr_side, cfg.ocr_box_thresh) for i in idx_ocr), 6)
     else:
         scores["text_area"] = None
@@ -266,7 +271,7 @@ def score_item(rec: ClipRecord, cfg: DataConfig, workdir: Path) -> list[ClipReco
     from cinegen.data import learned
 
     sc = cfg.score
-    path = rec.path if Path(rec.path).is_absolute() else str(workdir / rec.path)
+    path = str(resolve_path(rec.path, workdir))
     if rec.type == "image":
         native = _load_image(path)[None]
         frames = _resize_long(native, sc.analysis_size)
@@ -278,11 +283,7 @@ def score_item(rec: ClipRecord, cfg: DataConfig, workdir: Path) -> list[ClipReco
         native = None
         if sc.ocr:
             # OCR at native resolution: decode just the frames it looks at (middle first).
-            n = len(frames)
-            ts = [decoded.times[n // 2]] + [
-                decoded.times[int(round((k + 1) * (n - 1) / (sc.ocr_frames + 1)))] for k in range(sc.ocr_frames)
-            ]
-            ts = list(dict.fromkeys(ts))[: sc.ocr_frames]
+            ts = [decoded.times[i] for i in ocr_frame_indices(len(frames), sc.ocr_frames)]
             native = np.stack(
                 [
                     sample_frames(path, start=t, end=t + 1e-3 + 1.0 / max(fps or 1.0, 1.0), max_frames=1).frames[0]
@@ -299,5 +300,4 @@ def score_item(rec: ClipRecord, cfg: DataConfig, workdir: Path) -> list[ClipReco
         x0, y0 = int(np.ceil(x * sx)), int(np.ceil(y * sy))
         x1, y1 = int(np.floor((x + bw) * sx)), int(np.floor((y + bh) * sy))
         crop = [x0 - x0 % 2, y0 - y0 % 2, (x1 - x0) - (x1 - x0) % 2, (y1 - y0) - (y1 - y0) % 2]
-    out = ClipRecord(**{**rec.to_dict(), "scores": {**rec.scores, **scores}, "crop": crop})
-    return [out]
+    return [dataclasses.replace(rec, scores={**rec.scores, **scores}, crop=crop)]

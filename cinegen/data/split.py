@@ -23,7 +23,8 @@ import numpy as np
 
 from cinegen.data.config import DataConfig, SplitConfig
 from cinegen.data.manifest import ClipRecord
-from cinegen.data.media import Mp4Writer, _atomic_path, apply_rotation, iter_video_frames
+from cinegen.data.media import Mp4Writer, apply_rotation, iter_video_frames
+from cinegen.fsutil import atomic_path
 
 STAGE = "split"
 
@@ -144,7 +145,7 @@ def _emit(writer, size, img, dst, fps, cfg, cv2):  # type: ignore[no-untyped-def
 
 def cut_copy(src: str | Path, dst: Path, start: float, end: float) -> tuple[int, float, float]:
     """Stream copy from the keyframe at or before `start` to `end`. Returns (frames, start', end')."""
-    with av.open(str(src)) as inp, _atomic_path(dst) as tmp:
+    with av.open(str(src)) as inp, atomic_path(dst) as tmp:
         ist = inp.streams.video[0]
         tb = ist.time_base
         inp.seek(int(start / tb), stream=ist, backward=True, any_frame=False)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cinegen.fsutil import atomic_write
 from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig
 from cinegen.models.vae import CogVideoXVAE, VAEConfig
 from cinegen.sampling.schedules import NoiseScheduleConfig
@@ -127,7 +128,7 @@ def load_module_weights(module: nn.Module, state: dict[str, torch.Tensor], sourc
 
 def variant_name(cfg: TransformerConfig) -> str:
     """Human name of the CogVideoX variant a transformer config describes."""
-    i2v = cfg.in_channels == 2 * (cfg.out_channels or cfg.in_channels)
+    i2v = cfg.is_i2v
     if cfg.patch_size_t is not None:
         return "CogVideoX1.5" + ("-I2V" if i2v else "")
     if cfg.use_learned_positional_embeddings:
@@ -159,12 +160,22 @@ def default_dtype(cfg: TransformerConfig, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def _read_config(cls: Any, path: Path) -> Any:
+    """`cls.from_dict` of a JSON config; a missing file, bad JSON or a bad key is a ModelFolderError naming it."""
+    try:
+        return cls.from_dict(read_json(path))
+    except ModelFolderError:
+        raise
+    except ValueError as e:
+        raise ModelFolderError(f"{path}: {e}") from e
+
+
 def _build(cls: type[nn.Module], cfg: Any, state: dict[str, torch.Tensor], source: Path) -> nn.Module:
     """Construct without spending time on random init (meta device), then assign the loaded tensors."""
     with torch.device("meta"):
         module = cls(cfg)
-    expected = set(module.state_dict())
-    if expected == set(state) and all(tuple(module.state_dict()[k].shape) == tuple(v.shape) for k, v in state.items()):
+    expected = module.state_dict()  # built once: it is a fresh dict of every tensor on each call
+    if expected.keys() == state.keys() and all(tuple(expected[k].shape) == tuple(v.shape) for k, v in state.items()):
         module.load_state_dict(state, strict=True, assign=True)
         if not any(t.is_meta for t in list(module.parameters()) + list(module.buffers())):
             return module
@@ -192,18 +203,9 @@ def load_model_folder(
             raise ModelFolderError(f"{root / 'model_index.json'}: no {comp!r} component")
     device = torch.device(device) if device is not None else torch.device("cpu")
 
-    try:
-        t_cfg = TransformerConfig.from_dict(read_json(root / "transformer" / "config.json"))
-    except ValueError as e:
-        raise ModelFolderError(f"{root / 'transformer' / 'config.json'}: {e}") from e
-    try:
-        v_cfg = VAEConfig.from_dict(read_json(root / "vae" / "config.json"))
-    except ValueError as e:
-        raise ModelFolderError(f"{root / 'vae' / 'config.json'}: {e}") from e
-    try:
-        s_cfg = NoiseScheduleConfig.from_dict(read_json(root / "scheduler" / "scheduler_config.json"))
-    except ValueError as e:
-        raise ModelFolderError(f"{root / 'scheduler' / 'scheduler_config.json'}: {e}") from e
+    t_cfg = _read_config(TransformerConfig, root / "transformer" / "config.json")
+    v_cfg = _read_config(VAEConfig, root / "vae" / "config.json")
+    s_cfg = _read_config(NoiseScheduleConfig, root / "scheduler" / "scheduler_config.json")
 
     dtype = dtype or default_dtype(t_cfg, device)
     transformer = _build(CogVideoXTransformer, t_cfg, read_weights(root / "transformer"), root / "transformer")
@@ -255,21 +257,29 @@ def _save_safetensors(module: nn.Module, folder: Path, max_shard_bytes: int) -> 
         save_file(shard, str(folder / name), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, name))
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (folder / f"{WEIGHTS_STEM}.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    _write_json(folder / f"{WEIGHTS_STEM}.safetensors.index.json", index)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    with atomic_write(path) as f:  # creates the parent folder; readers never see half a file
+        f.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def save_model_folder(bundle: ModelBundle, path: str | Path, max_shard_bytes: int = 5 * 1024**3) -> Path:
-    """Write the diffusers layout, loadable by cinegen and by diffusers' CogVideoX pipeline classes."""
+def save_model_folder(
+    bundle: ModelBundle,
+    path: str | Path,
+    max_shard_bytes: int = 5 * 1024**3,
+    defaults: dict[str, Any] | None = None,
+) -> Path:
+    """Write the diffusers layout, loadable by cinegen and by diffusers' CogVideoX pipeline classes.
+
+    `defaults` (generation defaults, see `cinegen.pipeline.PipelineDefaults`) go under `_cinegen_defaults` in
+    model_index.json, which is written last, so a folder with an index is complete.
+    """
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     t_cfg, v_cfg = bundle.transformer.config, bundle.vae.config
-    i2v = t_cfg.in_channels == 2 * (t_cfg.out_channels or t_cfg.in_channels)
-    pipeline_class = "CogVideoXImageToVideoPipeline" if i2v else bundle.pipeline_class
+    pipeline_class = "CogVideoXImageToVideoPipeline" if t_cfg.is_i2v else bundle.pipeline_class
     sched = bundle.scheduler.to_dict()
     components: dict[str, Any] = {
         "_class_name": pipeline_class,
@@ -292,5 +302,7 @@ def save_model_folder(bundle: ModelBundle, path: str | Path, max_shard_bytes: in
     if bundle.tokenizer is not None:
         bundle.tokenizer.save_pretrained(str(root / "tokenizer"))
         components["tokenizer"] = ["transformers", type(bundle.tokenizer).__name__]
+    if defaults:
+        components["_cinegen_defaults"] = dict(defaults)
     _write_json(root / "model_index.json", components)
     return root

@@ -228,10 +228,10 @@ def rotate_pairs(x: Tensor, freqs: Tensor, out: Tensor | None = None) -> Tensor:
         return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)  # (..., K)
     if x.dtype == out.dtype == torch.float32:
         xc = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # (..., K/2) complex views of x and out
-        torch.mul(xc, freqs, out=torch.view_as_complex(out.unflatten(-1, (-1, 2))))
+        torch.mul(xc, freqs, out=torch.view_as_complex(out.unflatten(-1, (-1, 2))))  # (..., K/2) complex
         return out
     xf = x.float()
-    torch.view_as_complex(xf.unflatten(-1, (-1, 2))).mul_(freqs)
+    torch.view_as_complex(xf.unflatten(-1, (-1, 2))).mul_(freqs)  # (..., K) -> (..., K/2) complex, in place
     return out.copy_(xf)
 
 

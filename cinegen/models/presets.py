@@ -22,8 +22,12 @@ class Preset:
     transformer: TransformerConfig
     vae: VAEConfig
     scheduler: NoiseScheduleConfig
-    text_length: int = 226  # tokens the text encoder pads to
     description: str = ""
+
+    @property
+    def text_length(self) -> int:
+        """Tokens the text encoder pads to (the transformer's `max_text_seq_length`)."""
+        return self.transformer.max_text_seq_length
 
 
 def cogvideox_scheduler(snr_shift_scale: float, kind: str = "CogVideoXDDIMScheduler") -> NoiseScheduleConfig:
@@ -142,14 +146,14 @@ _TINY_VAE = VAEConfig(block_out_channels=(8, 8, 8, 8), latent_channels=4, layers
 def _tiny(p: Preset) -> Preset:
     t = p.transformer
     kw: dict[str, Any] = dict(_TINY_T)
-    kw["in_channels"] = 8 if t.in_channels == 2 * (t.out_channels or t.in_channels) else 4
+    kw["in_channels"] = 8 if t.is_i2v else 4
     if t.patch_size_t:
         kw.update(sample_height=16, sample_width=16, sample_frames=17)
     if t.ofs_embed_dim:
         kw["ofs_embed_dim"] = 16
     cfg = replace(t, **kw)
     vae = replace(_TINY_VAE, scaling_factor=p.vae.scaling_factor, invert_scale_latents=p.vae.invert_scale_latents)
-    return Preset("tiny-" + p.name, cfg, vae, p.scheduler, text_length=16, description="tiny random " + p.name)
+    return Preset("tiny-" + p.name, cfg, vae, p.scheduler, description="tiny random " + p.name)
 
 
 PRESETS: dict[str, Preset] = {**_FULL, **{"tiny-" + k: _tiny(v) for k, v in _FULL.items()}}

@@ -55,20 +55,6 @@ class TextEncoder:
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    @classmethod
-    def from_folder(
-        cls,
-        root: str | Path,
-        max_length: int = 226,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> TextEncoder:
-        root = Path(root)
-        model = load_t5(root / "text_encoder", dtype=dtype)
-        if device is not None:
-            model = model.to(device)
-        return cls(model, load_tokenizer(root / "tokenizer"), max_length)
-
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -87,8 +73,12 @@ class TextEncoder:
             add_special_tokens=True,
             return_tensors="pt",
         ).input_ids
-        full = self.tokenizer(prompts, padding="longest", add_special_tokens=True).input_ids
-        for prompt, toks in zip(prompts, full, strict=True):
+        # Only a row that fills all max_length slots (no pad at the end) can have been truncated: tokenize those
+        # again unpadded (padding them to the batch's longest would make every row look too long).
+        pad = self.tokenizer.pad_token_id
+        maybe = [p for p, row in zip(prompts, ids, strict=True) if pad is None or int(row[-1]) != pad]
+        full = self.tokenizer(maybe, add_special_tokens=True).input_ids if maybe else []
+        for prompt, toks in zip(maybe, full, strict=True):
             if len(toks) > self.max_length:
                 kept = self.tokenizer.decode(toks[: self.max_length - 1], skip_special_tokens=True)
                 log.warning(

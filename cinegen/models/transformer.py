@@ -136,6 +136,11 @@ class TransformerConfig:
         return self.out_channels if self.out_channels is not None else self.in_channels
 
     @property
+    def is_i2v(self) -> bool:
+        """Image-to-video layout: the input stacks noise and image latents on C (twice the output channels)."""
+        return self.in_channels == 2 * self.out_dim_channels
+
+    @property
     def patch_dim(self) -> int:
         """Features per video token going into / out of the model (C * pt * p * p for one channel set)."""
         return self.patch_size * self.patch_size * (self.patch_size_t or 1)
@@ -300,7 +305,7 @@ def _heads_first(x: Tensor, rope: Tensor | None) -> Tensor:
     B, L, N, K = x.shape
     out = x.new_empty(B, N, L, K)  # (B, N, L, K) memory
     if rope is None:
-        return out.copy_(x.transpose(1, 2))
+        return out.copy_(x.transpose(1, 2))  # (B, L, N, K) -> (B, N, L, K)
     rotate_pairs(x, rope, out=out.transpose(1, 2))  # writes through the (B, L, N, K) view
     return out
 
@@ -537,7 +542,7 @@ class CogVideoXTransformer(nn.Module):
         if self.ofs_embedding is not None:
             if ofs is None:
                 raise ValueError("this model has an ofs embedding (CogVideoX 1.5 I2V): pass ofs (reference: 2.0)")
-            ofs = torch.as_tensor(ofs, device=device).reshape(-1)
+            ofs = torch.as_tensor(ofs, device=device).reshape(-1)  # scalar or (B,) -> (B,) / (1,)
             o_emb = timestep_embedding(ofs, cfg.ofs_embed_dim, cfg.flip_sin_to_cos, cfg.freq_shift)
             emb = emb + self.ofs_embedding(o_emb.to(dtype))  # (B, E)
 

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from cinegen.sampling.steps import GeneratorArg, randn_like_reference
+
 __all__ = [
     "VAEConfig",
     "SpatialTiling",
@@ -39,6 +41,7 @@ __all__ = [
     "ConvCache",
     "CogVideoXVAE",
     "frame_chunks",
+    "window_starts",
     "temporal_windows",
     "window_frame_range",
     "temporal_blend_weights",
@@ -192,17 +195,26 @@ def _up_frames(t: int) -> int:
     return 1 + 2 * (t - 1) if t % 2 else 2 * t
 
 
-def temporal_windows(num_latents: int, tiling: TemporalTiling) -> list[tuple[int, int]]:
-    """[start, end) latent windows of equal length `tiling.window` covering [0, num_latents).
+def window_starts(total: int, window: int, overlap: int) -> list[int]:
+    """First frame of each of the equal-length windows that cover [0, total): every `window - overlap` frames,
+    the last one pulled back to end at `total` (so it may overlap its neighbour by more). One window when
+    total <= window. (Shared by the decoder's temporal tiling and the long-video denoising windows.)"""
+    if window < 1 or not 0 <= overlap < window:
+        raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
+    if total <= window:
+        return [0]
+    return list(range(0, total - window, window - overlap)) + [total - window]
 
-    Starts step by window - overlap; the last window is pulled back to end exactly at num_latents (so it may
-    overlap its neighbour by more than `overlap`). A video no longer than one window is a single window.
+
+def temporal_windows(num_latents: int, tiling: TemporalTiling) -> list[tuple[int, int]]:
+    """[start, end) latent windows of equal length `tiling.window` covering [0, num_latents) (`window_starts`).
+
+    A video no longer than one window is the single window [0, num_latents).
     """
     w = tiling.window
     if num_latents <= w:
         return [(0, num_latents)]
-    starts = list(range(0, num_latents - w, w - tiling.overlap)) + [num_latents - w]
-    return [(s, s + w) for s in starts]
+    return [(s, s + w) for s in window_starts(num_latents, w, tiling.overlap)]
 
 
 def window_frame_range(start: int, end: int, ratio: int = 4) -> tuple[int, int]:
@@ -241,7 +253,7 @@ def temporal_blend_weights(num_latents: int, tiling: TemporalTiling, ratio: int 
     return weights
 
 
-def _blend_ramp(n: int, extent: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+def _blend_ramp(extent: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     """(1 - y/E, y/E) for y < E, computed in float64 then cast: the same numbers as the reference's Python
     float scalars (which are rounded to the tensor dtype inside `tensor * scalar`)."""
     y = torch.arange(extent, dtype=torch.float64) / extent
@@ -257,12 +269,12 @@ def _blend_into(a_tail: Tensor, b: Tensor, extent: int, dim: int) -> None:
     e = min(a_tail.shape[dim], b.shape[dim], extent)
     if e <= 0:
         return
-    w_a, w_b = _blend_ramp(e, e, b.dtype, b.device)
+    w_a, w_b = _blend_ramp(e, b.dtype, b.device)
     shape = [1] * b.dim()
     shape[dim] = e
     a_part = a_tail.narrow(dim, a_tail.shape[dim] - e, e)
     b_part = b.narrow(dim, 0, e)
-    b_part.copy_(a_part * w_a.view(shape) + b_part * w_b.view(shape))
+    b_part.copy_(a_part * w_a.view(shape) + b_part * w_b.view(shape))  # ramps (E,) -> (1, .., E, .., 1) on `dim`
 
 
 def _tiles(size: int, tile: int, stride: int) -> list[tuple[int, int]]:
@@ -317,6 +329,28 @@ def _chunked_caches(n: int) -> Iterator[ConvCache]:
         if k:
             cache = cache.advance(record=k < n - 1)
         yield cache
+
+
+def _run_chunked(
+    x: Tensor, batch: int, run: Callable[[Tensor, ConvCache], Tensor], out_frames: Callable[[int], int]
+) -> Tensor:
+    """`run(chunk, cache)` over the reference frame chunks of x (B, C, T, ...) with one carried conv cache; the
+    outputs are written into one preallocated (B, C', sum of out_frames(chunk length), ...) tensor (no cat)."""
+    chunks = frame_chunks(x.shape[2], batch)
+    out: Tensor | None = None
+    t0 = 0
+    for (s, e), cache in zip(chunks, _chunked_caches(len(chunks)), strict=True):
+        y = run(x[:, :, s:e], cache)  # (B, C', T_out_chunk, ...)
+        if len(chunks) == 1:
+            return y
+        if out is None:
+            total = sum(out_frames(b - a) for a, b in chunks)
+            out = y.new_empty(*y.shape[:2], total, *y.shape[3:])  # (B, C', T_out, ...)
+        out[:, :, t0 : t0 + y.shape[2]] = y
+        t0 += y.shape[2]
+        del y  # free the chunk's output before the next chunk runs
+    assert out is not None
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -405,7 +439,7 @@ class Downsample3D(nn.Module):
         # its copy.
         b, c, t, h, w = x.shape
         xp = x.new_zeros(b, t, c, h + 1, w + 1)  # (B, T, C, H+1, W+1): one zero row/col at the bottom/right
-        xp[:, :, :, :h, :w] = x.transpose(1, 2)
+        xp[:, :, :, :h, :w] = x.transpose(1, 2)  # (B, C, T, H, W) -> (B, T, C, H, W)
         y = self.conv(xp.view(b * t, c, h + 1, w + 1))  # (B*T, C, H//2, W//2)
         return y.view(b, t, *y.shape[1:]).transpose(1, 2)  # (B, C, T, H//2, W//2)
 
@@ -630,32 +664,6 @@ class Decoder3D(nn.Module):
 # ------------------------------------------------------------------------------------------------------------
 
 
-GeneratorArg = torch.Generator | list[torch.Generator] | None
-
-
-def _randn_like_reference(
-    shape: tuple[int, ...], generator: GeneratorArg, device: torch.device, dtype: torch.dtype
-) -> Tensor:
-    """Gaussian noise drawn exactly as diffusers `randn_tensor` draws it: on the generator's device when that
-    is the CPU (then moved), one draw per batch element for a list of generators."""
-    rand_device = device
-    if generator is not None:
-        gen_device = (generator[0] if isinstance(generator, list) else generator).device
-        if gen_device.type != device.type:
-            if gen_device.type != "cpu":
-                raise ValueError(f"cannot draw {device} noise from a generator on {gen_device}")
-            rand_device = torch.device("cpu")
-    if isinstance(generator, list) and len(generator) == 1:
-        generator = generator[0]
-    if isinstance(generator, list):
-        if len(generator) != shape[0]:
-            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-        one = (1, *shape[1:])
-        draws = [torch.randn(one, generator=g, device=rand_device, dtype=dtype) for g in generator]
-        return torch.cat(draws, dim=0).to(device)
-    return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
-
-
 class CogVideoXVAE(nn.Module):
     """CogVideoX 3D causal VAE: video (B, 3, F, H, W) in [-1, 1] <-> latents (B, C_lat, T, h, w).
 
@@ -764,7 +772,7 @@ class CogVideoXVAE(nn.Module):
     def sample_posterior(self, video: Tensor, generator: GeneratorArg = None) -> Tensor:
         """mean + std * noise, the noise drawn as diffusers `latent_dist.sample(generator)` draws it."""
         mean, logvar = self.encode_moments(video)
-        noise = _randn_like_reference(tuple(mean.shape), generator, mean.device, mean.dtype)
+        noise = randn_like_reference(mean.shape, generator, mean.device, mean.dtype)
         return mean + torch.exp(0.5 * logvar) * noise
 
     def _encode_params(self, x: Tensor) -> Tensor:
@@ -775,22 +783,12 @@ class CogVideoXVAE(nn.Module):
 
     def _encode_frames(self, x: Tensor) -> Tensor:
         """Frame-batched encode of (B, C_in, F, H, W) with one conv cache (§3.5)."""
-        chunks = frame_chunks(x.shape[2], ENCODE_FRAME_BATCH)
-        out: Tensor | None = None
-        t0 = 0
-        for (s, e), cache in zip(chunks, _chunked_caches(len(chunks)), strict=True):
-            h = self.encoder(x[:, :, s:e], cache)  # (B, 2 * C_lat, T_chunk, h, w)
-            if self.quant_conv is not None:
-                h = self.quant_conv(h)
-            if len(chunks) == 1:
-                return h
-            if out is None:
-                total = sum(self._encoded_frames(b - a) for a, b in chunks)
-                out = h.new_empty(*h.shape[:2], total, *h.shape[3:])  # (B, 2 * C_lat, T, h, w)
-            out[:, :, t0 : t0 + h.shape[2]] = h
-            t0 += h.shape[2]
-        assert out is not None
-        return out
+
+        def run(xc: Tensor, cache: ConvCache) -> Tensor:
+            h = self.encoder(xc, cache)  # (B, 2 * C_lat, T_chunk, h, w)
+            return self.quant_conv(h) if self.quant_conv is not None else h
+
+        return _run_chunked(x, ENCODE_FRAME_BATCH, run, self._encoded_frames)
 
     # ---- decode
     # ----------------------------------------------------------------------------------------------
@@ -818,24 +816,13 @@ class CogVideoXVAE(nn.Module):
 
     def _decode_frames(self, z: Tensor) -> Tensor:
         """Frame-batched decode of (B, C_lat, T, h, w) with one conv cache (§3.5)."""
-        chunks = frame_chunks(z.shape[2], DECODE_LATENT_BATCH)
-        out: Tensor | None = None
-        f0 = 0
-        for (s, e), cache in zip(chunks, _chunked_caches(len(chunks)), strict=True):
-            zc = z[:, :, s:e]  # (B, C_lat, T_chunk, h, w)
+
+        def run(zc: Tensor, cache: ConvCache) -> Tensor:  # (B, C_lat, T_chunk, h, w) -> (B, C_out, F_chunk, H, W)
             if self.post_quant_conv is not None:
                 zc = self.post_quant_conv(zc)
-            x = self.decoder(zc, cache)  # (B, C_out, F_chunk, H, W)
-            if len(chunks) == 1:
-                return x
-            if out is None:
-                total = sum(self._decoded_frames(b - a) for a, b in chunks)
-                out = x.new_empty(*x.shape[:2], total, *x.shape[3:])  # (B, C_out, F, H, W)
-            out[:, :, f0 : f0 + x.shape[2]] = x
-            f0 += x.shape[2]
-            del x
-        assert out is not None
-        return out
+            return self.decoder(zc, cache)
+
+        return _run_chunked(z, DECODE_LATENT_BATCH, run, self._decoded_frames)
 
     def _decode_temporal_tiles(self, z: Tensor, tiling: TemporalTiling) -> Tensor:
         """Decode overlapping latent windows independently and blend their shared pixel frames linearly."""
@@ -847,7 +834,7 @@ class CogVideoXVAE(nn.Module):
             x = self._decode_spatial(z[:, :, s:e])  # (B, C_out, F_window, H, W)
             f0, f1 = window_frame_range(s, e, ratio)
             assert x.shape[2] == f1 - f0
-            w = weights[k, f0:f1].to(device=x.device, dtype=x.dtype).view(1, 1, -1, 1, 1)
+            w = weights[k, f0:f1].to(device=x.device, dtype=x.dtype).view(1, 1, -1, 1, 1)  # (F_w,) -> (1, 1, F_w, 1, 1)
             if out is None:
                 out = x.new_zeros(*x.shape[:2], weights.shape[1], *x.shape[3:])  # (B, C_out, F, H, W)
             if _no_autograd():

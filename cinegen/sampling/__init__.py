@@ -13,7 +13,7 @@ from cinegen.sampling.guidance import (
     dynamic_cfg_scale_diffusers,
     guidance_scale_at,
 )
-from cinegen.sampling.loop import Plan, SamplerSpec, make_plan, noise_latents, sample
+from cinegen.sampling.loop import Plan, SamplerSpec, default_sampler, make_plan, noise_latents, sample
 from cinegen.sampling.schedules import (
     NoiseScheduleConfig,
     alphas_cumprod,
@@ -59,6 +59,7 @@ __all__ = [
     "guidance_scale_at",
     "SamplerSpec",
     "Plan",
+    "default_sampler",
     "make_plan",
     "noise_latents",
     "sample",

@@ -59,7 +59,7 @@ def dynamic_cfg_scale_diffusers(t_value: float, num_steps: int, scale: float) ->
 def guidance_scale_at(
     scale: float,
     step_index: int,
-    t_value: float,
+    t_value: float | Tensor,
     num_steps: int,
     dynamic: bool = False,
     mode: DynamicCFGMode = "original",
@@ -67,11 +67,12 @@ def guidance_scale_at(
     """The guidance scale of one step: constant, or dynamic in the chosen mode.
 
     `num_steps` is the number of steps actually run (the diffusers V2V pipeline uses the truncated count).
+    `t_value` may be the 0-dim timestep tensor: it is read (`float`, a device sync) only in "diffusers" mode.
     """
     if not dynamic:
         return scale
     if mode == "original":
         return dynamic_cfg_scale(step_index, num_steps, scale)
     if mode == "diffusers":
-        return dynamic_cfg_scale_diffusers(t_value, num_steps, scale)
+        return dynamic_cfg_scale_diffusers(float(t_value), num_steps, scale)
     raise ValueError(f"dynamic CFG mode must be 'original' or 'diffusers', got {mode!r}")

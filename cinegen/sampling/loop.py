@@ -41,12 +41,27 @@ from cinegen.sampling.schedules import (
 )
 from cinegen.sampling.steps import add_noise, ddim_step, dpm_pp2m_step, euler_flow_step, flow_add_noise
 
-__all__ = ["SamplerKind", "FlowSchedule", "SamplerSpec", "Plan", "make_plan", "noise_latents", "sample"]
+__all__ = [
+    "SamplerKind",
+    "FlowSchedule",
+    "SamplerSpec",
+    "Plan",
+    "default_sampler",
+    "make_plan",
+    "noise_latents",
+    "sample",
+]
 
 SamplerKind = Literal["ddim", "dpm", "euler"]
 FlowSchedule = Literal["uniform", "shifted", "linear_quadratic", "diffusers"]
 
 Denoise = Callable[[Tensor, Tensor, int], Tensor]
+
+
+def default_sampler(schedule: NoiseScheduleConfig) -> SamplerKind:
+    """The sampler a scheduler class implies, the one diffusers runs: DDIM -> ddim, DPM -> dpm, FlowMatchEuler ->
+    euler."""
+    return "euler" if schedule.kind == "flow" else schedule.kind
 
 
 @dataclass(frozen=True)
@@ -90,9 +105,8 @@ class SamplerSpec:
 
     @classmethod
     def for_schedule(cls, schedule: NoiseScheduleConfig, num_steps: int, **kwargs: object) -> SamplerSpec:
-        """The sampler a scheduler class implies (DDIM -> ddim, DPM -> dpm, FlowMatchEuler -> euler)."""
-        kind: SamplerKind = "euler" if schedule.kind == "flow" else schedule.kind
-        return cls(kind=kind, num_steps=num_steps, **kwargs)  # type: ignore[arg-type]
+        """A spec with the sampler the scheduler class implies (`default_sampler`)."""
+        return cls(kind=default_sampler(schedule), num_steps=num_steps, **kwargs)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 Scalar = float | Tensor
+GeneratorArg = torch.Generator | list[torch.Generator] | None
 
 
 def _scalar(value: Scalar, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -48,17 +49,33 @@ def _scalar(value: Scalar, dtype: torch.dtype = torch.float64) -> Tensor:
 
 def randn_like_reference(
     shape: torch.Size | tuple[int, ...],
-    generator: torch.Generator | None,
+    generator: GeneratorArg,
     device: torch.device,
     dtype: torch.dtype,
 ) -> Tensor:
     """Gaussian noise drawn as diffusers `randn_tensor(shape, generator=g, device=device, dtype=dtype)`.
 
-    The draw happens on the generator's device (a CPU generator with CUDA latents draws on the CPU, then
-    moves) in the target dtype, so a seeded CPU generator gives the same numbers on any latent device.
+    The draw happens in the target dtype on the generator's device when that is the CPU (a CPU generator with
+    CUDA latents draws on the CPU, then moves), so a seeded CPU generator gives the same numbers on any latent
+    device; a list of generators draws one batch element each (VAE posterior samples).
     """
-    rand_device = generator.device if generator is not None else device
-    return torch.randn(tuple(shape), generator=generator, device=rand_device, dtype=dtype).to(device)
+    shape = tuple(shape)
+    rand_device = device
+    if generator is not None:
+        gen_device = (generator[0] if isinstance(generator, list) else generator).device
+        if gen_device.type != device.type:
+            if gen_device.type != "cpu":
+                raise ValueError(f"cannot draw {device} noise from a generator on {gen_device}")
+            rand_device = torch.device("cpu")
+    if isinstance(generator, list) and len(generator) == 1:
+        generator = generator[0]
+    if isinstance(generator, list):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        one = (1, *shape[1:])
+        draws = [torch.randn(one, generator=g, device=rand_device, dtype=dtype) for g in generator]
+        return torch.cat(draws, dim=0).to(device)
+    return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
 
 
 def predict_x0(sample: Tensor, model_output: Tensor, alpha_t: Scalar, prediction_type: str = "v_prediction") -> Tensor:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cinegen.train.data import ClipDataset, ClipError, SkipLog, frame_stride
+from cinegen.fsutil import atomic_path, atomic_write
+from cinegen.train.data import ClipDataset, ClipError, frame_stride
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +82,12 @@ class FeatureCache:
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
         from safetensors.torch import save_file
 
-        path = self._file(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(self._file(kind, key)) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+
+    def skip_file(self, key: str) -> Path:
+        """Where a clip that cannot be encoded is recorded (reason and detail, JSON), for every rank to read."""
+        return self.root / "skips" / f"{key}.json"
 
 
 def latent_key(vae_fp: str, ds: ClipDataset, j: int) -> str:
@@ -164,7 +159,7 @@ def precompute(
         if keys[j] in seen:  # repeated items share an entry
             continue
         seen.add(keys[j])
-        skip_file = cache.root / "skips" / f"{keys[j]}.json"
+        skip_file = cache.skip_file(keys[j])
         if skip_file.is_file():
             continue
         try:
@@ -178,8 +173,8 @@ def precompute(
                 {"path": ds.record(j).path},
             )
         except ClipError as e:
-            skip_file.parent.mkdir(parents=True, exist_ok=True)
-            skip_file.write_text(json.dumps({"path": ds.record(j).path, "reason": e.reason, "detail": e.detail}))
+            with atomic_write(skip_file) as f:
+                json.dump({"path": ds.record(j).path, "reason": e.reason, "detail": e.detail}, f)
         if progress is not None:
             progress(n + 1, len(todo))
     mine = [c for i, c in enumerate(captions) if i % world == rank and not cache.has("text", tkeys[c])]
@@ -195,18 +190,10 @@ def precompute(
     for j in range(len(ds)):
         good = cache.has("latents", keys[j])
         if not good:
-            skip_file = cache.root / "skips" / f"{keys[j]}.json"
+            skip_file = cache.skip_file(keys[j])
             info = (
                 json.loads(skip_file.read_text()) if skip_file.is_file() else {"reason": "missing_cache", "detail": ""}
             )
             ds.skips.add(ds.record(j), ClipError(info["reason"], info["detail"]))
         ok.append(good)
     return CachedData(cache, keys, tkeys, ok)
-
-
-def merge_skips(*logs: SkipLog) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for s in logs:
-        for k, v in s.counts.items():
-            out[k] = out.get(k, 0) + v
-    return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -30,6 +31,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from cinegen.train.parallel import barrier
+
 log = logging.getLogger(__name__)
 
 STEP_RE = re.compile(r"^step_(\d{8})$")
@@ -41,11 +44,6 @@ class NonFiniteLossError(RuntimeError):
 
 def _is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def _full(t: Any) -> Any:
@@ -64,6 +62,11 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     else:
         sd = model.state_dict()
     return {k: _full(v).detach().cpu().contiguous() for k, v in sd.items() if k in names}
+
+
+def ema_weights(ema: Any) -> dict[str, torch.Tensor]:
+    """Full (unsharded) EMA shadow tensors on the CPU, by name. Collective under FSDP: call on every rank."""
+    return {k: _full(v).detach().cpu().contiguous() for k, v in ema.state_dict().items()}
 
 
 def optimizer_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
@@ -111,6 +114,22 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def resume_path(ckpt_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint to resume from: `checkpoint.resume` "auto" = the latest in `ckpt_dir`, a path, or None."""
+    if resume == "auto":
+        return latest_checkpoint(ckpt_dir)
+    return Path(resume) if resume else None
+
+
+def check_finite(loss: float, step: int, ckpt_dir: Path, what: str = "loss") -> None:
+    """Raise NonFiniteLossError (naming the last good checkpoint) when `loss` is NaN or inf."""
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"{what} is {loss} at step {step}; stopping. The last good checkpoint is "
+            f"{latest_checkpoint(ckpt_dir) or '(none yet)'} and was left intact."
+        )
+
+
 def save_checkpoint(
     ckpt_dir: Path,
     step: int,
@@ -126,7 +145,7 @@ def save_checkpoint(
 
     weights = trainable_state(model)
     opt_state = optimizer_state(model, opt)
-    ema_state = {k: _full(v).detach().cpu().contiguous() for k, v in ema.state_dict().items()} if ema else None
+    ema_state = ema_weights(ema) if ema else None
     final = ckpt_dir / f"step_{step:08d}"
     if _is_main():
         tmp = ckpt_dir / f"step_{step:08d}.tmp"
@@ -147,7 +166,7 @@ def save_checkpoint(
         for old in list_checkpoints(ckpt_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
         log.info("saved checkpoint %s", final)
-    _barrier()
+    barrier()
     return final
 
 

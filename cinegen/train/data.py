@@ -27,12 +27,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cinegen.data.manifest import ClipRecord, read_manifest
+
+if TYPE_CHECKING:
+    from cinegen.train.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +185,35 @@ class BucketSpec:
         return self.token_budget or self.tokens(self.num_frames, self.height, self.width)
 
 
+def bucket_spec(
+    d: DataConfig,
+    height: int,
+    width: int,
+    num_frames: int,
+    *,
+    vae_spatial: int,
+    vae_temporal: int,
+    patch: int,
+    patch_t: int = 1,
+) -> BucketSpec:
+    """The bucket rule of a run's `data` config for one training shape and the model's compression factors."""
+    return BucketSpec(
+        height=height,
+        width=width,
+        num_frames=num_frames,
+        aspect_ratios=tuple(d.aspect_ratios) if d.buckets else (height / width,),
+        frame_counts=tuple(d.frame_counts) if d.frame_counts else None,
+        token_budget=d.token_budget,
+        max_area_scale=d.max_area_scale,
+        vae_spatial=vae_spatial,
+        vae_temporal=vae_temporal,
+        patch=patch,
+        patch_t=patch_t,
+        fps=d.fps,
+        frame_multiple=2 * vae_temporal * patch_t,
+    )
+
+
 def valid_frame_counts(max_frames: int, frame_multiple: int = 8) -> list[int]:
     """Pixel frame counts a CogVideoX model trains and samples at: 1 (images) and N·frame_multiple + 1.
 
@@ -253,8 +286,41 @@ def assign_bucket(r: ClipRecord, buckets: Sequence[Bucket], spec: BucketSpec) ->
 # ------------------------------------------------------------------------------------------------------------
 
 
+class _EpochCursor:
+    """The resumable walk shared by the samplers: `epoch_batches(epoch)` (a pure function of the seed and the
+    epoch) read in order; state = (epoch, position), saved in checkpoints with the global batch size."""
+
+    epoch: int
+    position: int
+    seed: int
+
+    @property
+    def global_batch(self) -> int:
+        raise NotImplementedError
+
+    def epoch_batches(self, epoch: int) -> list:
+        raise NotImplementedError
+
+    def next(self) -> tuple[str, list]:
+        batches = self.epoch_batches(self.epoch)
+        if self.position >= len(batches):
+            self.epoch, self.position = self.epoch + 1, 0
+            batches = self.epoch_batches(self.epoch)
+        out = batches[self.position]
+        self.position += 1
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "batch_size": self.global_batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if int(state["batch_size"]) != self.global_batch:
+            raise ValueError(f"resume: global batch changed from {state['batch_size']} to {self.global_batch}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
 @dataclass
-class BatchSampler:
+class BatchSampler(_EpochCursor):
     """Deterministic, resumable global batches, homogeneous in bucket.
 
     `groups` maps a bucket key to dataset indices. Per epoch: a seeded shuffle inside each bucket, chunks of
@@ -296,27 +362,9 @@ class BatchSampler:
         self._cache = (epoch, batches)
         return batches
 
-    def next(self) -> tuple[str, list[int]]:
-        batches = self.epoch_batches(self.epoch)
-        if self.position >= len(batches):
-            self.epoch, self.position = self.epoch + 1, 0
-            batches = self.epoch_batches(self.epoch)
-        out = batches[self.position]
-        self.position += 1
-        return out
-
-    def state_dict(self) -> dict[str, int]:
-        return {
-            "epoch": self.epoch,
-            "position": self.position,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-        }
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if int(state["batch_size"]) != self.batch_size:
-            raise ValueError(f"resume: global batch changed from {state['batch_size']} to {self.batch_size}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -478,6 +526,24 @@ class ClipDataset:
         return load_clip(self.record(j), self.bucket(j), self.spec, rng)
 
 
+def load_pixels(
+    ds: ClipDataset, local: Sequence[int], rngs: Sequence[random.Random | None]
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Pixels (3, F, H, W) of dataset items `local` (rng None = centred start and crop) and their weights (N,).
+    A clip that fails to load is counted in `ds.skips` and stands in as zeros with weight 0, so the step's
+    shapes stay fixed."""
+    xs, weight = [], torch.ones(len(local))
+    for i, (j, rng) in enumerate(zip(local, rngs, strict=True)):
+        try:
+            xs.append(ds.pixels(j, rng))
+        except ClipError as e:
+            ds.skips.add(ds.record(j), e)
+            b = ds.bucket(j)
+            xs.append(torch.zeros(3, b.num_frames, b.height, b.width))
+            weight[i] = 0.0
+    return xs, weight
+
+
 def bucket_histogram(ds: ClipDataset) -> dict[str, int]:
     return dict(sorted(Counter(b.key for _, b in ds.items).items()))
 
@@ -510,7 +576,7 @@ def plan_packs(tokens: Sequence[int], budget: int, seed: int, epoch: int) -> lis
 
 
 @dataclass
-class PackSampler:
+class PackSampler(_EpochCursor):
     """Frame-pack counterpart of `BatchSampler`: per epoch, the usable items are packed (seeded) into sequences
     of at most `budget` tokens, and `rows` packs form one global micro-batch. Same state and interface."""
 
@@ -538,12 +604,6 @@ class PackSampler:
         self._cache = (epoch, batches)
         return batches
 
-    next = BatchSampler.next
-    state_dict = BatchSampler.state_dict
-
     @property
-    def batch_size(self) -> int:
+    def global_batch(self) -> int:
         return self.rows
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        BatchSampler.load_state_dict(self, state)  # type: ignore[arg-type]

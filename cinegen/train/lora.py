@@ -48,7 +48,6 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
         n += "lora_" in name
     if n == 0:
         raise ValueError(f"LoRA targets {cfg.targets} matched no layer of {type(model).__name__}")
-    model._cinegen_lora = cfg  # type: ignore[assignment]  # read by lora_metadata
     return model
 
 
@@ -66,26 +65,30 @@ def lora_metadata(cfg: LoraConfig) -> dict[str, Any]:
     }
 
 
+def without_adapter_name(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """peft keys `<module>.lora_A.default.weight` -> the file's `<module>.lora_A.weight`."""
+    tag = f".{ADAPTER}."
+    return {k.replace(tag, "."): v for k, v in state.items()}
+
+
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Adapter weights with peft's adapter name removed: `<module>.lora_A.weight` / `<module>.lora_B.weight`."""
-    out = {}
-    tag = f".{ADAPTER}."
-    for name, p in model.state_dict().items():
-        if "lora_" in name:
-            out[name.replace(tag, ".")] = p.detach().cpu().contiguous()
-    return out
+    return without_adapter_name(
+        {name: p.detach().cpu().contiguous() for name, p in model.state_dict().items() if "lora_" in name}
+    )
 
 
 def save_lora(state: dict[str, torch.Tensor], cfg: LoraConfig, folder: str | Path) -> Path:
     """Write `folder/pytorch_lora_weights.safetensors` in the diffusers layout."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    from cinegen.fsutil import atomic_path
+
     meta = {f"{PREFIX}.{k}": v for k, v in lora_metadata(cfg).items()}
     tensors = {f"{PREFIX}.{k}": v.float().contiguous() for k, v in state.items()}
-    path = folder / LORA_FILE
-    save_file(tensors, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    path = Path(folder) / LORA_FILE
+    with atomic_path(path) as tmp:  # creates the folder
+        save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return path
 
 

@@ -96,16 +96,19 @@ def linear_params(module: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
-_PEAK_CACHE: dict[tuple[str, str], float] = {}
+_PEAK_CACHE: dict[tuple[str, str, int, int], float] = {}
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
     """Achievable dense matmul FLOP/s of this device and dtype (best of `reps` n x n x n products)."""
-    key = (str(device), str(dtype))
+    key = (str(device), str(dtype), n, reps)
     if key in _PEAK_CACHE:
         return _PEAK_CACHE[key]
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
+    # A private generator: the global RNG state (checkpointed for exact resume) must not depend on whether
+    # this process measured the peak already.
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
     torch.mm(a, b)  # warm up
     best = float("inf")
     for _ in range(reps):

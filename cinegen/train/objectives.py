@@ -29,6 +29,8 @@ from typing import Literal
 
 import torch
 
+from cinegen.sampling.steps import add_noise, flow_add_noise, velocity
+
 TimestepKind = Literal["uniform", "explicit_uniform", "logit_normal"]
 
 
@@ -71,16 +73,11 @@ def discrete_timesteps(frac: torch.Tensor, num_train_timesteps: int = 1000) -> t
 # ------------------------------------------------------------------------------------------------- v-prediction
 
 
-def vpred_noisy(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """diffusers `add_noise`: sqrt(a)·x0 + sqrt(1 − a)·eps (a cast to the sample dtype, as the reference)."""
-    a = _bcast(alpha, x0)
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
-
-
-def vpred_target(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """diffusers `get_velocity`: v = sqrt(a)·eps − sqrt(1 − a)·x0."""
-    a = _bcast(alpha, x0)
-    return a.sqrt() * noise - (1 - a).sqrt() * x0
+# The forward processes are the sampler's (one definition for training and sampling): diffusers `add_noise`
+# sqrt(a)·x0 + sqrt(1 − a)·eps and `get_velocity` v = sqrt(a)·eps − sqrt(1 − a)·x0, with a cast to the sample
+# dtype first, as the reference.
+vpred_noisy = add_noise
+vpred_target = velocity
 
 
 def vpred_loss(pred_v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -96,10 +93,7 @@ def vpred_loss(pred_v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, alpha:
 # --------------------------------------------------------------------------------------------------- flow matching
 
 
-def flow_noisy(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """x_σ = (1 − σ)·x0 + σ·eps."""
-    s = _bcast(sigma, x0)
-    return (1 - s) * x0 + s * noise
+flow_noisy = flow_add_noise  # x_σ = (1 − σ)·x0 + σ·eps
 
 
 def flow_loss(pred_v: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

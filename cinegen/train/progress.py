@@ -9,38 +9,38 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cinegen.fsutil import atomic_write
 from cinegen.train.config import LogConfig
 
 METRICS_FILE = "metrics.jsonl"
 
 
+def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(line, parsed record) of every complete line of a metrics file."""
+    for line in path.read_text().splitlines():
+        try:
+            yield line, json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+
+
 def truncate_metrics(path: Path, keep_through_step: int) -> None:
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= keep_through_step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-    path.write_text("".join(k + "\n" for k in kept))
+    kept = [line for line, rec in _records(path) if rec.get("step", 0) <= keep_through_step]
+    with atomic_write(path) as f:
+        f.write("".join(k + "\n" for k in kept))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir}")
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    return [rec for _, rec in _records(path)]
 
 
 class MetricsLogger:

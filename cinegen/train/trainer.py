@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from torch import nn
 from cinegen.train import checkpoint as ckpt
 from cinegen.train.cache import CachedData, FeatureCache, fingerprint_module, precompute
 from cinegen.train.config import StageConfig, TrainConfig, to_dict, to_yaml
-from cinegen.train.data import BatchSampler, BucketSpec, ClipDataset, ClipError, PackSampler, load_records
+from cinegen.train.data import BatchSampler, ClipDataset, PackSampler, bucket_spec, load_pixels, load_records
 from cinegen.train.metrics import dit_forward_flops, linear_params, measure_matmul_peak
 from cinegen.train.objectives import Objective, noisy_input, objective_loss, timestep_fraction
 from cinegen.train.optim import EMA, build_optimizer, build_scheduler, lr_factor
@@ -176,28 +175,6 @@ def resolve_stages(cfg: TrainConfig) -> list[StageConfig]:
     return out
 
 
-def bucket_spec(cfg: TrainConfig, stage: StageConfig, transformer_cfg: Any, vae_cfg: Any) -> BucketSpec:
-    d = cfg.data
-    spatial = getattr(vae_cfg, "spatial_compression", None) or 8
-    temporal = getattr(transformer_cfg, "temporal_compression_ratio", 4)
-    assert stage.height and stage.width and stage.num_frames
-    return BucketSpec(
-        height=stage.height,
-        width=stage.width,
-        num_frames=stage.num_frames,
-        aspect_ratios=tuple(d.aspect_ratios) if d.buckets else (stage.height / stage.width,),
-        frame_counts=tuple(d.frame_counts) if d.frame_counts else None,
-        token_budget=d.token_budget,
-        max_area_scale=d.max_area_scale,
-        vae_spatial=spatial,
-        vae_temporal=temporal,
-        patch=transformer_cfg.patch_size,
-        patch_t=transformer_cfg.patch_size_t or 1,
-        frame_multiple=2 * temporal * (transformer_cfg.patch_size_t or 1),
-        fps=d.fps,
-    )
-
-
 @dataclass
 class StageData:
     ds: ClipDataset
@@ -211,7 +188,18 @@ def build_stage_data(
     if cfg.data.manifest is None:
         raise ValueError("data.manifest is not set")
     records = load_records(cfg.data.manifest, cfg.data.format, cfg.data.root)
-    spec = bucket_spec(cfg, stage, unwrap(comps.transformer).config, getattr(comps.vae, "config", None))
+    t_cfg = unwrap(comps.transformer).config
+    assert stage.height and stage.width and stage.num_frames
+    spec = bucket_spec(
+        cfg.data,
+        stage.height,
+        stage.width,
+        stage.num_frames,
+        vae_spatial=getattr(getattr(comps.vae, "config", None), "spatial_compression", None) or 8,
+        vae_temporal=getattr(t_cfg, "temporal_compression_ratio", 4),
+        patch=t_cfg.patch_size,
+        patch_t=t_cfg.patch_size_t or 1,
+    )
     ds = ClipDataset(records, spec, cfg.data.buckets, cfg.data.image_repeat, cfg.data.video_repeat)
     cached = None
     if cfg.data.cache:
@@ -239,7 +227,7 @@ def build_stage_data(
     groups = {k: v for k, v in groups.items() if v}
     global_batch = stage.batch_size * info.world  # type: ignore[operator]
     if cfg.data.pack:  # clips of every shape share sequences of up to the token budget
-        text_len = unwrap(comps.transformer).config.max_text_seq_length
+        text_len = t_cfg.max_text_seq_length
         tokens = {j: text_len + spec.tokens(*_fhw(ds.bucket(j))) for v in groups.values() for j in v}
         budget = cfg.data.token_budget or text_len + spec.budget()
         sampler: BatchSampler | PackSampler = PackSampler(tokens, budget, global_batch, seed=cfg.train.seed)
@@ -286,22 +274,14 @@ def load_clips(
     drop = [bool(torch.rand((), generator=g) < cfg.objective.caption_dropout) for g in gens]
     py_seeds = [int(torch.randint(0, 2**62, (), generator=g)) for g in gens]
     captions = ["" if d else data.ds.record(j).text for j, d in zip(local, drop, strict=True)]
-    weight = torch.ones(len(local))
+    weight = torch.ones(len(local))  # cached items are all usable (the sampler only draws `cached.ok` ones)
     vae = comps.vae
     if data.cached is not None:
         moments = [data.cached.latents(j) for j in local]  # (C, T, h, w) each
         texts = [data.cached.text(c) for c in captions]  # (L, D) each
     else:
-        pixels = []
-        for i, j in enumerate(local):
-            try:
-                rng = random.Random(py_seeds[i]) if cfg.data.random_crop else None  # None: centred start and crop
-                pixels.append(data.ds.pixels(j, rng))  # (3, F, H, W)
-            except ClipError as e:  # skipped and counted; its loss weight is 0 so the step shapes stay fixed
-                data.ds.skips.add(data.ds.record(j), e)
-                b = data.ds.bucket(j)
-                pixels.append(torch.zeros(3, b.num_frames, b.height, b.width))
-                weight[i] = 0.0
+        rngs = [random.Random(s) if cfg.data.random_crop else None for s in py_seeds]  # None: centred
+        pixels, weight = load_pixels(data.ds, local, rngs)  # (3, F, H, W) each; failed clips weigh 0
         p = next(vae.parameters())
         moments = [None] * len(local)
         by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -425,9 +405,9 @@ def sample_video(
     autocast: Callable[[], Any],
 ) -> torch.Tensor:
     """Generate one clip with the training model -> pixels (1, 3, F, H, W) in [-1, 1]. text/uncond (1, L, D)."""
-    from cinegen.sampling import SamplerSpec, make_plan, sample
+    from cinegen.sampling import SamplerSpec, cfg_batched, make_plan, sample
 
-    cfg_t = unwrap(model).config if hasattr(unwrap(model), "config") else unwrap(comps.transformer).config
+    cfg_t = unwrap(model).config
     vae = comps.vae
     spatial = getattr(vae.config, "spatial_compression", None) or 8
     T = (num_frames - 1) // cfg_t.temporal_compression_ratio + 1
@@ -441,8 +421,7 @@ def sample_video(
     def denoise(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
         with autocast():
             out = model(torch.cat([x, x]), emb, t.expand(2)).float()  # (2, T, C, h, w)
-        u, c = out.chunk(2)
-        return u + guidance * (c - u)
+        return cfg_batched(out, guidance)  # (1, T, C, h, w)
 
     z = sample(denoise, latents, plan, generator=g)
     p = next(vae.parameters())
@@ -456,8 +435,7 @@ def save_validation(videos: list[torch.Tensor], prompts: list[str], out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (x, prompt) in enumerate(zip(videos, prompts, strict=True)):
-        frames = ((x[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-        video = Video(frames, fps)  # (F, H, W, 3)
+        video = Video.from_tensor(x, fps)  # (1, 3, F, H, W) -> (F, H, W, 3) uint8
         stem = out_dir / f"{i:02d}"
         video.save(stem.with_suffix(".mp4"))
         video.save(stem.with_suffix(".png"))
@@ -476,18 +454,14 @@ def export(
 ) -> Path | None:
     """LoRA: `run_dir/lora/pytorch_lora_weights.safetensors`. Full: `run_dir/model/` (diffusers layout; EMA
     weights when EMA is on). Collective under FSDP."""
-    weights = ckpt.trainable_state(raw)
-    if ema is not None:
-        weights = {k: ckpt._full(v).detach().cpu() for k, v in ema.state_dict().items()}
+    weights = ckpt.ema_weights(ema) if ema is not None else ckpt.trainable_state(raw)
     if not info.is_main:
         barrier()
         return None
     if cfg.lora.enabled:
-        from cinegen.train.lora import save_lora
+        from cinegen.train.lora import save_lora, without_adapter_name
 
-        tag = ".default."
-        state = {k.replace(tag, "."): v for k, v in weights.items()}
-        path = save_lora(state, cfg.lora, run_dir / "lora")
+        path = save_lora(without_adapter_name(weights), cfg.lora, run_dir / "lora")
         barrier()
         return path
     from cinegen.models.io import ModelBundle, save_model_folder
@@ -527,6 +501,19 @@ def _autocast_factory(precision: str, device: torch.device) -> Callable[[], Any]
     return lambda: torch.autocast(device_type=device.type, enabled=False)
 
 
+def start_run(cfg: Any) -> tuple[DistInfo, Path, Callable[[], Any]]:
+    """Setup shared by the transformer and VAE loops: process group, the run folder with the resolved
+    config.yaml (rank 0), the seed of model (and LoRA) init, and the autocast factory of `train.precision`."""
+    info = init_distributed(cfg.parallel, cfg.train.device)
+    run_dir = Path(cfg.train.run_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    barrier()
+    torch.manual_seed(cfg.train.seed)
+    return info, run_dir, _autocast_factory(cfg.train.precision, info.device)
+
+
 def train(cfg: TrainConfig, components: Components | None = None, stop_at: int | None = None) -> TrainResult:
     """Run (or resume) a training run. `stop_at` ends the process after that step (tests use it to simulate a
     crash between checkpoints)."""
@@ -538,14 +525,7 @@ def _train(
     cfg: TrainConfig, components: Components | None, stop_at: int | None, run_ctx: contextlib.ExitStack
 ) -> TrainResult:
     # ---- setup ---------------------------------------------------------------------------------------------
-    info = init_distributed(cfg.parallel, cfg.train.device)
-    run_dir = Path(cfg.train.run_dir)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    barrier()
-    torch.manual_seed(cfg.train.seed)  # model init (from scratch) and LoRA init
-    autocast = _autocast_factory(cfg.train.precision, info.device)
+    info, run_dir, autocast = start_run(cfg)
 
     # ---- model ---------------------------------------------------------------------------------------------
     comps = components or load_components(cfg)
@@ -579,17 +559,14 @@ def _train(
     total = sum(s.steps for s in stages)
     opt = build_optimizer(raw, cfg.optim)
     sched = build_scheduler(opt, cfg.optim, total)
+    params = [p for p in raw.parameters() if p.requires_grad]
+    max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")  # inf: measure, do not clip
     ema = EMA(raw, cfg.optim.ema_decay) if cfg.optim.ema else None
 
     # ---- resume --------------------------------------------------------------------------------------------
     ckpt_dir = run_dir / "checkpoints"
     step, sampler_state, stage_at_ckpt = 0, None, 0
-    resume = cfg.checkpoint.resume
-    path = None
-    if resume == "auto":
-        path = ckpt.latest_checkpoint(ckpt_dir)
-    elif resume:
-        path = Path(resume)
+    path = ckpt.resume_path(ckpt_dir, cfg.checkpoint.resume)
     if path is not None:
         state = ckpt.load_checkpoint(path, raw, opt, sched, ema)
         step, sampler_state, stage_at_ckpt = state["step"], state["sampler"], state["stage"]
@@ -669,16 +646,8 @@ def _train(
                 loss_sum += loss.detach()
                 tokens += n_tok
             loss_val = float(all_reduce_mean(loss_sum))
-            if not math.isfinite(loss_val):
-                raise ckpt.NonFiniteLossError(
-                    f"loss is {loss_val} at step {step + 1}; stopping. The last good checkpoint is "
-                    f"{ckpt.latest_checkpoint(ckpt_dir) or '(none yet)'} and was left intact."
-                )
-            params = [p for p in raw.parameters() if p.requires_grad]
-            gnorm = torch.nn.utils.clip_grad_norm_(
-                params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-            )
-            gnorm = float(ckpt._full(gnorm))
+            ckpt.check_finite(loss_val, step + 1, ckpt_dir)
+            gnorm = float(ckpt._full(torch.nn.utils.clip_grad_norm_(params, max_norm)))
             opt.step()
             sched.step()
             if ema is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -28,8 +27,8 @@ import torch
 from torch import nn
 
 from cinegen.train import checkpoint as ckpt
-from cinegen.train.config import VAETrainConfig, to_dict, to_yaml
-from cinegen.train.data import BatchSampler, BucketSpec, ClipDataset, ClipError, load_records
+from cinegen.train.config import VAETrainConfig, to_dict
+from cinegen.train.data import BatchSampler, ClipDataset, bucket_spec, load_pixels, load_records
 from cinegen.train.losses_vae import (
     PatchDiscriminator3D,
     VGGPerceptual,
@@ -41,9 +40,9 @@ from cinegen.train.losses_vae import (
 )
 from cinegen.train.metrics import video_metrics
 from cinegen.train.optim import EMA, build_scheduler, param_groups
-from cinegen.train.parallel import DistInfo, all_reduce_mean, barrier, init_distributed, parallelize
+from cinegen.train.parallel import DistInfo, all_reduce_mean, barrier, parallelize
 from cinegen.train.progress import MetricsLogger
-from cinegen.train.trainer import _autocast_factory, sample_generator
+from cinegen.train.trainer import sample_generator, start_run
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +87,15 @@ def save_vae_folder(vae: nn.Module, folder: Path) -> Path:
     """`folder/vae/{config.json, diffusion_pytorch_model.safetensors}` (diffusers AutoencoderKLCogVideoX)."""
     from safetensors.torch import save_file
 
+    from cinegen.fsutil import atomic_path, atomic_write
     from cinegen.models.io import DIFFUSERS_VERSION
 
     out = folder / "vae"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(
-        json.dumps({**vae.config.to_dict(), "_diffusers_version": DIFFUSERS_VERSION}, indent=2) + "\n"
-    )
+    with atomic_write(out / "config.json") as f:
+        f.write(json.dumps({**vae.config.to_dict(), "_diffusers_version": DIFFUSERS_VERSION}, indent=2) + "\n")
     state = {k: v.detach().float().cpu().contiguous() for k, v in vae.state_dict().items()}
-    save_file(state, str(out / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+    with atomic_path(out / "diffusion_pytorch_model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
     return out
 
 
@@ -110,32 +109,9 @@ class VAETrainResult:
     export: Path | None = None
 
 
-def _pixels(
-    ds: ClipDataset, local: list[int], seeds: list[int], deterministic: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load clips (B, 3, F, H, W); failures become zeros with weight 0 (skipped and counted)."""
-    xs, w = [], torch.ones(len(local))
-    for i, j in enumerate(local):
-        try:
-            xs.append(ds.pixels(j, None if deterministic else random.Random(seeds[i])))
-        except ClipError as e:
-            ds.skips.add(ds.record(j), e)
-            b = ds.bucket(j)
-            xs.append(torch.zeros(3, b.num_frames, b.height, b.width))
-            w[i] = 0.0
-    return torch.stack(xs), w
-
-
 def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | None = None) -> VAETrainResult:
     # ---- setup ----------------------------------------------------------------------------------------------
-    info: DistInfo = init_distributed(cfg.parallel, cfg.train.device)
-    run_dir = Path(cfg.train.run_dir)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    barrier()
-    torch.manual_seed(cfg.train.seed)
-    autocast = _autocast_factory(cfg.train.precision, info.device)
+    info, run_dir, autocast = start_run(cfg)
     lc = cfg.loss
 
     # ---- model ------------------------------------------------------------------------------------------------
@@ -157,26 +133,21 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
     opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, foreach=False)
     total = cfg.train.steps
     sched = build_scheduler(opt, o, total)
+    max_norm = o.grad_clip if o.grad_clip > 0 else float("inf")  # inf: measure, do not clip
     ema = EMA(raw.vae, o.ema_decay) if o.ema else None
 
     # ---- data -------------------------------------------------------------------------------------------------
     d = cfg.data
     if d.manifest is None:
         raise ValueError("data.manifest is not set")
-    spatial = vae.config.spatial_compression
-    spec = BucketSpec(
-        height=d.height,
-        width=d.width,
-        num_frames=d.num_frames,
-        aspect_ratios=tuple(d.aspect_ratios) if d.buckets else (d.height / d.width,),
-        frame_counts=tuple(d.frame_counts) if d.frame_counts else None,
-        token_budget=d.token_budget,
-        max_area_scale=d.max_area_scale,
-        vae_spatial=spatial,
+    spec = bucket_spec(
+        d,
+        d.height,
+        d.width,
+        d.num_frames,
+        vae_spatial=vae.config.spatial_compression,
         vae_temporal=int(vae.config.temporal_compression_ratio),
         patch=1,
-        fps=d.fps,
-        frame_multiple=2 * int(vae.config.temporal_compression_ratio),
     )
     ds = ClipDataset(load_records(d.manifest, d.format, d.root), spec, d.buckets, d.image_repeat, d.video_repeat)
     B = d.batch_size
@@ -186,11 +157,7 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
     # ---- resume -----------------------------------------------------------------------------------------------
     ckpt_dir = run_dir / "checkpoints"
     step = 0
-    path = (
-        ckpt.latest_checkpoint(ckpt_dir)
-        if cfg.checkpoint.resume == "auto"
-        else (Path(cfg.checkpoint.resume) if cfg.checkpoint.resume else None)
-    )
+    path = ckpt.resume_path(ckpt_dir, cfg.checkpoint.resume)
     if path is not None:
         state = ckpt.load_checkpoint(path, raw, opt, sched, ema)
         step = state["step"]
@@ -211,8 +178,8 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
             first_g = micro * B * info.world + info.rank * B
             gens = [sample_generator(cfg.train.seed, step, micro, first_g + i) for i in range(len(local))]
             seeds = [int(torch.randint(0, 2**62, (), generator=g)) for g in gens]
-            x, w = _pixels(ds, local, seeds, deterministic=not d.random_crop)
-            x = x.to(info.device)
+            xs, w = load_pixels(ds, local, [random.Random(s) if d.random_crop else None for s in seeds])
+            x = torch.stack(xs).to(info.device)  # (B, 3, F, H, W)
             shape = (vae.config.latent_channels, *_latent_shape(vae, x.shape[2:]))
             eps = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(info.device)
             with autocast():
@@ -248,17 +215,10 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
             sums["loss"] = sums.get("loss", torch.zeros((), device=info.device)) + loss.detach() / o.grad_accum
             last = (recon.detach(), x)
         values = {k: float(all_reduce_mean(v)) for k, v in sums.items()}
-        if not math.isfinite(values["loss"]):
-            raise ckpt.NonFiniteLossError(
-                f"VAE loss is {values['loss']} at step {step + 1}; stopping. The last good checkpoint is "
-                f"{ckpt.latest_checkpoint(ckpt_dir) or '(none yet)'} and was left intact."
-            )
-        vae_params = [p for p in raw.vae.parameters() if p.grad is not None]
-        gnorm = torch.nn.utils.clip_grad_norm_(vae_params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+        ckpt.check_finite(values["loss"], step + 1, ckpt_dir, what="VAE loss")
+        gnorm = torch.nn.utils.clip_grad_norm_([p for p in raw.vae.parameters() if p.grad is not None], max_norm)
         if disc is not None:
-            torch.nn.utils.clip_grad_norm_(
-                list(raw.disc.parameters()), o.grad_clip if o.grad_clip > 0 else float("inf")
-            )
+            torch.nn.utils.clip_grad_norm_(list(raw.disc.parameters()), max_norm)
         opt.step()
         sched.step()
         if ema is not None:
@@ -293,12 +253,14 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
     if step >= total:
         result.metrics = _validate_vae(raw, ds, val_idx, step, run_dir, info, metrics, autocast)
         if cfg.checkpoint.export:
-            full = ckpt.trainable_state(raw)
+            # Collective under FSDP (every rank gathers), then rank 0 writes.
+            if ema is not None:
+                sd = ckpt.ema_weights(ema)
+            else:
+                full = ckpt.trainable_state(raw)
+                sd = {k.removeprefix("vae."): v for k, v in full.items() if k.startswith("vae.")}
             if info.is_main:
                 export_vae = build_vae_like(vae)
-                sd = {k.removeprefix("vae."): v for k, v in full.items() if k.startswith("vae.")}
-                if ema is not None:
-                    sd = {k: ckpt._full(v).cpu() for k, v in ema.state_dict().items()}
                 export_vae.load_state_dict(sd, strict=True)
                 result.export = save_vae_folder(export_vae, run_dir / "model").parent
             barrier()
@@ -342,8 +304,8 @@ def _validate_vae(
     was = raw.training
     raw.eval()
     try:
-        x, w = _pixels(ds, idx, [0] * len(idx), deterministic=True)
-        keep = w > 0
+        xs, w = load_pixels(ds, idx, [None] * len(idx))  # centred start and crop
+        x, keep = torch.stack(xs), w > 0
         if not bool(keep.any()):
             return {}
         x = x[keep].to(info.device)
@@ -361,9 +323,7 @@ def _validate_vae(
 
 def _save_side_by_side(x: torch.Tensor, recon: torch.Tensor, path: Path) -> None:
     """Source (top) and reconstruction (bottom) frames of the first validation clip as a PNG contact sheet."""
-    from cinegen.video import contact_sheet
+    from cinegen.video import Video
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     both = torch.cat([x[0], recon[0]], dim=2)  # (3, F, H, W) x 2 -> (3, F, 2H, W)
-    frames = ((both.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-    contact_sheet(frames, label="top: source, bottom: reconstruction").save(path)
+    Video.from_tensor(both).save(path, label="top: source, bottom: reconstruction")  # .png: contact sheet

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cinegen.fsutil import atomic_write
 from cinegen.world import vocab as V
 from cinegen.world.analyze import ATTRIBUTES, analyze_video, match_objects, score_video
 from cinegen.world.captions import dense_caption, parse_prompt, short_caption_and_stated
@@ -230,14 +230,6 @@ def _by_motion(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {m: {"objects": len(v), "motion": round(float(np.mean(v)), 4) if v else None} for m, v in acc.items()}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _markdown(result: dict[str, Any]) -> str:
     s = result["summary"]
     lines = [
@@ -360,10 +352,10 @@ def run_shapes_bench(
                 "seconds": round(seconds, 3),
             }
         )
-        if save_videos:
-            from cinegen.video import write_mp4
+        if save_videos:  # Video.save creates out/videos/
+            from cinegen.video import Video
 
-            write_mp4(frames, V.FPS, out / "videos" / f"{item.id}.mp4", crf=12)
+            Video(frames, V.FPS).save(out / "videos" / f"{item.id}.mp4", crf=12)
         if n in sample_at:
             tag = "HELD-OUT" if item.held_out else "seen"
             samples.append((f"{item.id} [{tag}] {prompt}", frames))
@@ -379,9 +371,12 @@ def run_shapes_bench(
             "seconds_total": round(sum(r["seconds"] for r in rows), 2),
             "items": rows,
         }
-        _atomic_write_text(out / "results.json", json.dumps(result, indent=1))
+        with atomic_write(out / "results.json", "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
     if not rows:
         raise ValueError("the bench suite is empty (limit=0?)")
-    _atomic_write_text(out / "results.md", _markdown(result))
-    _contact_sheet(samples).save(out / "samples.png")
+    with atomic_write(out / "results.md", "w", encoding="utf-8") as f:
+        f.write(_markdown(result))
+    with atomic_write(out / "samples.png", "wb") as f:
+        _contact_sheet(samples).save(f, format="PNG")
     return result
