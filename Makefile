@@ -27,7 +27,7 @@ test: venv
 	$(BIN)/python -m pytest
 
 demo: venv
-	$(BIN)/cinegen generate "a red circle moves from left to right on a blue background" -o outputs/demo.mp4
+	$(BIN)/cinegen generate "a red circle moves from left to right on a navy background" -o outputs/demo.mp4
 
 lint: venv
 	$(BIN)/ruff check cinegen tests
