@@ -1,0 +1,597 @@
+"""Reproduce the shipped default model `models/cinegen-shapes/` end to end on a CPU.
+
+    .venv/bin/python scripts/train_default_model.py                 # every stage, skipping finished ones
+    .venv/bin/python scripts/train_default_model.py --only dit      # one stage (its inputs must exist)
+    .venv/bin/python scripts/train_default_model.py --from export   # re-run export, eval and the card
+
+Stages (each is resumable: it is skipped when its output exists, and the two training stages resume from their
+last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`:
+
+1. data     `cinegen world render` -> data/shapes (MP4 clips + manifest.jsonl; held-out compositions excluded)
+2. text     the text encoder folder runs/shapes/text: a word-level tokenizer over the Shapes-world vocabulary
+            (built here from the world's own caption generators, so it needs no downloaded vocabulary) and a
+            randomly initialised, frozen T5 encoder (`transformers.T5EncoderModel`)
+3. vae      `cinegen train-vae configs/shapes-vae.yaml` -> runs/shapes-vae/model, then runs/shapes-vae/final (the same
+            weights with the measured scaling factor)
+3b. vae-decoder  optional decoder-only fine-tuning (encoder frozen, so cached latents stay valid); not used for
+            the current release
+4. dit      `cinegen train configs/shapes-dit.yaml` -> runs/shapes-dit/model (shipped, v-prediction), then the
+            equal-compute flow-matching ablation `configs/shapes-dit-flow.yaml` -> runs/shapes-dit-flow/model
+5. export   assemble models/cinegen-shapes (diffusers layout + `_cinegen_defaults`), check it loads
+6. eval     VAE reconstruction on held-out clips, ShapesBench (seen + held-out), generation benchmark
+7. card     plots + numbers into models/cinegen-shapes/README.md (the prose parts are maintained by hand)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+DATA = ROOT / "data" / "shapes"
+RUNS = ROOT / "runs" / "shapes"
+TEXT = RUNS / "text"
+VAE_RUN = ROOT / "runs" / "shapes-vae"
+DIT_RUN = ROOT / "runs" / "shapes-dit"  # the shipped transformer (v-prediction; see the model card)
+FLOW_RUN = ROOT / "runs" / "shapes-dit-flow"  # its flow-matching ablation partner (equal compute)
+MODEL = ROOT / "models" / "cinegen-shapes"
+STAGES = ("data", "text", "vae", "dit", "export", "eval", "card")
+EXTRA_STAGES = ("vae-decoder",)  # run only with --only
+
+# Clip formats of the training set: the three ShapesBench aspects at 9 and 17 frames.
+NUM_CLIPS = 5000
+DATA_SEED = 0
+TEXT_LENGTH = 64  # tokens; the longest dense caption is ~50 words+punctuation (checked in `build_text_encoder`)
+TEXT_WIDTH = 128  # T5 d_model = the transformer's text_embed_dim
+DIT_CLIPS = 1200  # clips whose latents the DiT trains on
+DECODER_STEPS = 6000  # VAE decoder fine-tuning (encoder frozen), in parallel with the DiT
+
+# Defaults the pipeline uses for this folder, chosen by the measurements in the model card (ABLATIONS below):
+# v-prediction (the shipped objective) samples with DDIM; a flow model would use Euler + linear-quadratic.
+DEFAULTS = {
+    "num_frames": 17,
+    "height": 96,
+    "width": 96,
+    "sampler": "ddim",
+    "steps": 20,
+    "guidance": 4.0,
+    "fps": 8.0,
+    "prompt_enhancer": "shapes",
+}
+FLOW_DEFAULTS = {**DEFAULTS, "sampler": "euler", "flow_schedule": "linear_quadratic"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(cmd: list[str], logfile: Path) -> None:
+    """Run a stage command with its output appended to `logfile`; a failure stops the script."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    log(f"$ {' '.join(cmd)}  (log: {logfile.relative_to(ROOT)})")
+    with open(logfile, "a") as f:
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if rc != 0:
+        raise SystemExit(f"command failed with exit code {rc}; see {logfile}")
+
+
+# --------------------------------------------------------------------------------------------------- 1. data
+def stage_data() -> None:
+    done = (DATA / "manifest.jsonl").is_file() and len((DATA / "manifest.jsonl").read_text().splitlines()) >= NUM_CLIPS
+    if done:
+        log("data: done")
+        return
+    cmd = [PY, "-m", "cinegen.cli", "world", "render", "--out", str(DATA), "--num", str(NUM_CLIPS)]
+    run(cmd + ["--seed", str(DATA_SEED), "--frames", "9,17"], RUNS / "data.log")
+
+
+# --------------------------------------------------------------------------------------------------- 2. text
+def caption_corpus(n: int = 20000, seed: int = 123) -> list[str]:
+    """Dense and short captions of random Shapes-world clips (held-out compositions included: the vocabulary
+    must cover every word a ShapesBench prompt uses; no clip is rendered)."""
+    import numpy as np
+
+    from cinegen.world.captions import dense_caption, short_caption
+    from cinegen.world.render import sample_spec
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        truth = sample_spec(rng, exclude_held_out=False).truth()
+        out += [dense_caption(truth), short_caption(truth, rng)]
+    return out
+
+
+def word_vocabulary(corpus: list[str]) -> list[str]:
+    """Every word and punctuation mark of the corpus and of the world's vocabulary, sorted (deterministic)."""
+    import re
+
+    from cinegen.world import vocab as V
+
+    words: set[str] = set()
+    for text in corpus:
+        words.update(re.findall(r"\w+|[^\w\s]", text.lower()))
+    extra = [*V.COLORS, *V.BACKGROUND_COLORS, *V.COLOR_SYNONYMS, *V.BACKGROUND_SYNONYMS, *V.SHAPES]
+    extra += [*V.SHAPE_PLURALS.values(), *V.SHAPE_SYNONYMS, *V.SIZES, *V.SPEEDS, "1", "2", "3"]
+    for w in extra:
+        words.update(re.findall(r"\w+|[^\w\s]", w.lower()))
+    return sorted(words)
+
+
+def make_tokenizer(words: list[str]):
+    """A word-level fast tokenizer: lower-cased words and punctuation, T5's special ids (pad 0, eos 1, unk 2),
+    `</s>` appended as T5 does. Unknown words map to `<unk>`; the prompt enhancer rewrites user prompts into
+    the dense captions this vocabulary covers."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    vocab = {w: i for i, w in enumerate(specials + words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # \w+ | [^\w\s]+ pieces
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def build_text_encoder(out: Path, seed: int = 0) -> None:
+    """Tokenizer + random-init frozen T5 encoder (d_model TEXT_WIDTH) -> out/{tokenizer,text_encoder}."""
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    corpus = caption_corpus()
+    words = word_vocabulary(corpus)
+    tokenizer = make_tokenizer(words)
+    longest = max(len(tokenizer(t).input_ids) for t in corpus)
+    if longest > TEXT_LENGTH:
+        raise SystemExit(f"the longest caption has {longest} tokens > TEXT_LENGTH={TEXT_LENGTH}")
+    unk = sum(tokenizer(t).input_ids.count(2) for t in corpus)
+    assert unk == 0, f"{unk} unknown tokens in the caption corpus"
+    cfg = T5Config(
+        vocab_size=64 * ((len(words) + 3 + 63) // 64),
+        d_model=TEXT_WIDTH,
+        d_kv=32,
+        d_ff=2 * TEXT_WIDTH,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=16,
+        relative_attention_max_distance=64,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = T5EncoderModel(cfg).eval()
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    stats = {"words": len(words), "longest_caption_tokens": longest, "vocab_size": cfg.vocab_size}
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    os.replace(tmp, out)
+
+
+def stage_text() -> None:
+    if (TEXT / "stats.json").is_file():
+        log("text: done")
+        return
+    build_text_encoder(TEXT)
+    log(f"text: {(TEXT / 'stats.json').read_text()}")
+
+
+# ---------------------------------------------------------------------------------------------------- 3. vae
+VAE_DATA = ROOT / "data" / "shapes-vae64"
+VAE_FINAL = VAE_RUN / "final"  # the trained VAE with its measured scaling factor: what the DiT stage uses
+
+
+def stage_vae() -> None:
+    if (VAE_FINAL / "vae" / "config.json").is_file():
+        log("vae: done")
+        return
+    if not (VAE_DATA / "manifest.jsonl").is_file():
+        # 64x64 renders: the world draws every scene at any size, so the fully convolutional VAE trains on
+        # native 64 px frames (4x cheaper per clip than 128x96) and runs at 96-128 px.
+        from cinegen.world.dataset import export_dataset
+
+        export_dataset(VAE_DATA, 1500, seed=1, aspects=[(64, 64)], frame_counts=[9])
+    if not (VAE_RUN / "model" / "vae" / "config.json").is_file():
+        run([PY, "-m", "cinegen.train.cli", "train-vae", "configs/shapes-vae.yaml"], RUNS / "vae.log")
+    finalize_vae()
+
+
+def _vae_weights() -> tuple[dict, str]:
+    """The trained VAE weights: the trainer's export, else (a run stopped early) its latest checkpoint."""
+    from safetensors.torch import load_file
+
+    exported = VAE_RUN / "model" / "vae" / "diffusion_pytorch_model.safetensors"
+    if exported.is_file():
+        return load_file(str(exported)), str(exported.relative_to(ROOT))
+    ckpts = sorted((VAE_RUN / "checkpoints").glob("step_*"))
+    if not ckpts:
+        raise SystemExit("vae: no export and no checkpoint in runs/shapes-vae")
+    state = load_file(str(ckpts[-1] / "model.safetensors"))
+    return {k[4:]: v for k, v in state.items() if k.startswith("vae.")}, str(ckpts[-1].relative_to(ROOT))
+
+
+def latent_std(vae, manifest: Path, n: int = 24) -> float:
+    """Std of the posterior means over n training clips (first frames of each bucket): the scaling factor is
+    its inverse, so the transformer sees unit-variance latents (as CogVideoX's 1.15258426 does)."""
+    import torch
+
+    from cinegen.data.manifest import read_manifest
+    from cinegen.video import read_video
+
+    vals = []
+    for r in read_manifest(manifest)[:n]:
+        frames = read_video(manifest.parent / r.path).frames  # (F, H, W, 3) uint8
+        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
+        with torch.no_grad():
+            vals.append(vae.encode(x).flatten())
+    return float(torch.cat(vals).std())
+
+
+def finalize_vae() -> None:
+    import sys as _sys
+
+    import torch
+
+    _sys.path.insert(0, str(ROOT / "scripts"))
+    import fast_conv3d
+
+    from cinegen.models.io import read_json
+    from cinegen.models.vae import CogVideoXVAE, VAEConfig
+    from cinegen.train.vae_trainer import save_vae_folder
+
+    fast_conv3d.install()
+    cfg_dict = read_json(VAE_RUN / "model" / "vae" / "config.json") if (VAE_RUN / "model").is_dir() else None
+    weights, source = _vae_weights()
+    if cfg_dict is None:  # rebuild the config the trainer used from the run's resolved config
+        from cinegen.train.config import VAETrainConfig, load_config
+        from cinegen.train.vae_trainer import build_vae
+
+        vae = build_vae(load_config(VAETrainConfig, VAE_RUN / "config.yaml"))
+    else:
+        vae = CogVideoXVAE(VAEConfig.from_dict(cfg_dict))
+    vae.load_state_dict(weights, strict=True)
+    vae.eval()
+    std = latent_std(vae, DATA / "manifest.jsonl")
+    cfg = VAEConfig.from_dict({**vae.config.to_dict(), "scaling_factor": round(1.0 / std, 6)})
+    final = CogVideoXVAE(cfg)
+    final.load_state_dict(vae.state_dict(), strict=True)
+    save_vae_folder(final, VAE_FINAL)
+    (VAE_FINAL / "source.json").write_text(json.dumps({"weights": source, "latent_std": std}, indent=1) + "\n")
+    torch.set_grad_enabled(True)
+    log(f"vae: {source}, latent std {std:.4f} -> scaling_factor {cfg.scaling_factor}")
+
+
+# ------------------------------------------------------------------------------------------ 4b. vae decoder
+VAE_DEC = ROOT / "runs" / "shapes-vae-decoder"
+
+
+def finetune_decoder(steps: int, lr: float = 5e-4, batch: int = 2, seed: int = 0) -> None:
+    """Fine-tune the VAE decoder with the encoder frozen (L1 on the posterior mean's reconstruction).
+
+    The transformer trains on cached latents of the frozen encoder, so improving the decoder alone keeps those
+    latents (and the scaling factor) valid: this stage runs in parallel with the transformer and its result
+    replaces the decoder at export. Resumable: weights + optimizer every 200 steps in runs/shapes-vae-decoder.
+    (The same L1 objective as `cinegen train-vae`; that command has no encoder freezing, hence this loop.)
+    """
+    import random
+
+    import torch
+
+    from cinegen.data.manifest import read_manifest
+    from cinegen.train.trainer import load_vae_folder
+    from cinegen.video import read_video
+
+    VAE_DEC.mkdir(parents=True, exist_ok=True)
+    vae = load_vae_folder(VAE_FINAL).train()
+    vae.requires_grad_(False)
+    dec = [m for n, m in vae.named_children() if n in ("decoder", "post_quant_conv") and m is not None]
+    params = [p for m in dec for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start = 0
+    ck = VAE_DEC / "state.pt"
+    if ck.is_file():
+        state = torch.load(ck, weights_only=True)
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    recs = read_manifest(VAE_DATA / "manifest.jsonl")
+    clips = [torch.from_numpy(read_video(VAE_DATA / r.path).frames) for r in recs]  # (F, H, W, 3) uint8 each
+    rng = random.Random(seed + start)
+    log_f = open(VAE_DEC / "metrics.jsonl", "a")  # noqa: SIM115 - kept open for the whole loop
+    t0 = time.time()
+    for step in range(start + 1, steps + 1):
+        idx = [rng.randrange(len(clips)) for _ in range(batch)]
+        x = torch.stack([clips[i] for i in idx]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (B, 3, F, H, W)
+        with torch.no_grad():
+            mean, _ = vae.encode_moments(x)
+        y = vae.decode(mean)
+        loss = (y - x).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        frac = step / steps  # cosine decay to 5 %
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        opt.step()
+        mse = float(((y.detach().clamp(-1, 1) - x) / 2).pow(2).mean())
+        log_f.write(
+            json.dumps(
+                {
+                    "step": step,
+                    "loss": loss.item(),
+                    "psnr": 10 * math.log10(1 / max(mse, 1e-10)),
+                    "lr": opt.param_groups[0]["lr"],
+                    "time": round(time.time() - t0, 1),
+                }
+            )
+            + "\n"
+        )
+        log_f.flush()
+        if step % 200 == 0 or step == steps:
+            tmp = VAE_DEC / "state.pt.tmp"
+            torch.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
+            os.replace(tmp, ck)
+    log_f.close()
+
+
+def stage_vae_decoder(steps: int) -> None:
+    state = VAE_DEC / "state.pt"
+    if state.is_file():
+        import torch
+
+        if torch.load(state, weights_only=True)["step"] >= steps:
+            log("vae-decoder: done")
+            return
+    sys.path.insert(0, str(ROOT / "scripts"))
+    finetune_decoder(steps)
+
+
+# ---------------------------------------------------------------------------------------------------- 4. dit
+def stage_dit(overrides: list[str]) -> None:
+    """The shipped v-prediction transformer, then its flow-matching ablation (same data, steps and model)."""
+    manifest = DATA / "manifest-dit.jsonl"
+    if not manifest.is_file():  # the first DIT_CLIPS clips (latent caching costs ~0.3 s of CPU per clip)
+        lines = (DATA / "manifest.jsonl").read_text().splitlines(keepends=True)[:DIT_CLIPS]
+        manifest.write_text("".join(lines))
+    for config, run_dir in (("configs/shapes-dit.yaml", DIT_RUN), ("configs/shapes-dit-flow.yaml", FLOW_RUN)):
+        if (run_dir / "model" / "model_index.json").is_file():
+            log(f"dit: {run_dir.relative_to(ROOT)} done")
+            continue
+        cmd = [PY, "scripts/fast_conv3d.py", "-m", "cinegen.train.cli", "train", config]
+        cmd += [f"model.vae_path={VAE_FINAL.relative_to(ROOT)}", f"model.text_encoder_path={TEXT.relative_to(ROOT)}"]
+        run(cmd + overrides, RUNS / f"{run_dir.name}.log")
+
+
+# ------------------------------------------------------------------------------------------------- 5. export
+def _dit_weights() -> tuple[dict, str]:
+    """EMA transformer weights: the trainer's export, else (a run stopped early) its latest checkpoint."""
+    from safetensors.torch import load_file
+
+    if (DIT_RUN / "model" / "model_index.json").is_file():
+        return {}, str((DIT_RUN / "model").relative_to(ROOT))
+    ckpts = sorted((DIT_RUN / "checkpoints").glob("step_*"))
+    if not ckpts:
+        raise SystemExit("export: no DiT export and no checkpoint in runs/shapes-dit")
+    name = "ema.safetensors" if (ckpts[-1] / "ema.safetensors").is_file() else "model.safetensors"
+    return load_file(str(ckpts[-1] / name)), str((ckpts[-1] / name).relative_to(ROOT))
+
+
+def stage_export() -> None:
+    import shutil
+
+    import torch
+
+    from cinegen.models.io import ModelBundle, load_model_folder, read_json, save_model_folder
+    from cinegen.models.presets import flow_scheduler
+    from cinegen.models.text import load_t5, load_tokenizer
+    from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig
+    from cinegen.train.trainer import load_vae_folder
+
+    weights, source = _dit_weights()
+    if not weights:
+        bundle = load_model_folder(DIT_RUN / "model", dtype=torch.float32)
+    else:
+        state = json.loads(sorted((DIT_RUN / "checkpoints").glob("step_*"))[-1].joinpath("state.json").read_text())
+        t_cfg = TransformerConfig.from_dict(state["model_config"])
+        transformer = CogVideoXTransformer(t_cfg)
+        transformer.load_state_dict(weights, strict=True)
+        run_cfg = state.get("config") or {}
+        shift = float(run_cfg.get("objective", {}).get("shift", 1.0))
+        bundle = ModelBundle(
+            transformer=transformer.eval(),
+            vae=load_vae_folder(VAE_FINAL),
+            text_encoder=load_t5(TEXT / "text_encoder"),
+            tokenizer=load_tokenizer(TEXT / "tokenizer"),
+            scheduler=flow_scheduler(shift),
+        )
+    tmp = MODEL.with_name(MODEL.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model_folder(bundle, tmp)
+    index = read_json(tmp / "model_index.json")
+    flow = index["scheduler"][1] == "FlowMatchEulerDiscreteScheduler"
+    index["_cinegen_defaults"] = dict(FLOW_DEFAULTS if flow else DEFAULTS)
+    # transformers 5 names the fast tokenizer class `TokenizersBackend`; `PreTrainedTokenizerFast` is its name in
+    # transformers 4 and an alias in 5, so the folder loads with either.
+    index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
+    tok_cfg = read_json(tmp / "tokenizer" / "tokenizer_config.json")
+    tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (tmp / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (tmp / "source.json").write_text(json.dumps({"transformer": source, "vae": "runs/shapes-vae/final"}, indent=1))
+    card = MODEL / "README.md"
+    for keep in [card, *MODEL.glob("*.png")] if MODEL.is_dir() else []:
+        if keep.is_file():
+            shutil.copy2(keep, tmp / keep.name)
+    shutil.rmtree(MODEL, ignore_errors=True)
+    os.replace(tmp, MODEL)
+    size = sum(f.stat().st_size for f in MODEL.rglob("*") if f.is_file())
+    log(f"export: {MODEL.relative_to(ROOT)} from {source}, {size / 2**20:.1f} MiB")
+    if size > 60 * 2**20:
+        raise SystemExit(f"export: {size / 2**20:.1f} MiB > the 60 MB limit")
+
+
+# --------------------------------------------------------------------------------------------------- 6. eval
+EVAL = RUNS / "eval"
+
+
+def vae_reconstruction(model: Path, n: int = 12, seed: int = 777) -> dict:
+    """PSNR / SSIM / flicker of the model's VAE on clips it never saw: a fresh seed, held-out compositions
+    allowed, all three aspects, 17 frames (the encode-decode round trip at the model's posterior mean)."""
+    import numpy as np
+    import torch
+
+    from cinegen.train.metrics import video_metrics
+    from cinegen.train.trainer import load_vae_folder
+    from cinegen.world.dataset import clip_spec
+    from cinegen.world.render import render_clip
+
+    vae = load_vae_folder(model)
+    rows = []
+    for i in range(n):
+        spec, _ = clip_spec(seed, i, frame_counts=[17], include_held_out=True)
+        frames = render_clip(spec)  # (F, H, W, 3) uint8
+        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
+        with torch.no_grad():
+            y = vae.decode(vae.encode(x)).clamp(-1, 1)
+        # the metrics on 8-bit video, as a viewer sees it
+        y = ((y + 1) * 127.5).round() / 127.5 - 1
+        rows.append({"aspect": f"{spec.width}x{spec.height}", "held_out": spec.held_out, **video_metrics(y, x)})
+    keys = [k for k in rows[0] if k not in ("aspect", "held_out")]
+    mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
+    return {"clips": n, "seed": seed, "frames": 17, "mean": mean, "rows": rows}
+
+
+def stage_eval(limit: int | None) -> None:
+    EVAL.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import fast_conv3d
+
+    fast_conv3d.install()
+    if not (EVAL / "vae.json").is_file():
+        (EVAL / "vae.json").write_text(json.dumps(vae_reconstruction(MODEL), indent=1) + "\n")
+    log(f"eval: VAE {json.loads((EVAL / 'vae.json').read_text())['mean']}")
+    launch = [PY, "scripts/fast_conv3d.py", "-m"]
+    if not (EVAL / "bench" / "results.json").is_file() or _bench_limit() != limit:
+        cmd = launch + ["cinegen.cli", "eval", "shapes", "--model", str(MODEL), "--out", str(EVAL / "bench")]
+        run(cmd + (["--limit", str(limit)] if limit else []), RUNS / "eval.log")
+        (EVAL / "bench" / "limit.json").write_text(json.dumps({"limit": limit}) + "\n")
+    if not (EVAL / "ablations.json").is_file():
+        (EVAL / "ablations.json").write_text(json.dumps(ablation_runs(), indent=1) + "\n")
+    if not (EVAL / "gen_bench.json").is_file():
+        env_cmd = launch + [
+            "cinegen.bench.generate_bench",
+            "--model",
+            str(MODEL),
+            "--out",
+            str(EVAL / "gen_bench.json"),
+        ]
+        os.environ["CINEGEN_BENCH_LAUNCHER"] = str(ROOT / "scripts" / "fast_conv3d.py")
+        run(env_cmd, RUNS / "eval.log")
+
+
+# (name, model folder, generate() overrides): objective ablation at equal training compute, sampler / steps /
+# guidance choice for the shipped model, and linear-quadratic vs uniform flow schedules at equal steps.
+ABLATIONS: list[tuple[str, Path, dict]] = [
+    ("vpred ddim-20 cfg4", DIT_RUN / "model", {"sampler": "ddim", "steps": 20, "guidance": 4.0}),
+    ("vpred ddim-10 cfg4", DIT_RUN / "model", {"sampler": "ddim", "steps": 10, "guidance": 4.0}),
+    ("vpred ddim-50 cfg4", DIT_RUN / "model", {"sampler": "ddim", "steps": 50, "guidance": 4.0}),
+    ("vpred ddim-20 cfg6", DIT_RUN / "model", {"sampler": "ddim", "steps": 20, "guidance": 6.0}),
+    ("vpred dpm-20 cfg4", DIT_RUN / "model", {"sampler": "dpm", "steps": 20, "guidance": 4.0}),
+    ("flow euler-20 lq cfg4", FLOW_RUN / "model", {"steps": 20, "guidance": 4.0, "flow_schedule": "linear_quadratic"}),
+    ("flow euler-20 uniform cfg4", FLOW_RUN / "model", {"steps": 20, "guidance": 4.0, "flow_schedule": "uniform"}),
+    ("flow euler-10 lq cfg4", FLOW_RUN / "model", {"steps": 10, "guidance": 4.0, "flow_schedule": "linear_quadratic"}),
+    ("flow euler-10 uniform cfg4", FLOW_RUN / "model", {"steps": 10, "guidance": 4.0, "flow_schedule": "uniform"}),
+]
+
+
+def ablation_runs(limit: int = 16) -> dict:
+    """ShapesBench on the first `limit` prompts (held-out and seen interleaved, same seeds) per ablation row."""
+    import torch
+
+    from cinegen.pipeline import load_pipeline
+    from cinegen.world.bench import run_shapes_bench
+
+    out: dict = {"limit": limit, "runs": {}}
+    pipes: dict = {}
+    for name, folder, kw in ABLATIONS:
+        if not (folder / "model_index.json").is_file():
+            log(f"ablation {name}: {folder} missing, skipped")
+            continue
+        pipe = pipes.setdefault(folder, load_pipeline(folder, device="cpu", dtype=torch.float32))
+
+        def generate(prompt: str, f: int, h: int, w: int, seed: int, pipe=pipe, kw=kw):  # type: ignore[no-untyped-def]
+            return pipe.generate(prompt=prompt, num_frames=f, height=h, width=w, seed=seed, **kw).frames
+
+        t0 = time.time()
+        tag = name.replace(" ", "_")
+        res = run_shapes_bench(generate, EVAL / "ablation" / tag, limit=limit, model=str(folder))
+        out["runs"][name] = {"summary": res["summary"], "seconds": round(time.time() - t0, 1), "kwargs": kw}
+        log(f"ablation {name}: {res['summary']['all']}")
+    return out
+
+
+def _bench_limit() -> int | None:
+    try:
+        return json.loads((EVAL / "bench" / "limit.json").read_text())["limit"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------- 7. card
+def stage_card() -> None:
+    """Training curves next to the card, and the measured numbers as markdown fragments the card embeds."""
+    import shutil
+
+    for run_dir, name in ((VAE_RUN, "vae_curves.png"), (DIT_RUN, "dit_curves.png")):
+        if (run_dir / "metrics.jsonl").is_file():
+            run([PY, "-m", "cinegen.train.cli", "plot", str(run_dir), "-o", str(MODEL / name)], RUNS / "card.log")
+    if (EVAL / "bench" / "samples.png").is_file():
+        shutil.copy2(EVAL / "bench" / "samples.png", MODEL / "shapesbench_samples.png")
+    log("card: plots written; numbers: runs/shapes/eval/{vae.json,bench/results.md,gen_bench.md}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", choices=STAGES + EXTRA_STAGES, default=None)
+    p.add_argument("--from", dest="start", choices=STAGES, default=None, help="run this stage and the ones after")
+    p.add_argument("--decoder-steps", type=int, default=DECODER_STEPS, help="VAE decoder fine-tuning steps")
+    p.add_argument(
+        "--dit-run", default=None, help="export this transformer run instead of runs/shapes-dit (e.g. an ablation)"
+    )
+    p.add_argument("--bench-limit", type=int, default=None, help="ShapesBench: only the first N prompts")
+    p.add_argument("dit_overrides", nargs="*", help="dot-list overrides for the DiT run (e.g. train.steps=300)")
+    args = p.parse_args(argv)
+    if args.dit_run:
+        global DIT_RUN
+        DIT_RUN = ROOT / args.dit_run
+    fns = {k: v for k, v in globals().items() if k.startswith("stage_")}
+    todo = [args.only] if args.only else list(STAGES[STAGES.index(args.start) :] if args.start else STAGES)
+    t0 = time.time()
+    for s in todo:
+        if s == "dit":
+            stage_dit(args.dit_overrides)
+        elif s == "vae-decoder":
+            stage_vae_decoder(args.decoder_steps)
+        elif s == "eval":
+            stage_eval(args.bench_limit)
+        else:
+            fns[f"stage_{s}"]()
+    log(f"finished {todo} in {(time.time() - t0) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
