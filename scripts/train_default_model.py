@@ -555,7 +555,8 @@ def stage_card() -> None:
     """Training curves next to the card, and the measured numbers as markdown fragments the card embeds."""
     import shutil
 
-    for run_dir, name in ((VAE_RUN, "vae_curves.png"), (DIT_RUN, "dit_curves.png")):
+    curves = ((VAE_RUN, "vae_curves.png"), (DIT_RUN, "dit_curves.png"), (FLOW_RUN, "dit_flow_curves.png"))
+    for run_dir, name in curves:
         if (run_dir / "metrics.jsonl").is_file():
             run([PY, "-m", "cinegen.train.cli", "plot", str(run_dir), "-o", str(MODEL / name)], RUNS / "card.log")
     if (EVAL / "bench" / "samples.png").is_file():
