@@ -50,8 +50,8 @@ NUM_CLIPS = 5000
 DATA_SEED = 0
 TEXT_LENGTH = 64  # tokens; the longest dense caption is ~50 words+punctuation (checked in `build_text_encoder`)
 TEXT_WIDTH = 128  # T5 d_model = the transformer's text_embed_dim
-DIT_CLIPS = 1200  # clips whose latents the DiT trains on
-DECODER_STEPS = 6000  # VAE decoder fine-tuning (encoder frozen), in parallel with the DiT
+DIT_CLIPS = 4000  # clips whose latents the DiT trains on (the rest: spare)
+DECODER_STEPS = 10000  # VAE decoder fine-tuning (encoder frozen), in parallel with the DiT
 
 # Defaults the pipeline uses for this folder, chosen by the measurements in the model card (ABLATIONS below):
 # v-prediction (the shipped objective) samples with DDIM; a flow model would use Euler + linear-quadratic.
@@ -239,18 +239,12 @@ def latent_std(vae, manifest: Path, n: int = 24) -> float:
 
 
 def finalize_vae() -> None:
-    import sys as _sys
-
     import torch
-
-    _sys.path.insert(0, str(ROOT / "scripts"))
-    import fast_conv3d
 
     from cinegen.models.io import read_json
     from cinegen.models.vae import CogVideoXVAE, VAEConfig
     from cinegen.train.vae_trainer import save_vae_folder
 
-    fast_conv3d.install()
     cfg_dict = read_json(VAE_RUN / "model" / "vae" / "config.json") if (VAE_RUN / "model").is_dir() else None
     weights, source = _vae_weights()
     if cfg_dict is None:  # rebuild the config the trainer used from the run's resolved config
@@ -355,7 +349,6 @@ def stage_vae_decoder(steps: int) -> None:
         if torch.load(state, weights_only=True)["step"] >= steps:
             log("vae-decoder: done")
             return
-    sys.path.insert(0, str(ROOT / "scripts"))
     finetune_decoder(steps)
 
 
@@ -370,7 +363,7 @@ def stage_dit(overrides: list[str]) -> None:
         if (run_dir / "model" / "model_index.json").is_file():
             log(f"dit: {run_dir.relative_to(ROOT)} done")
             continue
-        cmd = [PY, "scripts/fast_conv3d.py", "-m", "cinegen.train.cli", "train", config]
+        cmd = [PY, "-m", "cinegen.train.cli", "train", config]
         cmd += [f"model.vae_path={VAE_FINAL.relative_to(ROOT)}", f"model.text_encoder_path={TEXT.relative_to(ROOT)}"]
         run(cmd + overrides, RUNS / f"{run_dir.name}.log")
 
@@ -395,7 +388,7 @@ def stage_export() -> None:
     import torch
 
     from cinegen.models.io import ModelBundle, load_model_folder, read_json, save_model_folder
-    from cinegen.models.presets import flow_scheduler
+    from cinegen.models.presets import cogvideox_scheduler, flow_scheduler
     from cinegen.models.text import load_t5, load_tokenizer
     from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig
     from cinegen.train.trainer import load_vae_folder
@@ -408,15 +401,23 @@ def stage_export() -> None:
         t_cfg = TransformerConfig.from_dict(state["model_config"])
         transformer = CogVideoXTransformer(t_cfg)
         transformer.load_state_dict(weights, strict=True)
-        run_cfg = state.get("config") or {}
-        shift = float(run_cfg.get("objective", {}).get("shift", 1.0))
+        objective = (state.get("config") or {}).get("objective", {})
+        if objective.get("kind") == "flow":
+            scheduler = flow_scheduler(float(objective.get("shift", 1.0)))
+        else:  # v-prediction: CogVideoX's DDIM scheduler with the run's SNR shift
+            scheduler = cogvideox_scheduler(float(objective.get("snr_shift_scale", 1.0)))
         bundle = ModelBundle(
             transformer=transformer.eval(),
             vae=load_vae_folder(VAE_FINAL),
             text_encoder=load_t5(TEXT / "text_encoder"),
             tokenizer=load_tokenizer(TEXT / "tokenizer"),
-            scheduler=flow_scheduler(shift),
+            scheduler=scheduler,
         )
+    vae_source = "runs/shapes-vae/final"
+    if (VAE_DEC / "state.pt").is_file():  # the decoder fine-tuned on the frozen encoder (stage vae-decoder)
+        dec = torch.load(VAE_DEC / "state.pt", weights_only=True)
+        bundle.vae.load_state_dict(dec["vae"], strict=True)
+        vae_source += f" + decoder {VAE_DEC.relative_to(ROOT)} step {dec['step']}"
     tmp = MODEL.with_name(MODEL.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model_folder(bundle, tmp)
@@ -430,7 +431,7 @@ def stage_export() -> None:
     tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     (tmp / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    (tmp / "source.json").write_text(json.dumps({"transformer": source, "vae": "runs/shapes-vae/final"}, indent=1))
+    (tmp / "source.json").write_text(json.dumps({"transformer": source, "vae": vae_source}, indent=1))
     card = MODEL / "README.md"
     for keep in [card, *MODEL.glob("*.png")] if MODEL.is_dir() else []:
         if keep.is_file():
@@ -476,14 +477,10 @@ def vae_reconstruction(model: Path, n: int = 12, seed: int = 777) -> dict:
 
 def stage_eval(limit: int | None) -> None:
     EVAL.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import fast_conv3d
-
-    fast_conv3d.install()
     if not (EVAL / "vae.json").is_file():
         (EVAL / "vae.json").write_text(json.dumps(vae_reconstruction(MODEL), indent=1) + "\n")
     log(f"eval: VAE {json.loads((EVAL / 'vae.json').read_text())['mean']}")
-    launch = [PY, "scripts/fast_conv3d.py", "-m"]
+    launch = [PY, "-m"]
     if not (EVAL / "bench" / "results.json").is_file() or _bench_limit() != limit:
         cmd = launch + ["cinegen.cli", "eval", "shapes", "--model", str(MODEL), "--out", str(EVAL / "bench")]
         run(cmd + (["--limit", str(limit)] if limit else []), RUNS / "eval.log")
@@ -498,7 +495,6 @@ def stage_eval(limit: int | None) -> None:
             "--out",
             str(EVAL / "gen_bench.json"),
         ]
-        os.environ["CINEGEN_BENCH_LAUNCHER"] = str(ROOT / "scripts" / "fast_conv3d.py")
         run(env_cmd, RUNS / "eval.log")
 
 

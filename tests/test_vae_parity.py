@@ -68,7 +68,8 @@ def test_state_dict_round_trip_into_diffusers(tiny):
     other.load_state_dict(our_sd, strict=True)
     z = torch.randn(1, 4, 3, 2, 3, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        assert _max_err(other.decode(z).sample, ours.decode(z)) == 0.0
+        # float32 rounding only: our inference path calls oneDNN directly for conv3d (vae.conv3d)
+        assert _max_err(other.decode(z).sample, ours.decode(z)) < 1e-5
 
 
 @pytest.mark.parametrize("num_frames", [1, 5, 9, 17, 25])

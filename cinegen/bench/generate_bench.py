@@ -112,10 +112,6 @@ def run_bench(
             args += ["--model", model]
         if steps is not None:
             args += ["--steps", str(steps)]
-        # The child runs through the same launcher as this process (e.g. a conv3d patch), if any.
-        launcher = os.environ.get("CINEGEN_BENCH_LAUNCHER")
-        if launcher:
-            args = [sys.executable, launcher, "-m", *args[2:]]
         proc = subprocess.run(args, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark child failed for {name}:\n{proc.stderr[-2000:]}")
