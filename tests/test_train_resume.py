@@ -112,6 +112,21 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_2b_folder: Path, tmp_path
     assert json.loads((ck / "step_00000002" / "state.json").read_text())["step"] == 2
 
 
+def test_fingerprint_does_not_depend_on_the_thread_count() -> None:
+    """A parallel float64 sum rounds differently with 1 and 2 threads; the cache key must not (else a cache made
+    by a 2-thread run is silently recomputed by a 1-thread one)."""
+    torch.manual_seed(0)
+    m = torch.nn.Linear(3000, 1000)  # big enough that PyTorch splits the sums across threads
+    before = torch.get_num_threads()
+    keys = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        keys.append(fingerprint_module(m, {"k": 1}))
+        assert torch.get_num_threads() == n  # restored
+    torch.set_num_threads(before)
+    assert keys[0] == keys[1]
+
+
 def test_cache_keys_and_no_stale_entries(tiny_2b_folder: Path, tmp_path: Path) -> None:
     man = make_toy_set(tmp_path / "data", n_videos=2, frames=9, h=32, w=32)
     cfg = load_config(TrainConfig, None, [f"model.path={tiny_2b_folder}", f"data.manifest={man}"])

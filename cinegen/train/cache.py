@@ -46,6 +46,16 @@ def fingerprint_module(module: nn.Module, config: Any = None) -> str:
         data = cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
         h.update(json.dumps(data, sort_keys=True, default=str).encode())
     h.update(type(module).__name__.encode())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a parallel float64 sum's rounding depends on the thread count: keep the key stable
+    try:
+        _hash_tensors(h, module)
+    finally:
+        torch.set_num_threads(threads)
+    return h.hexdigest()[:32]
+
+
+def _hash_tensors(h: Any, module: nn.Module) -> None:
     with torch.no_grad():
         for name, t in sorted(module.state_dict().items()):
             t = t.detach()
@@ -57,7 +67,6 @@ def fingerprint_module(module: nn.Module, config: Any = None) -> str:
             h.update(f"{f64.sum().item():.17g}|{f64.abs().sum().item():.17g}".encode())
             step = max(1, flat.numel() // 65536)
             h.update(flat[::step].contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:32]
 
 
 def _sha(obj: Any) -> str:
@@ -160,7 +169,7 @@ def precompute(
             continue
         seen.add(keys[j])
         skip_file = cache.skip_file(keys[j])
-        if skip_file.is_file():
+        if skip_file.is_file() or cache.has("latents", keys[j]):  # another process may have filled it meanwhile
             continue
         try:
             x = ds.pixels(j, rng=None)[None]  # (1, 3, F, H, W)
