@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from cinegen.data.manifest import IMAGE_EXTENSIONS
+
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 @dataclass(frozen=True)

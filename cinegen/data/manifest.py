@@ -33,6 +33,10 @@ from typing import Any
 
 from cinegen.fsutil import atomic_write
 
+# Still-image files (one shared list: the data pipeline scans for them, training reads them as 1-frame clips).
+# GIF is not here: animated GIFs decode as video.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
 STATUS_OK = "ok"
 STATUS_DROPPED = "dropped"
 STATUS_ERROR = "error"

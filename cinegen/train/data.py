@@ -33,14 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cinegen.data.manifest import ClipRecord, read_manifest
+from cinegen.data.manifest import IMAGE_EXTENSIONS, ClipRecord, read_manifest
 
 if TYPE_CHECKING:
     from cinegen.train.config import DataConfig
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 class ClipError(RuntimeError):
@@ -70,7 +68,9 @@ def read_cogvideo(folder_or_prompt: str | Path) -> list[ClipRecord]:
     if len(prompts) != len(videos):
         raise ValueError(f"CogVideo dataset {folder}: {len(prompts)} prompts but {len(videos)} videos")
     return [
-        ClipRecord(path=v, text=t, type="image" if Path(v).suffix.lower() in IMAGE_EXTS else "video", id=Path(v).stem)
+        ClipRecord(
+            path=v, text=t, type="image" if Path(v).suffix.lower() in IMAGE_EXTENSIONS else "video", id=Path(v).stem
+        )
         for t, v in zip(prompts, videos, strict=True)
     ]
 
@@ -96,7 +96,7 @@ def load_records(manifest: str | Path, fmt: str = "auto", root: str | Path | Non
         if not Path(r.path).is_absolute():
             r.path = str(base / r.path)
         if r.type not in ("video", "image"):
-            r.type = "image" if Path(r.path).suffix.lower() in IMAGE_EXTS else "video"
+            r.type = "image" if Path(r.path).suffix.lower() in IMAGE_EXTENSIONS else "video"
         out.append(r)
     return out
 
@@ -272,6 +272,8 @@ def assign_bucket(r: ClipRecord, buckets: Sequence[Bucket], spec: BucketSpec) ->
         fits = [b.num_frames for b in buckets if b.num_frames > 1 and (b.num_frames - 1) * stride + 1 <= r.num_frames]
         if not fits:
             need = min((b.num_frames for b in buckets if b.num_frames > 1), default=0)
+            if need == 0:  # single-frame buckets only: they take image records, never video frames
+                raise ClipError("no_bucket", f"{r.path}: a video, but every bucket has 1 frame (image-only training)")
             raise ClipError("too_short", f"{r.path}: {r.num_frames} frames at {r.fps:g} fps < {need} frames needed")
         frames = max(fits)
     cands = [b for b in buckets if b.num_frames == frames]
