@@ -141,7 +141,22 @@ class Pipeline:
         c = self.config
         if c.patch_size_t is not None:  # 1.5: the hub sample size (300) is a RoPE bound, not a resolution
             return PipelineDefaults(num_frames=c.sample_frames, height=768, width=1360, fps=16.0)
-        return PipelineDefaults(num_frames=c.sample_frames, height=c.sample_height * 8, width=c.sample_width * 8)
+        s = self.vae_spatial
+        return PipelineDefaults(num_frames=c.sample_frames, height=c.sample_height * s, width=c.sample_width * s)
+
+    @property
+    def vae_spatial(self) -> int:
+        """Pixels per latent pixel (8 for the published VAEs, 4 for the default model's)."""
+        return int(self.vae.config.spatial_compression)
+
+    @property
+    def vae_temporal(self) -> int:
+        """Pixel frames per latent frame after the first (4 for every CogVideoX VAE)."""
+        return int(self.vae.config.temporal_compression_ratio)
+
+    def sample_size(self) -> tuple[int, int]:
+        """The transformer's position-table size in pixels (height, width)."""
+        return self.config.sample_height * self.vae_spatial, self.config.sample_width * self.vae_spatial
 
     @property
     def device(self) -> torch.device:
@@ -157,12 +172,12 @@ class Pipeline:
 
     @property
     def spatial_multiple(self) -> int:
-        return 8 * self.config.patch_size  # VAE 8x, then 2x2 patches
+        return self.vae_spatial * self.config.patch_size  # VAE compression, then the transformer's patches
 
     @property
     def frame_multiple(self) -> int:
         """Valid frame counts are k*m + 1: m = 8 for 1.0 (odd latent count), 16 for 1.5 (temporal patch 2)."""
-        return 4 * 2 * (self.config.patch_size_t or 1)
+        return self.vae_temporal * 2 * (self.config.patch_size_t or 1)
 
     def valid_frame_counts(self, up_to: int = 161) -> list[int]:
         m = self.frame_multiple
@@ -195,9 +210,9 @@ class Pipeline:
             "text_length": self.config.max_text_seq_length,
         }
         if self.config.use_learned_positional_embeddings:
-            out["fixed_resolution"] = [self.config.sample_height * 8, self.config.sample_width * 8]
+            out["fixed_resolution"] = list(self.sample_size())
         elif self.config.patch_size_t is not None:
-            out["max_resolution"] = [self.config.sample_height * 8, self.config.sample_width * 8]
+            out["max_resolution"] = list(self.sample_size())
         return out
 
     def enhance(self, prompt: str) -> str:
@@ -245,18 +260,14 @@ class Pipeline:
             if v is None or v < m or v % m:
                 raise RequestError(f"{name}={v} is not valid: use a positive multiple of {m} (e.g. {m * 6}, {m * 8})")
         c = self.config
-        if c.use_learned_positional_embeddings and (r.height, r.width) != (
-            c.sample_height * 8,
-            c.sample_width * 8,
-        ):
+        sh, sw = self.sample_size()
+        if c.use_learned_positional_embeddings and (r.height, r.width) != (sh, sw):
             raise RequestError(
                 f"{variant_name(c)} has learned position embeddings and only supports "
-                f"{c.sample_height * 8}x{c.sample_width * 8} (height x width), got {r.height}x{r.width}"
+                f"{sh}x{sw} (height x width), got {r.height}x{r.width}"
             )
-        if c.patch_size_t is not None and (r.height > c.sample_height * 8 or r.width > c.sample_width * 8):
-            raise RequestError(
-                f"{r.height}x{r.width} exceeds this model's RoPE table ({c.sample_height * 8}x{c.sample_width * 8})"
-            )
+        if c.patch_size_t is not None and (r.height > sh or r.width > sw):
+            raise RequestError(f"{r.height}x{r.width} exceeds this model's RoPE table ({sh}x{sw})")
         if r.dynamic_cfg_mode not in ("original", "diffusers"):
             raise RequestError(f"unknown dynamic_cfg_mode {r.dynamic_cfg_mode!r}: use original or diffusers")
         if r.flow_schedule not in ("linear_quadratic", "uniform", "shifted", "diffusers"):
@@ -339,9 +350,9 @@ class Pipeline:
             extra = 0
         else:
             num_frames = int(r.num_frames)  # type: ignore[arg-type]
-            t_lat = (num_frames - 1) // 4 + 1
+            t_lat = (num_frames - 1) // self.vae_temporal + 1
             extra = self._pad_frames(t_lat)
-            h, w = int(r.height) // 8, int(r.width) // 8  # type: ignore[arg-type]
+            h, w = int(r.height) // self.vae_spatial, int(r.width) // self.vae_spatial  # type: ignore[arg-type]
             channels = c.in_channels // 2 if self.is_i2v else c.in_channels
             if self.is_i2v:
                 image_latents = self._image_latents(r, t_lat + extra, generator, dtype)  # (B, T, C, h, w)

@@ -197,3 +197,31 @@ def test_truncation_warning_names_only_truncated_prompts(caplog: pytest.LogCaptu
     assert ids.shape == (3, 16)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "sixteen bytes" in warnings[0], warnings
+
+
+def test_latent_size_follows_the_vae_compression(tmp_path: Path) -> None:
+    """A model whose VAE compresses 4x in space (as the shipped default model's): latents, valid sizes and the
+    decoded video follow the VAE's factor instead of the published VAEs' 8 (a hard-coded 8 halved the video)."""
+    from dataclasses import replace
+
+    from cinegen.models.presets import build_bundle, get_preset
+    from cinegen.models.vae import CogVideoXVAE
+
+    preset = get_preset("tiny-cogvideox-5b")
+    vae_cfg = replace(
+        preset.vae,
+        block_out_channels=(8, 8, 8),
+        down_block_types=("CogVideoXDownBlock3D",) * 3,
+        up_block_types=("CogVideoXUpBlock3D",) * 3,
+    )
+    bundle = build_bundle(preset)
+    bundle.vae = CogVideoXVAE(vae_cfg).eval()
+    assert bundle.vae.config.spatial_compression == 4
+    save_model_folder(bundle, tmp_path / "m", defaults={"num_frames": 9, "height": 24, "width": 40, "steps": 2})
+    pipe = cinegen.load_pipeline(tmp_path / "m", device="cpu", dtype=torch.float32)
+    assert pipe.spatial_multiple == 8 and pipe.info()["resolution_multiple"] == 8
+    r = pipe.resolve(cinegen.GenerateRequest(prompt="a red circle", seed=0))
+    assert pipe.generate_latents(r).shape == (1, 3, preset.transformer.in_channels, 6, 10)  # (B, T, C, h, w)
+    assert pipe.generate(prompt="a red circle", seed=0).frames.shape == (9, 24, 40, 3)
+    with pytest.raises(RequestError, match="multiple of 8"):
+        pipe.resolve(cinegen.GenerateRequest(prompt="x", height=28))

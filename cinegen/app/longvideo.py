@@ -201,7 +201,7 @@ def generate_long_latents(
     window merge.
     """
     generator, embeds, sched = pipe.prepare_sampling(r)  # embeds (B', L, D)
-    h, w = int(r.height) // 8, int(r.width) // 8  # type: ignore[arg-type]
+    h, w = int(r.height) // pipe.vae_spatial, int(r.width) // pipe.vae_spatial  # type: ignore[arg-type]
     shape = (1, plan.latent_frames, pipe.config.in_channels, h, w)  # (B, T_long, C, h, w)
     latents = torch.randn(shape, generator=generator, dtype=embeds.dtype).to(pipe.device)  # CPU draw, as the pipeline
     starts = list(plan.starts)

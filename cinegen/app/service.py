@@ -77,10 +77,11 @@ def size_presets(pipe: Pipeline, max_side: int | None = None) -> list[tuple[int,
     positions) get their one size."""
     d, c, m = pipe.defaults, pipe.config, pipe.spatial_multiple
     if c.use_learned_positional_embeddings:
-        return [(c.sample_height * 8, c.sample_width * 8)]
+        return [pipe.sample_size()]
     limit_h = limit_w = max_side or 10**9
     if c.patch_size_t is not None:  # CogVideoX 1.5: the RoPE table bounds the size
-        limit_h, limit_w = min(limit_h, c.sample_height * 8), min(limit_w, c.sample_width * 8)
+        sh, sw = pipe.sample_size()
+        limit_h, limit_w = min(limit_h, sh), min(limit_w, sw)
 
     def snap(v: float, limit: int) -> int:
         return int(min(max(m, round(v / m) * m), limit // m * m))
