@@ -30,12 +30,12 @@ demo: venv
 	$(BIN)/cinegen generate "a red circle moves from left to right on a navy background" -o outputs/demo.mp4
 
 lint: venv
-	$(BIN)/ruff check cinegen tests
-	$(BIN)/ruff format --check cinegen tests
+	$(BIN)/ruff check cinegen tests scripts
+	$(BIN)/ruff format --check cinegen tests scripts
 
 format: venv
-	$(BIN)/ruff format cinegen tests
-	$(BIN)/ruff check --fix cinegen tests
+	$(BIN)/ruff format cinegen tests scripts
+	$(BIN)/ruff check --fix cinegen tests scripts
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -1,4 +1,5 @@
-"""The web UI end to end: a real server, headless Chromium (Debian's, driven by Playwright), a tiny random model.
+"""The web UI end to end: a real server, headless Chromium (Debian's, driven by Playwright), the shipped default
+model (a tiny random model in a checkout without it).
 
 Open the page, type a prompt, press Generate, and check that the result video plays (its playhead moves), the
 history gallery gains the entry (also on disk), the seed used is shown, and that the page asked for nothing
@@ -20,7 +21,7 @@ from cinegen.app.enhance import ShapesEnhancer  # noqa: E402
 from cinegen.app.history import HistoryStore  # noqa: E402
 from cinegen.app.server import ServerSettings, create_app  # noqa: E402
 from cinegen.app.service import GenerationService  # noqa: E402
-from cinegen.pipeline import load_pipeline  # noqa: E402
+from cinegen.pipeline import DEFAULT_MODEL, load_pipeline  # noqa: E402
 
 
 def _app(tiny_2b_folder: Path, history: Path, **settings: object):  # type: ignore[no-untyped-def]
@@ -59,7 +60,8 @@ def test_browser_generate_plays_and_enters_history(tiny_2b_folder: Path, tmp_pat
         pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
     history = tmp_path / "history"
     shot = os.environ.get("CINEGEN_UI_SCREENSHOT")  # set to write the page (e.g. docs/ui.png) after the run
-    with serve_in_thread(_app(tiny_2b_folder, history)) as url:
+    folder = DEFAULT_MODEL if (DEFAULT_MODEL / "model_index.json").is_file() else tiny_2b_folder
+    with serve_in_thread(_app(folder, history)) as url:
         run = run_ui(url, "a red circle moves to the left", screenshot=shot, timeout_s=90)
     assert run.external_requests == []
     assert "Done" in run.status and "seed" in run.status, run.status

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.skipif(
 MAX_BYTES = 60 * 10**6
 # ShapesBench smoke floors: far below the model card's numbers (a broken load, a wrong tokenizer, a wrong
 # scaling factor or a transposed latent layout all drop the scores to the level of noise).
-SMOKE_FLOORS = {"background": 0.5, "count": 0.3}
+# Release 2 scores background 44 % and object attributes 6-19 % on the full suite (model card); the two smoke
+# prompts both get their background right, so only the background has a floor until a release reaches the bar.
+SMOKE_FLOORS = {"background": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +62,17 @@ def test_tokenizer_covers_every_shapesbench_prompt(pipe: cinegen.Pipeline) -> No
 
 
 def test_generates_every_aspect(pipe: cinegen.Pipeline) -> None:
-    """Landscape, portrait and square at the default frame count, few steps: right shape, not a blank frame,
-    and the same seed reproduces the same video."""
+    """Landscape and portrait (9 frames) and square (the defaults): right shape and dtype, the text steers the
+    picture (same seed: a white-background prompt comes out brighter than a navy one), and the same seed
+    reproduces the same video."""
     for h, w in ((96, 128), (128, 96)):
-        v = pipe.generate(prompt="a red circle moves to the right", height=h, width=w, num_frames=9, steps=2)
-        assert v.frames.shape == (9, h, w, 3) and v.frames.dtype == np.uint8
-        assert v.frames.std() > 2.0
+        mean = {}
+        for bg in ("white", "navy"):
+            prompt = f"a red circle moves to the right on a plain {bg} background"
+            v = pipe.generate(prompt=prompt, height=h, width=w, num_frames=9, steps=10, seed=0)
+            assert v.frames.shape == (9, h, w, 3) and v.frames.dtype == np.uint8
+            mean[bg] = float(v.frames.mean())
+        assert mean["white"] > mean["navy"] + 30, (h, w, mean)
     a = pipe.generate(prompt="two blue squares spin on a gray background", steps=2, seed=3)
     b = pipe.generate(prompt="two blue squares spin on a gray background", steps=2, seed=3)
     assert a.frames.shape == (pipe.defaults.num_frames, pipe.defaults.height, pipe.defaults.width, 3)
@@ -105,7 +112,8 @@ def test_loads_in_diffusers_with_identical_latents(pipe: cinegen.Pipeline) -> No
     r = pipe.resolve(req)
     r.prompt = prompt  # compare the models, not the prompt rewriting
     got = pipe.generate_latents(r)
-    assert got.shape == expected.shape == (1, 3, 16, 12, 16)
+    s = pipe.vae.config.spatial_compression
+    assert got.shape == expected.shape == (1, 3, pipe.vae.config.latent_channels, 96 // s, 128 // s)
     err = (got - expected).abs().max().item()
     assert err < 1e-3, f"max abs latent error vs diffusers {err:.2e}"
     with torch.no_grad():  # and the VAE decodes the same video
