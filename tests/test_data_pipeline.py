@@ -139,7 +139,15 @@ def _interrupt_when(cmd: list[str], work: Path, stage: str, sig: int) -> int | N
     """Start the CLI, send `sig` to its process group once `stage` has journaled one item (and before the
     stage's table exists, i.e. truly mid-stage); returns the exit code, or None when the stage ran to its end
     between two polls (a timing race on a fast machine: the caller retries)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # Ctrl-C must reach the CLI as a KeyboardInterrupt even if this test process inherited an ignored SIGINT
+    # (a child keeps SIG_IGN and Python then installs no handler: the run would finish with exit code 0).
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 60
     sent = False
     try:

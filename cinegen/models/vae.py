@@ -405,6 +405,7 @@ def conv3d(conv: nn.Conv3d, x: Tensor) -> Tensor:
         and conv.weight.dtype == torch.float32
         and torch.backends.mkldnn.is_available()
         and isinstance(conv.padding, tuple)
+        and conv.padding_mode == "zeros"
     ):
         return torch.mkldnn_convolution(
             x.contiguous(), conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups
