@@ -3,6 +3,7 @@
     .venv/bin/python scripts/train_default_model.py                 # every stage, skipping finished ones
     .venv/bin/python scripts/train_default_model.py --only dit      # one stage (its inputs must exist)
     .venv/bin/python scripts/train_default_model.py --from export   # re-run export, eval and the card
+    .venv/bin/python scripts/train_default_model.py --base models/cinegen-shapes   # reuse the shipped VAE + T5
 
 Stages (each is resumable: it is skipped when its output exists, and the two training stages resume from their
 last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`:
@@ -11,12 +12,15 @@ last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`
 2. text     the text encoder folder runs/shapes/text: a word-level tokenizer over the Shapes-world vocabulary
             (built here from the world's own caption generators, so it needs no downloaded vocabulary) and a
             randomly initialised, frozen T5 encoder (`transformers.T5EncoderModel`)
-3. vae      `cinegen train-vae configs/shapes-vae.yaml` -> runs/shapes-vae/model, then runs/shapes-vae/final (the same
-            weights with the measured scaling factor)
+3. vae      64 px clips (data/shapes-vae64) and 3 frames of each as images (data/shapes-vae64-img);
+            `cinegen train-vae configs/shapes-vae-img.yaml` (image pre-training) -> runs/shapes-vae-img/model, then
+            `cinegen train-vae configs/shapes-vae.yaml` (clips, from it) -> runs/shapes-vae/model, then
+            runs/shapes-vae/final (the same weights with the measured scaling factor)
 3b. vae-decoder  optional decoder-only fine-tuning (encoder frozen, so cached latents stay valid); not used for
             the current release
-4. dit      `cinegen train configs/shapes-dit.yaml` -> runs/shapes-dit/model (shipped, v-prediction), then the
-            equal-compute flow-matching ablation `configs/shapes-dit-flow.yaml` -> runs/shapes-dit-flow/model
+4. dit      latents + text embeddings cached by two processes, then side by side (one core each):
+            `cinegen train configs/shapes-dit.yaml` -> runs/shapes-dit/model (v-prediction) and the equal-compute
+            flow-matching partner `configs/shapes-dit-flow.yaml` -> runs/shapes-dit-flow/model
 5. export   assemble models/cinegen-shapes (diffusers layout + `_cinegen_defaults`), check it loads
 6. eval     VAE reconstruction on held-out clips, ShapesBench (seen + held-out), generation benchmark
 7. card     plots + numbers into models/cinegen-shapes/README.md (the prose parts are maintained by hand)
@@ -179,6 +183,25 @@ def build_text_encoder(out: Path, seed: int = 0) -> None:
     os.replace(tmp, out)
 
 
+def adopt_base(folder: Path) -> None:
+    """Take the VAE and the text encoder (+ tokenizer) of an earlier release `folder` instead of training them
+    (stages text and vae then count as done), so a session's compute goes to the transformer. The DiT's latent
+    cache is keyed by the VAE's weights, so it is rebuilt only if the VAE differs."""
+    import shutil
+
+    for part in ("vae", "text_encoder", "tokenizer"):
+        if not (folder / part).is_dir():
+            raise SystemExit(f"--base: {folder / part} is missing")
+    if not (TEXT / "stats.json").is_file():
+        for part in ("text_encoder", "tokenizer"):
+            shutil.copytree(folder / part, TEXT / part, dirs_exist_ok=True)
+        (TEXT / "stats.json").write_text(json.dumps({"from": str(folder)}) + "\n")
+    if not (VAE_FINAL / "vae" / "config.json").is_file():
+        shutil.copytree(folder / "vae", VAE_FINAL / "vae", dirs_exist_ok=True)
+        (VAE_FINAL / "source.json").write_text(json.dumps({"weights": str(folder / "vae")}) + "\n")
+    log(f"base: VAE and text encoder from {folder}")
+
+
 def stage_text() -> None:
     if (TEXT / "stats.json").is_file():
         log("text: done")
@@ -202,9 +225,39 @@ def stage_vae() -> None:
         from cinegen.world.dataset import export_dataset
 
         export_dataset(VAE_DATA, 1500, seed=1, aspects=[(64, 64)], frame_counts=[9])
-    if not (VAE_RUN / "model" / "vae" / "config.json").is_file():
+    if not (VAE_FRAMES / "manifest.jsonl").is_file():
+        export_vae_frames()
+    if not (VAE_IMG_RUN / "model" / "vae" / "config.json").is_file():  # image pre-training (spatial)
+        run([PY, "-m", "cinegen.train.cli", "train-vae", "configs/shapes-vae-img.yaml"], RUNS / "vae-img.log")
+    if not (VAE_RUN / "model" / "vae" / "config.json").is_file():  # 9-frame clips (temporal), from the above
         run([PY, "-m", "cinegen.train.cli", "train-vae", "configs/shapes-vae.yaml"], RUNS / "vae.log")
     finalize_vae()
+
+
+VAE_FRAMES = ROOT / "data" / "shapes-vae64-img"
+VAE_IMG_RUN = ROOT / "runs" / "shapes-vae-img"
+
+
+def export_vae_frames(per_clip: int = 3, seed: int = 0) -> None:
+    """`per_clip` random frames of every 64 px VAE clip as PNG images + an image manifest (the image
+    pre-training data of configs/shapes-vae-img.yaml; the trainer puts videos only in video buckets)."""
+    import random
+
+    from PIL import Image
+
+    from cinegen.data.manifest import ClipRecord, read_manifest, write_manifest
+    from cinegen.video import read_video
+
+    rng = random.Random(seed)
+    (VAE_FRAMES / "frames").mkdir(parents=True, exist_ok=True)
+    out = []
+    for r in read_manifest(VAE_DATA / "manifest.jsonl"):
+        frames = read_video(VAE_DATA / r.path).frames  # (F, H, W, 3) uint8
+        for k in sorted(rng.sample(range(len(frames)), per_clip)):
+            name = f"frames/{Path(r.path).stem}-{k}.png"
+            Image.fromarray(frames[k]).save(VAE_FRAMES / name)
+            out.append(ClipRecord(path=name, type="image", text=r.text, width=r.width, height=r.height))
+    write_manifest(out, VAE_FRAMES / "manifest.jsonl")
 
 
 def _vae_weights() -> tuple[dict, str]:
@@ -353,19 +406,66 @@ def stage_vae_decoder(steps: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- 4. dit
-def stage_dit(overrides: list[str]) -> None:
-    """The shipped v-prediction transformer, then its flow-matching ablation (same data, steps and model)."""
+def fill_cache(rank: int, world: int, overrides: list[str]) -> None:
+    """Cache the latents + text embeddings of this rank's share (j % world == rank) of the DiT clips, on one
+    thread: `world` such processes fill the cache the trainers read (same config, so the same cache keys)."""
+    import torch
+
+    from cinegen.train.config import TrainConfig, load_config
+    from cinegen.train.parallel import DistInfo
+    from cinegen.train.trainer import build_stage_data, load_components, resolve_stages
+
+    torch.set_num_threads(1)
+    cfg = load_config(TrainConfig, ROOT / "configs" / "shapes-dit.yaml", _dit_paths() + overrides)
+    comps = load_components(cfg)
+    info = DistInfo(rank=rank, world=world, local_rank=0, device=torch.device("cpu"))
+    for stage in resolve_stages(cfg):
+        build_stage_data(cfg, stage, comps, info, DIT_RUN)
+
+
+def _dit_paths() -> list[str]:
+    return [f"model.vae_path={VAE_FINAL.relative_to(ROOT)}", f"model.text_encoder_path={TEXT.relative_to(ROOT)}"]
+
+
+def stage_dit(overrides: list[str], runs: tuple[str, ...] = ("vpred", "flow")) -> None:
+    """The shipped v-prediction transformer and its flow-matching ablation (same data, steps and model), trained
+    side by side: one process per core (two 1-thread processes train ~2x the samples of one 2-thread process)."""
     manifest = DATA / "manifest-dit.jsonl"
-    if not manifest.is_file():  # the first DIT_CLIPS clips (latent caching costs ~0.3 s of CPU per clip)
+    if not manifest.is_file():  # the first DIT_CLIPS clips
         lines = (DATA / "manifest.jsonl").read_text().splitlines(keepends=True)[:DIT_CLIPS]
         manifest.write_text("".join(lines))
-    for config, run_dir in (("configs/shapes-dit.yaml", DIT_RUN), ("configs/shapes-dit-flow.yaml", FLOW_RUN)):
-        if (run_dir / "model" / "model_index.json").is_file():
-            log(f"dit: {run_dir.relative_to(ROOT)} done")
-            continue
-        cmd = [PY, "-m", "cinegen.train.cli", "train", config]
-        cmd += [f"model.vae_path={VAE_FINAL.relative_to(ROOT)}", f"model.text_encoder_path={TEXT.relative_to(ROOT)}"]
-        run(cmd + overrides, RUNS / f"{run_dir.name}.log")
+    todo = [
+        (config, run_dir)
+        for name, config, run_dir in (
+            ("vpred", "configs/shapes-dit.yaml", DIT_RUN),
+            ("flow", "configs/shapes-dit-flow.yaml", FLOW_RUN),
+        )
+        if name in runs and not (run_dir / "model" / "model_index.json").is_file()
+    ]
+    if not todo:
+        log("dit: done")
+        return
+    log("dit: caching latents and text embeddings (two processes)")
+    fillers = [
+        subprocess.Popen(
+            [PY, __file__, "--fill-cache", f"{r}/2", *overrides],
+            stdout=open(RUNS / f"cache-{r}.log", "a"),  # noqa: SIM115 - closed with the process
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        for r in range(2)
+    ]
+    if any(f.wait() != 0 for f in fillers):
+        raise SystemExit("dit: caching failed; see runs/shapes/cache-*.log")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = []
+    for config, run_dir in todo:
+        cmd = [PY, "-m", "cinegen.train.cli", "train", config, *_dit_paths(), *overrides]
+        log(f"$ {' '.join(cmd)}  (log: runs/shapes/{run_dir.name}.log)")
+        out = open(RUNS / f"{run_dir.name}.log", "a")  # noqa: SIM115 - closed with the process
+        procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env))
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("dit: a training run failed; see runs/shapes/shapes-dit*.log")
 
 
 # ------------------------------------------------------------------------------------------------- 5. export
@@ -569,17 +669,37 @@ def main(argv: list[str] | None = None) -> int:
         "--dit-run", default=None, help="export this transformer run instead of runs/shapes-dit (e.g. an ablation)"
     )
     p.add_argument("--bench-limit", type=int, default=None, help="ShapesBench: only the first N prompts")
-    p.add_argument("dit_overrides", nargs="*", help="dot-list overrides for the DiT run (e.g. train.steps=300)")
+    p.add_argument(
+        "--dit-runs",
+        default="vpred,flow",
+        help="which DiT runs stage dit trains side by side: vpred, flow or both (release 3: vpred, with the "
+        "decoder fine-tuning on the other core)",
+    )
+    p.add_argument(
+        "--base",
+        default=None,
+        metavar="FOLDER",
+        help="take the VAE and text encoder from this model folder (e.g. models/cinegen-shapes) instead of "
+        "training them; stages text and vae are then done",
+    )
+    p.add_argument("--fill-cache", default=None, metavar="RANK/WORLD", help=argparse.SUPPRESS)  # stage dit's helper
+    p.add_argument("dit_overrides", nargs="*", help="dot-list overrides for the DiT runs (e.g. train.steps=300)")
     args = p.parse_args(argv)
+    if args.fill_cache:
+        rank, world = (int(v) for v in args.fill_cache.split("/"))
+        fill_cache(rank, world, args.dit_overrides)
+        return 0
     if args.dit_run:
         global DIT_RUN
         DIT_RUN = ROOT / args.dit_run
+    if args.base:
+        adopt_base(Path(args.base).resolve())
     fns = {k: v for k, v in globals().items() if k.startswith("stage_")}
     todo = [args.only] if args.only else list(STAGES[STAGES.index(args.start) :] if args.start else STAGES)
     t0 = time.time()
     for s in todo:
         if s == "dit":
-            stage_dit(args.dit_overrides)
+            stage_dit(args.dit_overrides, tuple(args.dit_runs.split(",")))
         elif s == "vae-decoder":
             stage_vae_decoder(args.decoder_steps)
         elif s == "eval":

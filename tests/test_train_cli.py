@@ -26,6 +26,14 @@ def test_dry_run_prints_resolved_config_and_rejects_unknown_keys(capsys: pytest.
     assert "gan_weight: 0.0" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_resolves(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each training config in configs/ parses strictly (no unknown or mistyped key) with its own command."""
+    command = "train-vae" if "vae" in config else "train"
+    assert main([command, str(CONFIGS / config), "--dry-run"]) == 0, capsys.readouterr().err
+    assert "run_dir:" in capsys.readouterr().out
+
+
 def test_train_cli_outputs_export_and_pipeline(tiny_2b_folder: Path, tmp_path: Path) -> None:
     """A run through the CLI writes metrics (JSONL + TensorBoard), validation MP4 + PNG, checkpoints, an exported
     model folder that cinegen's pipeline loads and samples from, and `cinegen plot` draws the curves."""
