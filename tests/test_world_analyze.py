@@ -146,3 +146,14 @@ def test_noise_videos_score_low() -> None:
     means = {a: float(np.mean(v)) for a, v in scores.items()}
     assert means["color"] < 0.4 and means["motion"] < 0.4 and means["count"] < 0.4, means
     assert means["consistency"] == 0.0, means
+
+
+def test_shape_features_when_opencv_finds_no_defect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV can return an empty defect array (not None) for a convex outline: that is zero concavity, not a
+    crash (a generated video's blob once stopped a ShapesBench run this way)."""
+    box = np.zeros((41, 41), bool)
+    box[8:33, 8:33] = True
+    expected = shape_features(box)
+    monkeypatch.setattr(cv2, "convexityDefects", lambda *a: np.empty((0, 1, 4), np.int32))
+    feats = shape_features(box)
+    assert feats["concavity"] == 0.0 and classify_shape(feats) == classify_shape(expected) == "square"

@@ -209,7 +209,7 @@ def shape_features(mask: np.ndarray) -> dict[str, float]:
             defects = cv2.convexityDefects(outer, hull_idx)
         except cv2.error:  # self-intersecting pixel outlines can make OpenCV refuse; treat as convex
             defects = None
-        if defects is not None:
+        if defects is not None and defects.size:  # OpenCV may return an empty array for a convex outline
             # defects: (d, 1, 4) or (d, 4) rows (start, end, farthest point, depth * 256)
             concavity = float(defects.reshape(-1, 4)[:, 3].max()) / 256.0 / math.sqrt(max(filled_area, 1.0) / math.pi)
     ys, xs = np.nonzero(filled)
