@@ -581,7 +581,7 @@ def stage_eval(limit: int | None) -> None:
         (EVAL / "vae.json").write_text(json.dumps(vae_reconstruction(MODEL), indent=1) + "\n")
     log(f"eval: VAE {json.loads((EVAL / 'vae.json').read_text())['mean']}")
     launch = [PY, "-m"]
-    if not (EVAL / "bench" / "results.json").is_file() or _bench_limit() != limit:
+    if not _bench_complete() or _bench_limit() != limit:
         cmd = launch + ["cinegen.cli", "eval", "shapes", "--model", str(MODEL), "--out", str(EVAL / "bench")]
         run(cmd + (["--limit", str(limit)] if limit else []), RUNS / "eval.log")
         (EVAL / "bench" / "limit.json").write_text(json.dumps({"limit": limit}) + "\n")
@@ -637,6 +637,15 @@ def ablation_runs(limit: int = 16) -> dict:
         out["runs"][name] = {"summary": res["summary"], "seconds": round(time.time() - t0, 1), "kwargs": kw}
         log(f"ablation {name}: {res['summary']['all']}")
     return out
+
+
+def _bench_complete() -> bool:
+    """results.json is rewritten after every video: a run stopped half-way leaves a partial one."""
+    try:
+        res = json.loads((EVAL / "bench" / "results.json").read_text())
+        return res["videos"] == res["suite_size"]
+    except (OSError, KeyError, ValueError):
+        return False
 
 
 def _bench_limit() -> int | None:
