@@ -21,6 +21,10 @@ from tests.test_train_data import make_toy_set
 # Reductions over 2 ranks sum partial gradients in another order than one process over the whole batch, and
 # a batched matmul over 4 samples may block differently than over 2: expect float32 rounding-level differences.
 TOL = 1e-5
+# Weights after 2 Adam steps at lr 1e-3: Adam divides each gradient by its own running RMS, so a parameter whose
+# gradient is nearly zero turns rounding noise into a sizeable step (seen in CI: 1.02e-5 on a 1e-5 bound). A real
+# DDP/FSDP error (a missing or doubled gradient share) moves weights by ~lr = 1e-3; 5e-5 is 5 % of one step.
+W_TOL = 5e-5
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,5 +92,5 @@ def test_ddp_and_fsdp_two_processes_equal_one(tiny_2b_folder: Path, tmp_path: Pa
         print(f"{name}: max |loss - 1 proc| = {loss_err:.2e}, max |weights - 1 proc| = {w_err:.2e}")
         assert len(got) == 2 and set(w) == set(w_ref)
         assert loss_err <= TOL * max(1.0, max(ref)), (name, ref, got)
-        assert w_err <= TOL, name
+        assert w_err <= W_TOL, (name, w_err)
     assert torch.tensor(ref).isfinite().all()
