@@ -55,7 +55,7 @@ DATA_SEED = 0
 TEXT_LENGTH = 64  # tokens; the longest dense caption is ~50 words+punctuation (checked in `build_text_encoder`)
 TEXT_WIDTH = 128  # T5 d_model = the transformer's text_embed_dim
 DIT_CLIPS = 4000  # clips whose latents the DiT trains on (the rest: spare)
-DECODER_STEPS = 10000  # VAE decoder fine-tuning (encoder frozen), in parallel with the DiT
+DECODER_STEPS = 5000  # VAE decoder fine-tuning (encoder frozen), in parallel with the DiT (release 3: 5,000)
 
 # Defaults the pipeline uses for this folder, chosen by the measurements in the model card (ABLATIONS below):
 # v-prediction (the shipped objective) samples with DDIM; a flow model would use Euler + linear-quadratic.
