@@ -101,7 +101,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         else:
             model = _tiny_random_model(out.parent / "tiny-random-model")
             print(
-                f"NOTE: the default model is not shipped in this checkout ({DEFAULT_MODEL} is missing); "
+                f"NOTE: the default model is not complete in this checkout ({DEFAULT_MODEL / 'model_index.json'} is "
+                "missing: its transformer is not committed yet); "
                 f"generating with a tiny RANDOM model from {model} (the output is noise, not your prompt)"
             )
     pipe = load_pipeline(model, device=default_device(args.device), dtype=parse_dtype(args.dtype))
