@@ -16,8 +16,8 @@ last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`
             `cinegen train-vae configs/shapes-vae-img.yaml` (image pre-training) -> runs/shapes-vae-img/model, then
             `cinegen train-vae configs/shapes-vae.yaml` (clips, from it) -> runs/shapes-vae/model, then
             runs/shapes-vae/final (the same weights with the measured scaling factor)
-3b. vae-decoder  optional decoder-only fine-tuning (encoder frozen, so cached latents stay valid); not used for
-            the current release
+3b. vae-decoder  decoder-only fine-tuning (encoder frozen, so cached latents stay valid), run with --only next to
+            stage dit (release 3: 5,000 steps on the other core)
 4. dit      latents + text embeddings cached by two processes, then side by side (one core each):
             `cinegen train configs/shapes-dit.yaml` -> runs/shapes-dit/model (v-prediction) and the equal-compute
             flow-matching partner `configs/shapes-dit-flow.yaml` -> runs/shapes-dit-flow/model
@@ -84,6 +84,24 @@ def run(cmd: list[str], logfile: Path) -> None:
         rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
     if rc != 0:
         raise SystemExit(f"command failed with exit code {rc}; see {logfile}")
+
+
+def run_parallel(jobs: list[tuple[list[str], Path]], env: dict[str, str] | None = None) -> None:
+    """Run (command, logfile) jobs at once, each appending to its log; wait for all, then stop the script if any
+    failed (naming their logs)."""
+    procs = []
+    for cmd, logfile in jobs:
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        log(f"$ {' '.join(cmd)}  (log: {logfile.relative_to(ROOT)})")
+        f = open(logfile, "a")  # noqa: SIM115 - closed below, after the process ends
+        procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env), f, logfile))
+    failed = []
+    for proc, f, logfile in procs:
+        if proc.wait() != 0:
+            failed.append(str(logfile.relative_to(ROOT)))
+        f.close()
+    if failed:
+        raise SystemExit(f"command(s) failed; see {', '.join(failed)}")
 
 
 # --------------------------------------------------------------------------------------------------- 1. data
@@ -212,6 +230,8 @@ def stage_text() -> None:
 
 # ---------------------------------------------------------------------------------------------------- 3. vae
 VAE_DATA = ROOT / "data" / "shapes-vae64"
+VAE_FRAMES = ROOT / "data" / "shapes-vae64-img"  # 3 frames of each VAE_DATA clip as PNG: image pre-training
+VAE_IMG_RUN = ROOT / "runs" / "shapes-vae-img"
 VAE_FINAL = VAE_RUN / "final"  # the trained VAE with its measured scaling factor: what the DiT stage uses
 
 
@@ -232,10 +252,6 @@ def stage_vae() -> None:
     if not (VAE_RUN / "model" / "vae" / "config.json").is_file():  # 9-frame clips (temporal), from the above
         run([PY, "-m", "cinegen.train.cli", "train-vae", "configs/shapes-vae.yaml"], RUNS / "vae.log")
     finalize_vae()
-
-
-VAE_FRAMES = ROOT / "data" / "shapes-vae64-img"
-VAE_IMG_RUN = ROOT / "runs" / "shapes-vae-img"
 
 
 def export_vae_frames(per_clip: int = 3, seed: int = 0) -> None:
@@ -446,26 +462,10 @@ def stage_dit(overrides: list[str], runs: tuple[str, ...] = ("vpred", "flow")) -
         log("dit: done")
         return
     log("dit: caching latents and text embeddings (two processes)")
-    fillers = [
-        subprocess.Popen(
-            [PY, __file__, "--fill-cache", f"{r}/2", *overrides],
-            stdout=open(RUNS / f"cache-{r}.log", "a"),  # noqa: SIM115 - closed with the process
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        for r in range(2)
-    ]
-    if any(f.wait() != 0 for f in fillers):
-        raise SystemExit("dit: caching failed; see runs/shapes/cache-*.log")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = []
-    for config, run_dir in todo:
-        cmd = [PY, "-m", "cinegen.train.cli", "train", config, *_dit_paths(), *overrides]
-        log(f"$ {' '.join(cmd)}  (log: runs/shapes/{run_dir.name}.log)")
-        out = open(RUNS / f"{run_dir.name}.log", "a")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env))
-    if any(p.wait() != 0 for p in procs):
-        raise SystemExit("dit: a training run failed; see runs/shapes/shapes-dit*.log")
+    run_parallel([([PY, __file__, "--fill-cache", f"{r}/2", *overrides], RUNS / f"cache-{r}.log") for r in range(2)])
+    train = [PY, "-m", "cinegen.train.cli", "train"]
+    jobs = [([*train, config, *_dit_paths(), *overrides], RUNS / f"{run_dir.name}.log") for config, run_dir in todo]
+    run_parallel(jobs, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 # ------------------------------------------------------------------------------------------------- 5. export
