@@ -173,3 +173,34 @@ def test_activation_checkpointing_changes_nothing(tiny_2b_folder: Path, toy: Pat
         assert getattr(comps.transformer.transformer_blocks[0], "_cinegen_ckpt", False) == (ac == "true")
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(v, runs[1][1][k]) for k, v in runs[0][1].items())
+
+
+def test_transformer_init_warm_starts_weights_under_the_config_schedule(tiny_2b_folder: Path, toy: Path) -> None:
+    """`model.transformer_init` copies a folder's transformer weights into the preset-built model, while the
+    noise schedule comes from the config (a `model.path` fine-tune would keep the folder's)."""
+    from cinegen.models.io import load_model_folder
+
+    folder_model = load_model_folder(tiny_2b_folder, device="cpu", dtype=torch.float32)
+    shift = folder_model.scheduler.snr_shift_scale + 4.0
+    warm = [
+        "model.transformer_preset=tiny-cogvideox-2b",
+        f"model.vae_path={tiny_2b_folder}",
+        f"model.text_encoder_path={tiny_2b_folder}",
+        f"objective.snr_shift_scale={shift}",
+    ]
+    cfg = load_config(TrainConfig, None, [*warm, f"model.transformer_init={tiny_2b_folder}", *BASE])
+    comps = load_components(cfg)
+    ref = folder_model.transformer.state_dict()
+    got = comps.transformer.state_dict()
+    assert got.keys() == ref.keys()
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
+    assert comps.schedule.snr_shift_scale == shift
+
+    fresh = load_components(load_config(TrainConfig, None, [*warm, *BASE]))  # no warm start: random weights
+    assert not torch.equal(fresh.transformer.state_dict()["proj_out.weight"], ref["proj_out.weight"])
+
+    wrong = load_config(
+        TrainConfig, None, [*warm, "model.transformer.num_layers=3", f"model.transformer_init={tiny_2b_folder}"]
+    )
+    with pytest.raises(Exception, match="missing|unexpected"):
+        load_components(wrong)

@@ -235,6 +235,10 @@ class ModelConfig:
     transformer: dict[str, Any] = field(default_factory=dict)
     vae_path: str | None = None
     text_encoder_path: str | None = None
+    # Warm start: initialise the transformer built from `transformer_preset`/`transformer` with the weights of
+    # this model folder's `transformer/` (strict). Unlike `path`, the run keeps its own objective and noise
+    # schedule (e.g. continue a model under a new SNR shift) and is exported as a from-scratch model.
+    transformer_init: str | None = None
     # dtype of the frozen parts (VAE, text encoder) while precomputing; the trained weights stay fp32.
     frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 

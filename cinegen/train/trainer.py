@@ -72,6 +72,17 @@ def load_vae_folder(path: str | Path) -> nn.Module:
     return vae.eval().requires_grad_(False)
 
 
+def init_transformer(transformer: nn.Module, root: Path) -> None:
+    """Copy the weights of `root/transformer/` (a model folder) or `root/` (a component folder) into
+    `transformer`, strictly: every key and shape must match the configured architecture."""
+    from cinegen.models.io import load_module_weights, read_weights
+
+    folder = root / "transformer" if (root / "transformer").is_dir() else root
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model.transformer_init: no transformer folder at {root}")
+    load_module_weights(transformer, read_weights(folder), folder)
+
+
 def training_schedule(cfg: TrainConfig, folder_schedule: Any | None) -> Any:
     """The noise schedule of the objective: the model folder's for v-pred fine-tuning, else from the config."""
     from cinegen.models.presets import cogvideox_scheduler, flow_scheduler
@@ -102,6 +113,8 @@ def load_components(cfg: TrainConfig) -> Components:
         base = get_preset(m.transformer_preset).transformer.to_dict() if m.transformer_preset else {}
         t_cfg = TransformerConfig.from_dict({**base, **m.transformer})
         transformer: nn.Module = CogVideoXTransformer(t_cfg)
+        if m.transformer_init is not None:
+            init_transformer(transformer, Path(m.transformer_init))
     elif bundle is not None:
         transformer = bundle.transformer
     else:
