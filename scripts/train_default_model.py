@@ -19,10 +19,12 @@ last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`
 3b. vae-decoder  decoder-only fine-tuning (encoder frozen, so cached latents stay valid), run with --only next to
             stage dit (release 3: 5,000 steps on the other core)
 4. dit      latents + text embeddings cached by two processes, then side by side (one core each):
-            `cinegen train configs/shapes-dit.yaml` -> runs/shapes-dit/model (v-prediction) and the equal-compute
-            flow-matching partner `configs/shapes-dit-flow.yaml` -> runs/shapes-dit-flow/model
+            `cinegen train configs/shapes-dit.yaml` -> runs/shapes-dit/model (v-prediction, SNR shift 1) and the
+            equal-compute flow-matching partner `configs/shapes-dit-flow.yaml` -> runs/shapes-dit-flow/model
+4b. dit-shift  `cinegen train configs/shapes-dit-shift.yaml` (two DDP processes, one core each): the stage-4
+            transformer continued at SNR shift 10 -> runs/shapes-dit-shift/model, the shipped transformer
 5. export   assemble models/cinegen-shapes (diffusers layout + `_cinegen_defaults`), check it loads
-6. eval     VAE reconstruction on held-out clips, ShapesBench (seen + held-out), generation benchmark
+6. eval     VAE reconstruction on held-out clips, caption use, ShapesBench (seen + held-out), generation benchmark
 7. card     plots + numbers into models/cinegen-shapes/README.md (the prose parts are maintained by hand)
 """
 
@@ -43,10 +45,12 @@ DATA = ROOT / "data" / "shapes"
 RUNS = ROOT / "runs" / "shapes"
 TEXT = RUNS / "text"
 VAE_RUN = ROOT / "runs" / "shapes-vae"
-DIT_RUN = ROOT / "runs" / "shapes-dit"  # the shipped transformer (v-prediction; see the model card)
+DIT_RUN = ROOT / "runs" / "shapes-dit"  # v-prediction at SNR shift 1 (release 3's transformer)
+SHIFT_RUN = ROOT / "runs" / "shapes-dit-shift"  # DIT_RUN continued at SNR shift 10: the shipped transformer
+EXPORT_RUN = SHIFT_RUN  # the run stage export takes its transformer from (--dit-run)
 FLOW_RUN = ROOT / "runs" / "shapes-dit-flow"  # its flow-matching ablation partner (equal compute)
 MODEL = ROOT / "models" / "cinegen-shapes"
-STAGES = ("data", "text", "vae", "dit", "export", "eval", "card")
+STAGES = ("data", "text", "vae", "dit", "dit-shift", "export", "eval", "card")
 EXTRA_STAGES = ("vae-decoder",)  # run only with --only
 
 # Clip formats of the training set: the three ShapesBench aspects at 9 and 17 frames.
@@ -468,16 +472,35 @@ def stage_dit(overrides: list[str], runs: tuple[str, ...] = ("vpred", "flow")) -
     run_parallel(jobs, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def stage_dit_shift(overrides: list[str]) -> None:
+    """Continue the stage-4 transformer at SNR shift 10 (configs/shapes-dit-shift.yaml; the model card measures
+    why): two DDP processes of one thread and 4 clips each, the same global batch of 8 as stage 4."""
+    if (SHIFT_RUN / "model" / "model_index.json").is_file():
+        log("dit-shift: done")
+        return
+    if not (DIT_RUN / "model" / "model_index.json").is_file():
+        raise SystemExit(f"dit-shift: needs the stage-4 transformer {DIT_RUN.relative_to(ROOT)}/model (run stage dit)")
+    torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd = [*torchrun, "-m", "cinegen.train.cli", "train", "configs/shapes-dit-shift.yaml", *_dit_paths()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log(f"$ {' '.join(cmd)}  (log: runs/shapes/{SHIFT_RUN.name}.log)")
+    with open(RUNS / f"{SHIFT_RUN.name}.log", "a") as f:
+        args = [*cmd, "parallel.strategy=ddp", "data.batch_size=4", *overrides]
+        rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    if rc != 0:
+        raise SystemExit(f"dit-shift failed with exit code {rc}; see runs/shapes/{SHIFT_RUN.name}.log")
+
+
 # ------------------------------------------------------------------------------------------------- 5. export
 def _dit_weights() -> tuple[dict, str]:
     """EMA transformer weights: the trainer's export, else (a run stopped early) its latest checkpoint."""
     from safetensors.torch import load_file
 
-    if (DIT_RUN / "model" / "model_index.json").is_file():
-        return {}, str((DIT_RUN / "model").relative_to(ROOT))
-    ckpts = sorted((DIT_RUN / "checkpoints").glob("step_*"))
+    if (EXPORT_RUN / "model" / "model_index.json").is_file():
+        return {}, str((EXPORT_RUN / "model").relative_to(ROOT))
+    ckpts = sorted((EXPORT_RUN / "checkpoints").glob("step_*"))
     if not ckpts:
-        raise SystemExit("export: no DiT export and no checkpoint in runs/shapes-dit")
+        raise SystemExit(f"export: no DiT export and no checkpoint in {EXPORT_RUN.relative_to(ROOT)}")
     name = "ema.safetensors" if (ckpts[-1] / "ema.safetensors").is_file() else "model.safetensors"
     return load_file(str(ckpts[-1] / name)), str((ckpts[-1] / name).relative_to(ROOT))
 
@@ -495,9 +518,9 @@ def stage_export() -> None:
 
     weights, source = _dit_weights()
     if not weights:
-        bundle = load_model_folder(DIT_RUN / "model", dtype=torch.float32)
+        bundle = load_model_folder(EXPORT_RUN / "model", dtype=torch.float32)
     else:
-        state = json.loads(sorted((DIT_RUN / "checkpoints").glob("step_*"))[-1].joinpath("state.json").read_text())
+        state = json.loads(sorted((EXPORT_RUN / "checkpoints").glob("step_*"))[-1].joinpath("state.json").read_text())
         t_cfg = TransformerConfig.from_dict(state["model_config"])
         transformer = CogVideoXTransformer(t_cfg)
         transformer.load_state_dict(weights, strict=True)
@@ -575,11 +598,53 @@ def vae_reconstruction(model: Path, n: int = 12, seed: int = 777) -> dict:
     return {"clips": n, "seed": seed, "frames": 17, "mean": mean, "rows": rows}
 
 
+def caption_use(model: Path, n: int = 12, seed: int = 777, snr: float = 0.003) -> dict:
+    """How much the transformer's denoising depends on the caption: mean squared error of its x0 estimate with the
+    clip's dense caption vs the empty caption, on fresh clips (as `vae_reconstruction`), from pure noise (t = 999:
+    ᾱ = 0 under every SNR shift, so only the caption can tell) and at SNR `snr` (objects are about to emerge from
+    the noise). A model that ignores the text scores the same with both captions."""
+    import numpy as np
+    import torch
+
+    from cinegen.pipeline import load_pipeline
+    from cinegen.sampling.schedules import alphas_cumprod
+    from cinegen.world.captions import dense_caption
+    from cinegen.world.dataset import clip_spec
+    from cinegen.world.render import render_clip
+
+    pipe = load_pipeline(model, device="cpu", dtype=torch.float32)
+    if pipe.scheduler.kind == "flow":
+        return {"skipped": "flow-matching model (the x0 estimates here are v-prediction's)"}
+    ac = alphas_cumprod(pipe.scheduler)  # (N,) float64
+    t_mid = int(torch.argmin((ac / (1 - ac) - snr).abs()))
+    levels = {"pure_noise": (999, 0.0), f"snr_{snr}": (t_mid, float(ac[t_mid]))}
+    g = torch.Generator().manual_seed(seed)
+    err: dict[str, list[float]] = {f"{lv}/{c}": [] for lv in levels for c in ("caption", "empty")}
+    for i in range(n):
+        spec, _ = clip_spec(seed, i, frame_counts=[17], include_held_out=True)
+        x = torch.from_numpy(render_clip(spec)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
+        with torch.no_grad():
+            x0 = pipe.vae.scale(pipe.vae.encode(x)).permute(0, 2, 1, 3, 4)  # (1, T, C, h, w)
+            eps = torch.randn(x0.shape, generator=g)
+            for name, (t, a) in levels.items():
+                x_t = a**0.5 * x0 + (1 - a) ** 0.5 * eps
+                for cap_name, cap in (("caption", dense_caption(spec.truth())), ("empty", "")):
+                    v = pipe.transformer(x_t, pipe.encode_prompts(cap, "", False), torch.tensor([t])).float()
+                    x0_hat = a**0.5 * x_t - (1 - a) ** 0.5 * v  # v-prediction -> x0
+                    err[f"{name}/{cap_name}"].append(float(((x0_hat - x0) ** 2).mean()))
+    mean = {k: round(float(np.mean(v)), 4) for k, v in err.items()}
+    gain = {lv: round(1 - mean[f"{lv}/caption"] / mean[f"{lv}/empty"], 4) for lv in levels}
+    return {"clips": n, "seed": seed, "t": {k: t for k, (t, _) in levels.items()}, "x0_mse": mean, "gain": gain}
+
+
 def stage_eval(limit: int | None) -> None:
     EVAL.mkdir(parents=True, exist_ok=True)
     if not (EVAL / "vae.json").is_file():
         (EVAL / "vae.json").write_text(json.dumps(vae_reconstruction(MODEL), indent=1) + "\n")
     log(f"eval: VAE {json.loads((EVAL / 'vae.json').read_text())['mean']}")
+    if not (EVAL / "caption_use.json").is_file():
+        (EVAL / "caption_use.json").write_text(json.dumps(caption_use(MODEL), indent=1) + "\n")
+    log(f"eval: caption use {json.loads((EVAL / 'caption_use.json').read_text())['gain']}")
     launch = [PY, "-m"]
     if not _bench_complete() or _bench_limit() != limit:
         cmd = launch + ["cinegen.cli", "eval", "shapes", "--model", str(MODEL), "--out", str(EVAL / "bench")]
@@ -601,11 +666,11 @@ def stage_eval(limit: int | None) -> None:
 # (name, model folder, generate() overrides): objective ablation at equal training compute, sampler / steps /
 # guidance choice for the shipped model, and linear-quadratic vs uniform flow schedules at equal steps.
 ABLATIONS: list[tuple[str, Path, dict]] = [
-    ("vpred ddim-20 cfg4", DIT_RUN / "model", {"sampler": "ddim", "steps": 20, "guidance": 4.0}),
-    ("vpred ddim-10 cfg4", DIT_RUN / "model", {"sampler": "ddim", "steps": 10, "guidance": 4.0}),
-    ("vpred ddim-50 cfg4", DIT_RUN / "model", {"sampler": "ddim", "steps": 50, "guidance": 4.0}),
-    ("vpred ddim-20 cfg6", DIT_RUN / "model", {"sampler": "ddim", "steps": 20, "guidance": 6.0}),
-    ("vpred dpm-20 cfg4", DIT_RUN / "model", {"sampler": "dpm", "steps": 20, "guidance": 4.0}),
+    ("vpred ddim-20 cfg4", MODEL, {"sampler": "ddim", "steps": 20, "guidance": 4.0}),
+    ("vpred ddim-10 cfg4", MODEL, {"sampler": "ddim", "steps": 10, "guidance": 4.0}),
+    ("vpred ddim-50 cfg4", MODEL, {"sampler": "ddim", "steps": 50, "guidance": 4.0}),
+    ("vpred ddim-20 cfg6", MODEL, {"sampler": "ddim", "steps": 20, "guidance": 6.0}),
+    ("vpred dpm-20 cfg4", MODEL, {"sampler": "dpm", "steps": 20, "guidance": 4.0}),
     ("flow euler-20 lq cfg4", FLOW_RUN / "model", {"steps": 20, "guidance": 4.0, "flow_schedule": "linear_quadratic"}),
     ("flow euler-20 uniform cfg4", FLOW_RUN / "model", {"steps": 20, "guidance": 4.0, "flow_schedule": "uniform"}),
     ("flow euler-10 lq cfg4", FLOW_RUN / "model", {"steps": 10, "guidance": 4.0, "flow_schedule": "linear_quadratic"}),
@@ -660,7 +725,12 @@ def stage_card() -> None:
     """Training curves next to the card, and the measured numbers as markdown fragments the card embeds."""
     import shutil
 
-    curves = ((VAE_RUN, "vae_curves.png"), (DIT_RUN, "dit_curves.png"), (FLOW_RUN, "dit_flow_curves.png"))
+    curves = (
+        (VAE_RUN, "vae_curves.png"),
+        (DIT_RUN, "dit_curves.png"),
+        (SHIFT_RUN, "dit_shift_curves.png"),
+        (FLOW_RUN, "dit_flow_curves.png"),
+    )
     for run_dir, name in curves:
         if (run_dir / "metrics.jsonl").is_file():
             run([PY, "-m", "cinegen.train.cli", "plot", str(run_dir), "-o", str(MODEL / name)], RUNS / "card.log")
@@ -675,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from", dest="start", choices=STAGES, default=None, help="run this stage and the ones after")
     p.add_argument("--decoder-steps", type=int, default=DECODER_STEPS, help="VAE decoder fine-tuning steps")
     p.add_argument(
-        "--dit-run", default=None, help="export this transformer run instead of runs/shapes-dit (e.g. an ablation)"
+        "--dit-run", default=None, help="export this run's transformer instead of runs/shapes-dit-shift (an ablation)"
     )
     p.add_argument("--bench-limit", type=int, default=None, help="ShapesBench: only the first N prompts")
     p.add_argument(
@@ -699,8 +769,8 @@ def main(argv: list[str] | None = None) -> int:
         fill_cache(rank, world, args.dit_overrides)
         return 0
     if args.dit_run:
-        global DIT_RUN
-        DIT_RUN = ROOT / args.dit_run
+        global EXPORT_RUN
+        EXPORT_RUN = ROOT / args.dit_run
     if args.base:
         adopt_base(Path(args.base).resolve())
     fns = {k: v for k, v in globals().items() if k.startswith("stage_")}
@@ -709,12 +779,14 @@ def main(argv: list[str] | None = None) -> int:
     for s in todo:
         if s == "dit":
             stage_dit(args.dit_overrides, tuple(args.dit_runs.split(",")))
+        elif s == "dit-shift":
+            stage_dit_shift(args.dit_overrides)
         elif s == "vae-decoder":
             stage_vae_decoder(args.decoder_steps)
         elif s == "eval":
             stage_eval(args.bench_limit)
         else:
-            fns[f"stage_{s}"]()
+            fns[f"stage_{s.replace('-', '_')}"]()
     log(f"finished {todo} in {(time.time() - t0) / 60:.1f} min")
     return 0
 
