@@ -22,7 +22,8 @@ last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`
             `cinegen train configs/shapes-dit.yaml` -> runs/shapes-dit/model (v-prediction, SNR shift 1) and the
             equal-compute flow-matching partner `configs/shapes-dit-flow.yaml` -> runs/shapes-dit-flow/model
 4b. dit-shift  `cinegen train configs/shapes-dit-shift.yaml` (two DDP processes, one core each): the stage-4
-            transformer continued at SNR shift 10 -> runs/shapes-dit-shift/model, the shipped transformer
+            transformer continued at SNR shift 10 -> runs/shapes-dit-shift/model, then continued once more with
+            the learning rate re-warmed, `configs/shapes-dit-long.yaml` -> runs/shapes-dit-long/model (shipped)
 5. export   assemble models/cinegen-shapes (diffusers layout + `_cinegen_defaults`), check it loads
 6. eval     VAE reconstruction on held-out clips, caption use, ShapesBench (seen + held-out), generation benchmark
 7. card     plots + numbers into models/cinegen-shapes/README.md (the prose parts are maintained by hand)
@@ -46,8 +47,9 @@ RUNS = ROOT / "runs" / "shapes"
 TEXT = RUNS / "text"
 VAE_RUN = ROOT / "runs" / "shapes-vae"
 DIT_RUN = ROOT / "runs" / "shapes-dit"  # v-prediction at SNR shift 1 (release 3's transformer)
-SHIFT_RUN = ROOT / "runs" / "shapes-dit-shift"  # DIT_RUN continued at SNR shift 10: the shipped transformer
-EXPORT_RUN = SHIFT_RUN  # the run stage export takes its transformer from (--dit-run)
+SHIFT_RUN = ROOT / "runs" / "shapes-dit-shift"  # DIT_RUN continued at SNR shift 10
+LONG_RUN = ROOT / "runs" / "shapes-dit-long"  # SHIFT_RUN continued (lr re-warmed): the shipped transformer
+EXPORT_RUN = LONG_RUN  # the run stage export takes its transformer from (--dit-run)
 FLOW_RUN = ROOT / "runs" / "shapes-dit-flow"  # its flow-matching ablation partner (equal compute)
 MODEL = ROOT / "models" / "cinegen-shapes"
 STAGES = ("data", "text", "vae", "dit", "dit-shift", "export", "eval", "card")
@@ -474,21 +476,27 @@ def stage_dit(overrides: list[str], runs: tuple[str, ...] = ("vpred", "flow")) -
 
 def stage_dit_shift(overrides: list[str]) -> None:
     """Continue the stage-4 transformer at SNR shift 10 (configs/shapes-dit-shift.yaml; the model card measures
-    why): two DDP processes of one thread and 4 clips each, the same global batch of 8 as stage 4."""
-    if (SHIFT_RUN / "model" / "model_index.json").is_file():
-        log("dit-shift: done")
-        return
-    if not (DIT_RUN / "model" / "model_index.json").is_file():
-        raise SystemExit(f"dit-shift: needs the stage-4 transformer {DIT_RUN.relative_to(ROOT)}/model (run stage dit)")
-    torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd = [*torchrun, "-m", "cinegen.train.cli", "train", "configs/shapes-dit-shift.yaml", *_dit_paths()]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    log(f"$ {' '.join(cmd)}  (log: runs/shapes/{SHIFT_RUN.name}.log)")
-    with open(RUNS / f"{SHIFT_RUN.name}.log", "a") as f:
-        args = [*cmd, "parallel.strategy=ddp", "data.batch_size=4", *overrides]
-        rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    if rc != 0:
-        raise SystemExit(f"dit-shift failed with exit code {rc}; see runs/shapes/{SHIFT_RUN.name}.log")
+    why), then once more with the learning rate re-warmed (configs/shapes-dit-long.yaml): two DDP processes of one
+    thread and 4 clips each, the same global batch of 8 as stage 4."""
+    rounds = (
+        (DIT_RUN, "configs/shapes-dit-shift.yaml", SHIFT_RUN),
+        (SHIFT_RUN, "configs/shapes-dit-long.yaml", LONG_RUN),
+    )
+    for init, config, run_dir in rounds:
+        if (run_dir / "model" / "model_index.json").is_file():
+            log(f"dit-shift: {run_dir.relative_to(ROOT)} done")
+            continue
+        if not (init / "model" / "model_index.json").is_file():
+            raise SystemExit(f"dit-shift: {config} starts from {init.relative_to(ROOT)}/model, which is missing")
+        torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        cmd = [*torchrun, "-m", "cinegen.train.cli", "train", config, *_dit_paths()]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        log(f"$ {' '.join(cmd)}  (log: runs/shapes/{run_dir.name}.log)")
+        with open(RUNS / f"{run_dir.name}.log", "a") as f:
+            args = [*cmd, "parallel.strategy=ddp", "data.batch_size=4", *overrides]
+            rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        if rc != 0:
+            raise SystemExit(f"dit-shift failed with exit code {rc}; see runs/shapes/{run_dir.name}.log")
 
 
 # ------------------------------------------------------------------------------------------------- 5. export
@@ -598,43 +606,17 @@ def vae_reconstruction(model: Path, n: int = 12, seed: int = 777) -> dict:
     return {"clips": n, "seed": seed, "frames": 17, "mean": mean, "rows": rows}
 
 
-def caption_use(model: Path, n: int = 12, seed: int = 777, snr: float = 0.003) -> dict:
-    """How much the transformer's denoising depends on the caption: mean squared error of its x0 estimate with the
-    clip's dense caption vs the empty caption, on fresh clips (as `vae_reconstruction`), from pure noise (t = 999:
-    ᾱ = 0 under every SNR shift, so only the caption can tell) and at SNR `snr` (objects are about to emerge from
-    the noise). A model that ignores the text scores the same with both captions."""
-    import numpy as np
+def _probe(model: Path, which: str) -> dict:
+    """`cinegen.world.probe.caption_use` / `attribute_use` on the folder (fp32); flow models are skipped."""
     import torch
 
     from cinegen.pipeline import load_pipeline
-    from cinegen.sampling.schedules import alphas_cumprod
-    from cinegen.world.captions import dense_caption
-    from cinegen.world.dataset import clip_spec
-    from cinegen.world.render import render_clip
+    from cinegen.world import probe
 
     pipe = load_pipeline(model, device="cpu", dtype=torch.float32)
     if pipe.scheduler.kind == "flow":
-        return {"skipped": "flow-matching model (the x0 estimates here are v-prediction's)"}
-    ac = alphas_cumprod(pipe.scheduler)  # (N,) float64
-    t_mid = int(torch.argmin((ac / (1 - ac) - snr).abs()))
-    levels = {"pure_noise": (999, 0.0), f"snr_{snr}": (t_mid, float(ac[t_mid]))}
-    g = torch.Generator().manual_seed(seed)
-    err: dict[str, list[float]] = {f"{lv}/{c}": [] for lv in levels for c in ("caption", "empty")}
-    for i in range(n):
-        spec, _ = clip_spec(seed, i, frame_counts=[17], include_held_out=True)
-        x = torch.from_numpy(render_clip(spec)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
-        with torch.no_grad():
-            x0 = pipe.vae.scale(pipe.vae.encode(x)).permute(0, 2, 1, 3, 4)  # (1, T, C, h, w)
-            eps = torch.randn(x0.shape, generator=g)
-            for name, (t, a) in levels.items():
-                x_t = a**0.5 * x0 + (1 - a) ** 0.5 * eps
-                for cap_name, cap in (("caption", dense_caption(spec.truth())), ("empty", "")):
-                    v = pipe.transformer(x_t, pipe.encode_prompts(cap, "", False), torch.tensor([t])).float()
-                    x0_hat = a**0.5 * x_t - (1 - a) ** 0.5 * v  # v-prediction -> x0
-                    err[f"{name}/{cap_name}"].append(float(((x0_hat - x0) ** 2).mean()))
-    mean = {k: round(float(np.mean(v)), 4) for k, v in err.items()}
-    gain = {lv: round(1 - mean[f"{lv}/caption"] / mean[f"{lv}/empty"], 4) for lv in levels}
-    return {"clips": n, "seed": seed, "t": {k: t for k, (t, _) in levels.items()}, "x0_mse": mean, "gain": gain}
+        return {"skipped": "flow-matching model (the probes read v-prediction x0 estimates)"}
+    return probe.caption_use(pipe) if which == "caption" else probe.attribute_use(pipe)
 
 
 def stage_eval(limit: int | None) -> None:
@@ -642,9 +624,11 @@ def stage_eval(limit: int | None) -> None:
     if not (EVAL / "vae.json").is_file():
         (EVAL / "vae.json").write_text(json.dumps(vae_reconstruction(MODEL), indent=1) + "\n")
     log(f"eval: VAE {json.loads((EVAL / 'vae.json').read_text())['mean']}")
-    if not (EVAL / "caption_use.json").is_file():
-        (EVAL / "caption_use.json").write_text(json.dumps(caption_use(MODEL), indent=1) + "\n")
-    log(f"eval: caption use {json.loads((EVAL / 'caption_use.json').read_text())['gain']}")
+    for which in ("caption", "attribute"):  # does the transformer read its caption, and its object words?
+        out = EVAL / f"{which}_use.json"
+        if not out.is_file():
+            out.write_text(json.dumps(_probe(MODEL, which), indent=1) + "\n")
+        log(f"eval: {which} use {json.loads(out.read_text()).get('gain')}")
     launch = [PY, "-m"]
     if not _bench_complete() or _bench_limit() != limit:
         cmd = launch + ["cinegen.cli", "eval", "shapes", "--model", str(MODEL), "--out", str(EVAL / "bench")]
@@ -729,6 +713,7 @@ def stage_card() -> None:
         (VAE_RUN, "vae_curves.png"),
         (DIT_RUN, "dit_curves.png"),
         (SHIFT_RUN, "dit_shift_curves.png"),
+        (LONG_RUN, "dit_long_curves.png"),
         (FLOW_RUN, "dit_flow_curves.png"),
     )
     for run_dir, name in curves:
@@ -745,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from", dest="start", choices=STAGES, default=None, help="run this stage and the ones after")
     p.add_argument("--decoder-steps", type=int, default=DECODER_STEPS, help="VAE decoder fine-tuning steps")
     p.add_argument(
-        "--dit-run", default=None, help="export this run's transformer instead of runs/shapes-dit-shift (an ablation)"
+        "--dit-run", default=None, help="export this run's transformer instead of runs/shapes-dit-long (an ablation)"
     )
     p.add_argument("--bench-limit", type=int, default=None, help="ShapesBench: only the first N prompts")
     p.add_argument(

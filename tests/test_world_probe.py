@@ -1,0 +1,64 @@
+"""Text-conditioning probes (cinegen.world.probe): attribute swaps, latent footprints, and the probes themselves
+on a tiny random model (a model blind to its text must score exactly 0)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import cinegen
+from cinegen.world import probe
+from cinegen.world import vocab as V
+from cinegen.world.dataset import clip_spec
+
+
+@pytest.mark.parametrize("attr", probe.ATTRIBUTES)
+def test_swap_attribute_changes_only_that_word(attr: str) -> None:
+    for i in range(40):
+        spec, _ = clip_spec(5, i, include_held_out=True)
+        swapped = probe.swap_attribute(spec, attr)
+        if swapped is None:
+            continue
+        a, b = spec.objects[0], swapped.objects[0]
+        assert getattr(a, attr) != getattr(b, attr)
+        for other in ("shape", "color", "size", "motion", "speed", "x", "y", "angle"):
+            if other != attr:
+                assert getattr(a, other) == getattr(b, other)
+        assert V.has_speed(a.motion) == V.has_speed(b.motion) and V.motion_valid(b.shape, b.motion)
+        assert swapped.objects[1:] == spec.objects[1:] and swapped.background == spec.background
+    with pytest.raises(ValueError, match="unknown attribute"):
+        probe.swap_attribute(spec, "size")
+
+
+def test_swap_of_a_still_motion_has_no_candidate() -> None:
+    spec = next(s for s, _ in (clip_spec(5, i) for i in range(500)) if s.objects[0].motion == "still")
+    assert probe.swap_attribute(spec, "motion") is None
+
+
+def test_latent_footprint_follows_the_causal_groups() -> None:
+    mask = torch.zeros(9, 16, 16, dtype=torch.bool)  # frames 0 | 1-4 | 5-8 -> 3 latent frames
+    mask[0, 0, 0] = True
+    mask[6, 5, 9] = True
+    cells = probe.latent_footprint(mask, temporal=4, spatial=4)
+    assert cells.shape == (3, 1, 4, 4)
+    expected = torch.zeros(3, 1, 4, 4)
+    expected[0, 0, 0, 0] = 1
+    expected[2, 0, 1, 2] = 1
+    assert torch.equal(cells, expected)
+
+
+def test_probes_measure_text_use_and_read_zero_for_a_text_blind_model(tiny_2b_folder: Path) -> None:
+    pipe = cinegen.load_pipeline(tiny_2b_folder, device="cpu", dtype=torch.float32)
+    cap = probe.caption_use(pipe, n=2)
+    attr = probe.attribute_use(pipe, n=2, snrs=(0.01,))
+    assert set(cap["gain"]) == {"pure_noise", "snr_0.003"} and cap["t"]["pure_noise"] == 999
+    assert cap["gain"]["pure_noise"] != 0.0  # a random model's output depends on its text
+    assert attr["clips"]["color"] == 2 and set(attr["gain"]) >= {"pure_noise/color", "snr_0.01/shape"}
+    assert any(g != 0.0 for g in attr["gain"].values())
+    with torch.no_grad():  # text tokens all zero: every caption gives the same output
+        pipe.transformer.patch_embed.text_proj.weight.zero_()
+        pipe.transformer.patch_embed.text_proj.bias.zero_()
+    assert all(g == 0.0 for g in probe.caption_use(pipe, n=2)["gain"].values())
+    assert all(g == 0.0 for g in probe.attribute_use(pipe, n=2, snrs=(0.01,))["gain"].values())
