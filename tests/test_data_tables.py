@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cinegen.config import ConfigError
 from cinegen.data.bucket import assign_bucket, bucket_records, bucket_size, frames_for, nearest_ratio
 from cinegen.data.caption import caption_item, clean_caption, filename_caption
 from cinegen.data.cli import main as data_main
@@ -122,9 +123,9 @@ def test_default_yaml_equals_builtin_defaults() -> None:
 
 
 def test_config_is_strict(tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match="filter"):
+    with pytest.raises(ConfigError, match="filter"):
         load_config(None, ["filter.max_txt_area=0.1"])
-    with pytest.raises(TypeError, match="score.ocr"):
+    with pytest.raises(ConfigError, match="score.ocr"):
         load_config(None, ["score.ocr=maybe"])
     with pytest.raises(ValueError, match="split.mode"):
         load_config(None, ["split.mode=fast"])

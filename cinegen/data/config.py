@@ -8,16 +8,14 @@ Defaults follow data-pipelines.md: ContentDetector(27, min_scene_len 15) and 3-1
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from cinegen.config import from_dict as from_dict  # re-exported for the pipeline's workers
+from cinegen.config import load_config as generic_load
+from cinegen.config import to_dict
 from cinegen.data.manifest import IMAGE_EXTENSIONS
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
@@ -221,95 +219,10 @@ def parse_ratio(s: str) -> float:
 # ------------------------------------------------------------------------------------------ strict loading
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check / coerce one YAML value against a dataclass field type; errors name the dotted key."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise TypeError(f"{key}: null is not allowed")
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, key)
-            except (TypeError, ValueError) as e:
-                errors.append(str(e))
-        raise TypeError("; ".join(errors))
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise TypeError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return from_dict(tp, value, key)
-    if origin is tuple:
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise TypeError(f"{key}: expected a list, got {type(value).__name__}")
-        (inner, *_rest) = typing.get_args(tp)
-        return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise TypeError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported config type {tp!r}")
-
-
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        where = f" in {prefix}" if prefix else ""
-        raise KeyError(f"unknown config key(s) {unknown}{where}; known: {names}")
-    kw = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kw)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) that `from_dict` reads back."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b=value` strings (value parsed as YAML) to a nested dict, in place; returns it."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = data
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-    return data
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DataConfig:
-    """Defaults <- YAML file <- dot-list overrides; strict (unknown keys and wrong types raise)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
-        if not isinstance(loaded, dict):
-            raise TypeError(f"{path}: the top level of a data config must be a mapping")
-        data = loaded
-    apply_overrides(data, list(overrides or []))
-    return from_dict(DataConfig, data).validate()
+    """Defaults <- YAML file <- dot-list overrides (`cinegen.config`'s strict loader: unknown keys and wrong
+    types raise ConfigError naming the key), then the pipeline's own checks (`DataConfig.validate`)."""
+    return generic_load(DataConfig, path, list(overrides or [])).validate()
 
 
 def dump_config(cfg: DataConfig) -> str:
