@@ -9,7 +9,8 @@ Rules (DESIGN.md §4.3):
 - a value of the wrong type is an error that names the path, the expected type and the value;
 - override values are parsed as YAML scalars/flow collections (``a.b=[1,2]``, ``x=null``, ``flag=true``);
 - list items are addressed by index (``train.stages.1.steps=100``);
-- ``1e-4`` (which YAML 1.1 reads as a string) is accepted for float fields.
+- ``1e-4`` (which YAML 1.1 reads as a string) is accepted for float fields;
+- ``_base_: other.yaml`` (relative to the file) inherits another config: mappings merge, other values replace.
 """
 
 from __future__ import annotations
@@ -188,19 +189,42 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
             node = node[k]
 
 
+BASE_KEY = "_base_"
+
+
+def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` deep-merged onto a copy of `base`: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a mapping, with its `_base_` (a file path relative to it) merged underneath, recursively:
+    a config can state only what it changes from another."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}" + (f" (the {BASE_KEY} of {_chain[-1]})" if _chain else ""))
+    if p.resolve() in _chain:
+        raise ConfigError(f"{BASE_KEY} cycle: {' -> '.join(str(c) for c in (*_chain, p.resolve()))}")
+    loaded = yaml.safe_load(p.read_text())
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+    base = loaded.pop(BASE_KEY, None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: {BASE_KEY} must be a file path, got {base!r}")
+    return merge(read_yaml(p.parent / base, (*_chain, p.resolve())), loaded)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Read `path` (YAML; None = all defaults), apply dot-list `overrides`, and build `cls` strictly."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        loaded = yaml.safe_load(p.read_text())
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
-        data = loaded
+    """Read `path` (YAML, with its `_base_` chain; None = all defaults), apply dot-list `overrides`, and build
+    `cls` strictly."""
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
     for item in overrides:
         keys, value = parse_override(item)
         apply_override(data, keys, value)

@@ -67,6 +67,27 @@ def test_config_yaml_overrides_and_strictness(tmp_path: Path) -> None:
         load_config(_Outer, None, ["steps"])
 
 
+def test_config_base_inheritance(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("inner:\n  lr: 0.5\n  names: [a, b]\nsteps: 3\npath: /x\n")
+    (tmp_path / "sub" / "mid.yaml").write_text("_base_: ../root.yaml\ninner:\n  mode: b\nsteps: 4\n")
+    (tmp_path / "leaf.yaml").write_text("_base_: sub/mid.yaml\ninner:\n  names: [c]\npath: null\n")
+    cfg = load_config(_Outer, tmp_path / "leaf.yaml", ["steps=9"])
+    # mappings merge key by key through the chain (paths relative to each file); lists and scalars replace
+    assert cfg.inner == _Inner(lr=0.5, names=["c"], mode="b") and cfg.path is None and cfg.steps == 9
+    assert load_config(_Outer, tmp_path / "sub" / "mid.yaml").steps == 4
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="_base_ cycle"):
+        load_config(_Outer, tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("_base_: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml \(the _base_ of"):
+        load_config(_Outer, tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("_base_: [root.yaml]\n")
+    with pytest.raises(ConfigError, match="must be a file path"):
+        load_config(_Outer, tmp_path / "d.yaml")
+
+
 @pytest.mark.parametrize("name", ["lora-cogvideox-2b", "lora-cogvideox-5b", "full-finetune", "scratch-small", "vae"])
 def test_shipped_configs_parse_and_round_trip(name: str, tmp_path: Path) -> None:
     cls = VAETrainConfig if name == "vae" else TrainConfig
