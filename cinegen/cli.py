@@ -127,7 +127,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     long_spec = None
     if args.long:
-        from cinegen.app.longvideo import LongVideoSpec, plan_long
+        from cinegen.longvideo import LongVideoSpec, plan_long
 
         long_spec = LongVideoSpec(overlap=args.long_overlap)
         r, _ = plan_long(pipe, req, long_spec)  # validates before any compute
@@ -147,7 +147,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         bar.update(1)
 
     if long_spec is not None:
-        from cinegen.app.longvideo import generate_long
+        from cinegen.longvideo import generate_long
 
         video = generate_long(pipe, r, long_spec, progress=progress)
     else:

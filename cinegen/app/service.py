@@ -24,7 +24,7 @@ import numpy as np
 from cinegen.app.enhance import EnhanceResult, PromptEnhancer, enhance_with_fallback
 from cinegen.app.history import HistoryEntry, HistoryStore
 from cinegen.app.jobs import Job, JobQueue, JobState, Progress
-from cinegen.app.longvideo import LongVideoSpec, default_overlap, generate_long, native_window, plan_long
+from cinegen.longvideo import LongVideoSpec, default_overlap, generate_long, native_window, plan_long
 from cinegen.pipeline import GenerateRequest, Pipeline, RequestError
 from cinegen.video import Video, VideoReadError, read_video
 

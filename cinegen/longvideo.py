@@ -16,7 +16,7 @@ Weights: "linear" (default) ramps a window's weight down towards an edge it shar
 contribution of a window fades out where the next one takes over (no step change in how many windows a frame
 averages); "uniform" is MultiDiffusion's plain average.
 
-Properties tested in tests/test_app_longvideo.py: the weights are a partition of unity; merging slices of one
+Properties tested in tests/test_longvideo.py: the weights are a partition of unity; merging slices of one
 global prediction gives that prediction back; with a single window (T_long == W) the result is bit-identical to
 `Pipeline.generate_latents`; the output has the requested frame count.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cinegen.app.longvideo import (
+from cinegen.longvideo import (
     LongVideoSpec,
     generate_long,
     generate_long_latents,
