@@ -14,7 +14,7 @@ from cinegen.world import vocab as V
 from cinegen.world.dataset import clip_spec
 
 
-@pytest.mark.parametrize("attr", probe.ATTRIBUTES)
+@pytest.mark.parametrize("attr", ["color", "shape", "motion"])
 def test_swap_attribute_changes_only_that_word(attr: str) -> None:
     for i in range(40):
         spec, _ = clip_spec(5, i, include_held_out=True)
@@ -30,6 +30,15 @@ def test_swap_attribute_changes_only_that_word(attr: str) -> None:
         assert swapped.objects[1:] == spec.objects[1:] and swapped.background == spec.background
     with pytest.raises(ValueError, match="unknown attribute"):
         probe.swap_attribute(spec, "size")
+
+
+def test_swap_background_changes_only_the_background() -> None:
+    for i in range(10):
+        spec, _ = clip_spec(5, i)
+        swapped = probe.swap_attribute(spec, "background")
+        assert swapped is not None and swapped.background != spec.background
+        assert swapped.background in V.BACKGROUND_COLORS
+        assert swapped.objects == spec.objects and swapped.background_style == spec.background_style
 
 
 def test_swap_of_a_still_motion_has_no_candidate() -> None:
@@ -55,7 +64,8 @@ def test_probes_measure_text_use_and_read_zero_for_a_text_blind_model(tiny_2b_fo
     attr = probe.attribute_use(pipe, n=2, snrs=(0.01,))
     assert set(cap["gain"]) == {"pure_noise", "snr_0.003"} and cap["t"]["pure_noise"] == 999
     assert cap["gain"]["pure_noise"] != 0.0  # a random model's output depends on its text
-    assert attr["clips"]["color"] == 2 and set(attr["gain"]) >= {"pure_noise/color", "snr_0.01/shape"}
+    assert attr["clips"]["color"] == 2 and attr["clips"]["background"] == 2
+    assert set(attr["gain"]) >= {"pure_noise/color", "snr_0.01/shape", "snr_0.01/background"}
     assert any(g != 0.0 for g in attr["gain"].values())
     with torch.no_grad():  # text tokens all zero: every caption gives the same output
         pipe.transformer.patch_embed.text_proj.weight.zero_()

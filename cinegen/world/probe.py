@@ -6,7 +6,9 @@ estimate under two captions, so they measure the model directly (no sampler, no 
 - `caption_use`: the clip's dense caption vs the empty caption, over the whole latent. From pure noise
   (t = T-1: ᾱ = 0 under every SNR shift) only the caption can tell what the clip holds.
 - `attribute_use`: the true caption vs the caption with the first object's colour / shape / motion swapped for
-  another word, over that object's latent footprint only. A model that ignores the word scores 0.
+  another word, over that object's latent footprint only. A model that ignores the word scores 0. The
+  background colour word, swapped the same way and scored over the background's footprint, is the control: a
+  model that reads its background words scores well above 0 there.
 
 Gain = 1 - error(true caption) / error(other caption): 0 when the words make no difference, > 0 when the right
 words help (negative: the wrong words help, i.e. noise).
@@ -30,14 +32,17 @@ from cinegen.world.render import ClipSpec, render_clip
 if TYPE_CHECKING:
     from cinegen.pipeline import Pipeline
 
-ATTRIBUTES = ("color", "shape", "motion")
+ATTRIBUTES = ("color", "shape", "motion", "background")
 
 
 def swap_attribute(spec: ClipSpec, attr: str) -> ClipSpec | None:
-    """`spec` with its first object's `attr` (colour, shape or motion) changed to the next valid word of the
-    vocabulary; a motion keeps whether it has a speed. None when no other word is valid."""
+    """`spec` with its first object's `attr` (colour, shape or motion) or its background colour changed to the
+    next valid word of the vocabulary; a motion keeps whether it has a speed. None when no other word is valid."""
     if attr not in ATTRIBUTES:
         raise ValueError(f"unknown attribute {attr!r}; allowed: {', '.join(ATTRIBUTES)}")
+    if attr == "background":
+        names = list(V.BACKGROUND_COLORS)
+        return dataclasses.replace(spec, background=names[(names.index(spec.background) + 1) % len(names)])
     o = spec.objects[0]
     values = {"color": list(V.COLORS), "shape": list(V.SHAPES), "motion": list(V.MOTIONS)}[attr]
     i = values.index(getattr(o, attr))
@@ -109,11 +114,19 @@ def caption_use(pipe: Pipeline, n: int = 12, seed: int = 777, snrs: tuple[float,
     return {"clips": n, "seed": seed, "t": {k: t for k, (t, _) in levels.items()}, "x0_mse": mean, "gain": gain}
 
 
+def _footprint(pipe: Pipeline, frames: np.ndarray, spec: ClipSpec, attr: str) -> Tensor:
+    """Latent cells (T, 1, h, w) an attribute's word is about: where recolouring the first object (object
+    attributes) or the background (`background`) changes the rendered pixels, i.e. where they are visible."""
+    recoloured = swap_attribute(spec, "background" if attr == "background" else "color")
+    assert recoloured is not None  # every colour has another
+    mask = torch.from_numpy((frames != render_clip(recoloured)).any(-1))  # (F, H, W)
+    return latent_footprint(mask, pipe.vae_temporal, pipe.vae_spatial)
+
+
 @torch.no_grad()
 def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[float, ...] = (0.003, 0.03)) -> dict:
-    """x0 MSE over the first object's latent footprint with the true dense caption vs the caption with that
-    object's colour / shape / motion swapped (`swap_attribute`), on `n` fresh clips (as `caption_use`). The
-    footprint is where recolouring the object changes the rendered pixels (where it is visible)."""
+    """x0 MSE over an attribute's latent footprint (`_footprint`) with the true dense caption vs the caption with
+    that attribute's word swapped (`swap_attribute`), on `n` fresh clips (as `caption_use`)."""
     _check_vpred(pipe)
     levels = _levels(pipe, snrs)
     g = torch.Generator().manual_seed(seed)
@@ -121,29 +134,27 @@ def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[floa
     for i in range(n):
         spec, _ = clip_spec(seed, i, frame_counts=[17], include_held_out=True)
         frames = render_clip(spec)  # (F, H, W, 3) uint8
-        recoloured = swap_attribute(spec, "color")
-        assert recoloured is not None  # every colour has another
-        mask = torch.from_numpy((frames != render_clip(recoloured)).any(-1))  # (F, H, W)
-        cells = latent_footprint(mask, pipe.vae_temporal, pipe.vae_spatial)  # (T, 1, h, w)
-        if not cells.any():  # the object is hidden in every frame
-            continue
+        cells = {
+            "object": _footprint(pipe, frames, spec, "color"),
+            "background": _footprint(pipe, frames, spec, "background"),
+        }
         captions = {"true": dense_caption(spec.truth())}
         for attr in ATTRIBUTES:
             swapped = swap_attribute(spec, attr)
             if swapped is not None:
                 captions[attr] = dense_caption(swapped.truth())
         x0 = _clip_latents(pipe, frames)
-        cells = cells.to(x0.device)
         eps = torch.randn(x0.shape, generator=g).to(x0.device)
         for name, (t, a) in levels.items():
             x_t = a**0.5 * x0 + (1 - a) ** 0.5 * eps
-            e = {}
-            for cap_name, cap in captions.items():
-                sq = (_x0_hat(pipe, x_t, cap, t, a) - x0) ** 2  # (1, T, C, h, w)
-                e[cap_name] = float((sq * cells).sum() / (cells.sum() * x0.shape[2]))
+            sq = {c: (_x0_hat(pipe, x_t, cap, t, a) - x0) ** 2 for c, cap in captions.items()}  # (1, T, C, h, w)
             for attr in captions.keys() - {"true"}:
-                err.setdefault(f"{name}/{attr}/true", []).append(e["true"])
-                err.setdefault(f"{name}/{attr}/swapped", []).append(e[attr])
+                m = cells["background" if attr == "background" else "object"].to(x0.device)
+                if not m.any():  # e.g. the object is hidden in every frame
+                    continue
+                for which, c in (("true", "true"), ("swapped", attr)):
+                    e = float((sq[c] * m).sum() / (m.sum() * x0.shape[2]))
+                    err.setdefault(f"{name}/{attr}/{which}", []).append(e)
     mean = {k: round(float(np.mean(v)), 4) for k, v in err.items()}
     gain = {
         f"{lv}/{attr}": round(1 - mean[f"{lv}/{attr}/true"] / mean[f"{lv}/{attr}/swapped"], 4)
