@@ -302,12 +302,12 @@ def latent_std(vae, manifest: Path, n: int = 24) -> float:
     import torch
 
     from cinegen.data.manifest import read_manifest
-    from cinegen.video import read_video
+    from cinegen.video import frames_to_tensor, read_video
 
     vals = []
     for r in read_manifest(manifest)[:n]:
         frames = read_video(manifest.parent / r.path).frames  # (F, H, W, 3) uint8
-        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
+        x = frames_to_tensor(frames)[None]  # (1, 3, F, H, W) in [-1, 1]
         with torch.no_grad():
             vals.append(vae.encode(x).flatten())
     return float(torch.cat(vals).std())
@@ -478,19 +478,19 @@ def stage_dit_shift(overrides: list[str]) -> None:
     """Continue the stage-4 transformer at SNR shift 10 (configs/shapes-dit-shift.yaml; the model card measures
     why), then once more with the learning rate re-warmed (configs/shapes-dit-long.yaml): two DDP processes of one
     thread and 4 clips each, the same global batch of 8 as stage 4."""
-    rounds = (
-        (DIT_RUN, "configs/shapes-dit-shift.yaml", SHIFT_RUN),
-        (SHIFT_RUN, "configs/shapes-dit-long.yaml", LONG_RUN),
-    )
-    for init, config, run_dir in rounds:
+    from cinegen.train.config import TrainConfig, load_config
+
+    torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for config in ("configs/shapes-dit-shift.yaml", "configs/shapes-dit-long.yaml"):
+        cfg = load_config(TrainConfig, ROOT / config)  # its run_dir and warm start (model.transformer_init)
+        run_dir, init = ROOT / cfg.train.run_dir, ROOT / str(cfg.model.transformer_init)
         if (run_dir / "model" / "model_index.json").is_file():
             log(f"dit-shift: {run_dir.relative_to(ROOT)} done")
             continue
-        if not (init / "model" / "model_index.json").is_file():
-            raise SystemExit(f"dit-shift: {config} starts from {init.relative_to(ROOT)}/model, which is missing")
-        torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        if not (init / "model_index.json").is_file():
+            raise SystemExit(f"dit-shift: {config} starts from {init.relative_to(ROOT)}, which is missing")
         cmd = [*torchrun, "-m", "cinegen.train.cli", "train", config, *_dit_paths()]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         log(f"$ {' '.join(cmd)}  (log: runs/shapes/{run_dir.name}.log)")
         with open(RUNS / f"{run_dir.name}.log", "a") as f:
             args = [*cmd, "parallel.strategy=ddp", "data.batch_size=4", *overrides]
@@ -587,6 +587,7 @@ def vae_reconstruction(model: Path, n: int = 12, seed: int = 777) -> dict:
 
     from cinegen.train.metrics import video_metrics
     from cinegen.train.trainer import load_vae_folder
+    from cinegen.video import frames_to_tensor
     from cinegen.world.dataset import clip_spec
     from cinegen.world.render import render_clip
 
@@ -595,7 +596,7 @@ def vae_reconstruction(model: Path, n: int = 12, seed: int = 777) -> dict:
     for i in range(n):
         spec, _ = clip_spec(seed, i, frame_counts=[17], include_held_out=True)
         frames = render_clip(spec)  # (F, H, W, 3) uint8
-        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
+        x = frames_to_tensor(frames)[None]  # (1, 3, F, H, W) in [-1, 1]
         with torch.no_grad():
             y = vae.decode(vae.encode(x)).clamp(-1, 1)
         # the metrics on 8-bit video, as a viewer sees it

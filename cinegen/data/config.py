@@ -13,7 +13,6 @@ from pathlib import Path
 
 import yaml
 
-from cinegen.config import from_dict as from_dict  # re-exported for the pipeline's workers
 from cinegen.config import load_config as generic_load
 from cinegen.config import to_dict
 from cinegen.data.manifest import IMAGE_EXTENSIONS

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cinegen.data.config import DataConfig, dump_config, from_dict, to_dict
+from cinegen.config import from_dict, to_dict
+from cinegen.data.config import DataConfig, dump_config
 from cinegen.data.manifest import (
     STATUS_ERROR,
     ClipRecord,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from cinegen.sampling.schedules import alphas_cumprod
+from cinegen.video import frames_to_tensor
 from cinegen.world import vocab as V
 from cinegen.world.captions import dense_caption
 from cinegen.world.dataset import clip_spec
@@ -74,8 +75,7 @@ def _levels(pipe: Pipeline, snrs: tuple[float, ...]) -> dict[str, tuple[int, flo
 
 def _clip_latents(pipe: Pipeline, frames: np.ndarray) -> Tensor:
     """uint8 (F, H, W, 3) -> scaled posterior-mean latents (1, T, C, h, w), as the transformer sees them."""
-    x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
-    x = x.to(pipe.device, pipe.vae.dtype)
+    x = frames_to_tensor(frames)[None].to(pipe.device, pipe.vae.dtype)  # (1, 3, F, H, W) in [-1, 1]
     return pipe.vae.scale(pipe.vae.encode(x)).permute(0, 2, 1, 3, 4).float()  # (1, T, C, h, w)
 
 
@@ -135,8 +135,8 @@ def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[floa
         spec, _ = clip_spec(seed, i, frame_counts=[17], include_held_out=True)
         frames = render_clip(spec)  # (F, H, W, 3) uint8
         cells = {
-            "object": _footprint(pipe, frames, spec, "color"),
-            "background": _footprint(pipe, frames, spec, "background"),
+            part: _footprint(pipe, frames, spec, attr)
+            for part, attr in (("object", "color"), ("background", "background"))
         }
         captions = {"true": dense_caption(spec.truth())}
         for attr in ATTRIBUTES:
@@ -144,12 +144,13 @@ def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[floa
             if swapped is not None:
                 captions[attr] = dense_caption(swapped.truth())
         x0 = _clip_latents(pipe, frames)
+        cells = {part: m.to(x0.device) for part, m in cells.items()}
         eps = torch.randn(x0.shape, generator=g).to(x0.device)
         for name, (t, a) in levels.items():
             x_t = a**0.5 * x0 + (1 - a) ** 0.5 * eps
             sq = {c: (_x0_hat(pipe, x_t, cap, t, a) - x0) ** 2 for c, cap in captions.items()}  # (1, T, C, h, w)
             for attr in captions.keys() - {"true"}:
-                m = cells["background" if attr == "background" else "object"].to(x0.device)
+                m = cells["background" if attr == "background" else "object"]
                 if not m.any():  # e.g. the object is hidden in every frame
                     continue
                 for which, c in (("true", "true"), ("swapped", attr)):
