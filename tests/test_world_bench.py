@@ -14,7 +14,13 @@ from PIL import Image  # noqa: E402
 
 from cinegen.world import vocab as V  # noqa: E402
 from cinegen.world.analyze import ATTRIBUTES, analyze_video, score_video  # noqa: E402
-from cinegen.world.bench import default_suite, oracle_generate, render_item, run_shapes_bench  # noqa: E402
+from cinegen.world.bench import (  # noqa: E402
+    default_suite,
+    oracle_generate,
+    render_item,
+    run_shapes_bench,
+    vae_roundtrip_generate,
+)
 from cinegen.world.captions import parse_prompt  # noqa: E402
 
 
@@ -94,3 +100,35 @@ def test_oracle_generate_follows_short_prompts(tmp_path) -> None:
     s = res["summary"]["all"]
     assert all(s[a] == 1.0 for a in ("color", "shape", "count", "motion", "background")), s
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == 4  # --save-videos creates its folder
+
+
+class _IdentityVAE:
+    """A lossless stand-in: the ceiling over it must be exactly the ground truth."""
+
+    device = "cpu"
+
+    def encode(self, x):  # type: ignore[no-untyped-def]
+        return x
+
+    def decode(self, z):  # type: ignore[no-untyped-def]
+        return z
+
+
+def test_vae_roundtrip_of_a_lossless_vae_is_the_ground_truth() -> None:
+    item = default_suite()[3]
+    args = (item.prompt(), item.num_frames, item.height, item.width, item.seed)
+    out = vae_roundtrip_generate(_IdentityVAE())(*args)
+    assert out.dtype == np.uint8 and np.array_equal(out, oracle_generate(*args))
+
+
+def test_vae_ceiling_cli_runs_the_suite_through_the_models_vae(tmp_path, tiny_2b_folder) -> None:
+    from cinegen.world.cli import main
+
+    out = tmp_path / "ceiling"
+    args = ["eval", "shapes", "--model", str(tiny_2b_folder), "--vae-ceiling", "--limit", "2", "--out", str(out)]
+    assert main(args) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["videos"] == 2 and "through the VAE" in data["model"]
+    # A random VAE destroys the picture: nothing like the ground truth's 100 %.
+    assert data["summary"]["all"]["color"] < 1.0
+    assert main(["eval", "shapes", "--oracle", "--vae-ceiling", "--out", str(out)]) == 2

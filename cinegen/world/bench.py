@@ -46,6 +46,7 @@ __all__ = [
     "run_shapes_bench",
     "oracle_generate",
     "render_item",
+    "vae_roundtrip_generate",
     "summarize",
 ]
 
@@ -203,6 +204,24 @@ def oracle_generate(prompt: str, num_frames: int, height: int, width: int, seed:
     if spec is None:
         raise ValueError(f"cannot lay out {prompt!r} at {width}x{height}")
     return render_clip(spec)
+
+
+def vae_roundtrip_generate(vae: Any) -> GenerateFn:
+    """A `generate_fn` that passes the oracle's render through `vae` (encode to the posterior mean, decode,
+    8-bit). ShapesBench on it is the ceiling of any transformer over that VAE: what survives the latent
+    space. `vae` is a `cinegen.models.vae` autoencoder (encode/decode on (B, 3, F, H, W) in [-1, 1])."""
+    import torch
+
+    from cinegen.video import Video, frames_to_tensor
+
+    def generate(prompt: str, num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
+        frames = oracle_generate(prompt, num_frames, height, width, seed)  # (F, H, W, 3) uint8
+        x = frames_to_tensor(frames)[None].to(vae.device)  # (1, 3, F, H, W)
+        with torch.no_grad():
+            y = vae.decode(vae.encode(x))  # (1, 3, F, H, W)
+        return Video.from_tensor(y).frames
+
+    return generate
 
 
 # ------------------------------------------------------------------------------------------------ runner

@@ -4,6 +4,7 @@ Usage::
 
     cinegen eval shapes --model PATH [--limit N] [--out DIR] [--steps N] [--prompt-style dense|short]
     cinegen eval shapes --oracle            # the analyzer on ground-truth renders (validation, no model)
+    cinegen eval shapes --model PATH --vae-ceiling   # ground truth through the model's VAE (the ceiling)
     cinegen world render --out DIR --num N --seed S [--aspects square,landscape] [--frames 9,17]
     cinegen world show "two red circles moving left on a gray background" -o clip.mp4
     cinegen world suite                     # list the ShapesBench prompts
@@ -37,30 +38,36 @@ def _progress(label: str):  # type: ignore[no-untyped-def]
 
 # ------------------------------------------------------------------------------------------- eval shapes
 def _cmd_eval_shapes(args: argparse.Namespace) -> int:
-    from cinegen.world.bench import oracle_generate, run_shapes_bench
+    from cinegen.world.bench import oracle_generate, run_shapes_bench, vae_roundtrip_generate
 
+    if args.oracle and args.vae_ceiling:
+        print("error: --oracle and --vae-ceiling exclude each other", file=sys.stderr)
+        return 2
     if args.oracle:
         generate, model_name = oracle_generate, "ground truth (oracle)"
+    elif args.model is None:
+        print("error: --model PATH is required (or --oracle to validate the analyzer)", file=sys.stderr)
+        return 2
     else:
-        if args.model is None:
-            print("error: --model PATH is required (or --oracle to validate the analyzer)", file=sys.stderr)
-            return 2
         from cinegen.pipeline import load_pipeline, parse_dtype
 
         pipe = load_pipeline(args.model, device=args.device, dtype=parse_dtype(args.dtype))
         model_name = str(args.model)
+        if args.vae_ceiling:
+            generate, model_name = vae_roundtrip_generate(pipe.vae), f"ground truth through the VAE of {args.model}"
+        else:
 
-        def generate(prompt: str, num_frames: int, height: int, width: int, seed: int):  # type: ignore[no-untyped-def]
-            kw = {"steps": args.steps, "guidance": args.guidance}
-            video = pipe.generate(
-                prompt=prompt,
-                num_frames=num_frames,
-                height=height,
-                width=width,
-                seed=seed,
-                **{k: v for k, v in kw.items() if v is not None},
-            )
-            return video.frames
+            def generate(prompt: str, num_frames: int, height: int, width: int, seed: int):  # type: ignore[no-untyped-def]
+                kw = {"steps": args.steps, "guidance": args.guidance}
+                video = pipe.generate(
+                    prompt=prompt,
+                    num_frames=num_frames,
+                    height=height,
+                    width=width,
+                    seed=seed,
+                    **{k: v for k, v in kw.items() if v is not None},
+                )
+                return video.frames
 
     out = Path(args.out)
     bar = _progress("ShapesBench")
@@ -98,6 +105,11 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default=None, help="model folder (diffusers layout)")
     p.add_argument("--oracle", action="store_true", help="score ground-truth renders instead of a model")
+    p.add_argument(
+        "--vae-ceiling",
+        action="store_true",
+        help="score ground-truth renders passed through the model's VAE (the best any transformer over it can do)",
+    )
     p.add_argument("--limit", type=int, default=None, help="run only the first N prompts (held-out/seen interleaved)")
     p.add_argument("--out", default="outputs/shapesbench", help="output folder")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
