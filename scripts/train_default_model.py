@@ -22,8 +22,9 @@ last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`
             `cinegen train configs/shapes-dit.yaml` -> runs/shapes-dit/model (v-prediction, SNR shift 1) and the
             equal-compute flow-matching partner `configs/shapes-dit-flow.yaml` -> runs/shapes-dit-flow/model
 4b. dit-shift  `cinegen train configs/shapes-dit-shift.yaml` (two DDP processes, one core each): the stage-4
-            transformer continued at SNR shift 10 -> runs/shapes-dit-shift/model, then continued once more with
-            the learning rate re-warmed, `configs/shapes-dit-long.yaml` -> runs/shapes-dit-long/model (shipped)
+            transformer continued at SNR shift 10 -> runs/shapes-dit-shift/model, then twice more with the
+            learning rate re-warmed, `configs/shapes-dit-long.yaml` -> runs/shapes-dit-long/model and
+            `configs/shapes-dit-long2.yaml` -> runs/shapes-dit-long2/model (the shipped transformer)
 5. export   assemble models/cinegen-shapes (diffusers layout + `_cinegen_defaults`), check it loads
 6. eval     VAE reconstruction on held-out clips, caption use, ShapesBench (seen + held-out), generation benchmark
 7. card     plots + numbers into models/cinegen-shapes/README.md (the prose parts are maintained by hand)
@@ -47,11 +48,22 @@ RUNS = ROOT / "runs" / "shapes"
 TEXT = RUNS / "text"
 VAE_RUN = ROOT / "runs" / "shapes-vae"
 DIT_RUN = ROOT / "runs" / "shapes-dit"  # v-prediction at SNR shift 1 (release 3's transformer)
-SHIFT_RUN = ROOT / "runs" / "shapes-dit-shift"  # DIT_RUN continued at SNR shift 10
-LONG_RUN = ROOT / "runs" / "shapes-dit-long"  # SHIFT_RUN continued (lr re-warmed): the shipped transformer
-EXPORT_RUN = LONG_RUN  # the run stage export takes its transformer from (--dit-run)
+# Stage dit-shift: DIT_RUN continued at SNR shift 10, then twice more with the learning rate re-warmed; each
+# config names its run_dir and warm start (model.transformer_init). The last round is the shipped transformer.
+SHIFT_ROUNDS = ("configs/shapes-dit-shift.yaml", "configs/shapes-dit-long.yaml", "configs/shapes-dit-long2.yaml")
 FLOW_RUN = ROOT / "runs" / "shapes-dit-flow"  # its flow-matching ablation partner (equal compute)
 MODEL = ROOT / "models" / "cinegen-shapes"
+
+
+def _round_dirs(config: str) -> tuple[Path, Path]:
+    """(run_dir, warm-start folder) of a dit-shift round, as its config states them."""
+    from cinegen.train.config import TrainConfig, load_config
+
+    cfg = load_config(TrainConfig, ROOT / config)
+    return ROOT / cfg.train.run_dir, ROOT / str(cfg.model.transformer_init)
+
+
+EXPORT_RUN = _round_dirs(SHIFT_ROUNDS[-1])[0]  # the run stage export takes its transformer from (--dit-run)
 STAGES = ("data", "text", "vae", "dit", "dit-shift", "export", "eval", "card")
 EXTRA_STAGES = ("vae-decoder",)  # run only with --only
 
@@ -478,13 +490,10 @@ def stage_dit_shift(overrides: list[str]) -> None:
     """Continue the stage-4 transformer at SNR shift 10 (configs/shapes-dit-shift.yaml; the model card measures
     why), then once more with the learning rate re-warmed (configs/shapes-dit-long.yaml): two DDP processes of one
     thread and 4 clips each, the same global batch of 8 as stage 4."""
-    from cinegen.train.config import TrainConfig, load_config
-
     torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for config in ("configs/shapes-dit-shift.yaml", "configs/shapes-dit-long.yaml"):
-        cfg = load_config(TrainConfig, ROOT / config)  # its run_dir and warm start (model.transformer_init)
-        run_dir, init = ROOT / cfg.train.run_dir, ROOT / str(cfg.model.transformer_init)
+    for config in SHIFT_ROUNDS:
+        run_dir, init = _round_dirs(config)
         if (run_dir / "model" / "model_index.json").is_file():
             log(f"dit-shift: {run_dir.relative_to(ROOT)} done")
             continue
@@ -710,11 +719,11 @@ def stage_card() -> None:
     """Training curves next to the card, and the measured numbers as markdown fragments the card embeds."""
     import shutil
 
+    rounds = [_round_dirs(c)[0] for c in SHIFT_ROUNDS]  # runs/shapes-dit-long -> dit_long_curves.png
     curves = (
         (VAE_RUN, "vae_curves.png"),
         (DIT_RUN, "dit_curves.png"),
-        (SHIFT_RUN, "dit_shift_curves.png"),
-        (LONG_RUN, "dit_long_curves.png"),
+        *((r, r.name.removeprefix("shapes-").replace("-", "_") + "_curves.png") for r in rounds),
         (FLOW_RUN, "dit_flow_curves.png"),
     )
     for run_dir, name in curves:
@@ -731,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from", dest="start", choices=STAGES, default=None, help="run this stage and the ones after")
     p.add_argument("--decoder-steps", type=int, default=DECODER_STEPS, help="VAE decoder fine-tuning steps")
     p.add_argument(
-        "--dit-run", default=None, help="export this run's transformer instead of runs/shapes-dit-long (an ablation)"
+        "--dit-run", default=None, help="export this run's transformer instead of the last dit-shift round's"
     )
     p.add_argument("--bench-limit", type=int, default=None, help="ShapesBench: only the first N prompts")
     p.add_argument(
