@@ -17,6 +17,7 @@ words help (negative: the wrong words help, i.e. noise).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -93,20 +94,31 @@ def _check_vpred(pipe: Pipeline) -> None:
         raise ValueError("the probes read v-prediction x0 estimates; this is a flow-matching model")
 
 
+def _noised_clips(
+    pipe: Pipeline, n: int, seed: int, levels: dict[str, tuple[int, float]]
+) -> Iterator[tuple[ClipSpec, np.ndarray, Tensor, Iterator[tuple[str, int, float, Tensor]]]]:
+    """The probes' shared loop: for each of `n` fresh 17-frame clips (held-out compositions allowed) yield
+    (spec, frames, clean latents x0 (1, T, C, h, w), the noise levels), the levels yielding (name, t, ᾱ, x_t)
+    with one noise draw per clip shared by every level."""
+    _check_vpred(pipe)
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        spec, _ = clip_spec(seed, i, frame_counts=[17], include_held_out=True)
+        frames = render_clip(spec)  # (F, H, W, 3) uint8
+        x0 = _clip_latents(pipe, frames)
+        eps = torch.randn(x0.shape, generator=g).to(x0.device)
+        noised = ((name, t, a, a**0.5 * x0 + (1 - a) ** 0.5 * eps) for name, (t, a) in levels.items())
+        yield spec, frames, x0, noised
+
+
 @torch.no_grad()
 def caption_use(pipe: Pipeline, n: int = 12, seed: int = 777, snrs: tuple[float, ...] = (0.003,)) -> dict:
     """x0 MSE with the dense caption vs the empty caption on `n` fresh 17-frame clips (held-out compositions
     allowed), from pure noise and at each SNR in `snrs`."""
-    _check_vpred(pipe)
     levels = _levels(pipe, snrs)
-    g = torch.Generator().manual_seed(seed)
     err: dict[str, list[float]] = {f"{lv}/{c}": [] for lv in levels for c in ("caption", "empty")}
-    for i in range(n):
-        spec, _ = clip_spec(seed, i, frame_counts=[17], include_held_out=True)
-        x0 = _clip_latents(pipe, render_clip(spec))
-        eps = torch.randn(x0.shape, generator=g).to(x0.device)
-        for name, (t, a) in levels.items():
-            x_t = a**0.5 * x0 + (1 - a) ** 0.5 * eps
+    for spec, _, x0, noised in _noised_clips(pipe, n, seed, levels):
+        for name, t, a, x_t in noised:
             for cap_name, cap in (("caption", dense_caption(spec.truth())), ("empty", "")):
                 err[f"{name}/{cap_name}"].append(float(((_x0_hat(pipe, x_t, cap, t, a) - x0) ** 2).mean()))
     mean = {k: round(float(np.mean(v)), 4) for k, v in err.items()}
@@ -127,15 +139,11 @@ def _footprint(pipe: Pipeline, frames: np.ndarray, spec: ClipSpec, attr: str) ->
 def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[float, ...] = (0.003, 0.03)) -> dict:
     """x0 MSE over an attribute's latent footprint (`_footprint`) with the true dense caption vs the caption with
     that attribute's word swapped (`swap_attribute`), on `n` fresh clips (as `caption_use`)."""
-    _check_vpred(pipe)
     levels = _levels(pipe, snrs)
-    g = torch.Generator().manual_seed(seed)
     err: dict[str, list[float]] = {}
-    for i in range(n):
-        spec, _ = clip_spec(seed, i, frame_counts=[17], include_held_out=True)
-        frames = render_clip(spec)  # (F, H, W, 3) uint8
+    for spec, frames, x0, noised in _noised_clips(pipe, n, seed, levels):
         cells = {
-            part: _footprint(pipe, frames, spec, attr)
+            part: _footprint(pipe, frames, spec, attr).to(x0.device)
             for part, attr in (("object", "color"), ("background", "background"))
         }
         captions = {"true": dense_caption(spec.truth())}
@@ -143,13 +151,9 @@ def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[floa
             swapped = swap_attribute(spec, attr)
             if swapped is not None:
                 captions[attr] = dense_caption(swapped.truth())
-        x0 = _clip_latents(pipe, frames)
-        cells = {part: m.to(x0.device) for part, m in cells.items()}
-        eps = torch.randn(x0.shape, generator=g).to(x0.device)
-        for name, (t, a) in levels.items():
-            x_t = a**0.5 * x0 + (1 - a) ** 0.5 * eps
+        for name, t, a, x_t in noised:
             sq = {c: (_x0_hat(pipe, x_t, cap, t, a) - x0) ** 2 for c, cap in captions.items()}  # (1, T, C, h, w)
-            for attr in captions.keys() - {"true"}:
+            for attr in (a for a in captions if a != "true"):
                 m = cells["background" if attr == "background" else "object"]
                 if not m.any():  # e.g. the object is hidden in every frame
                     continue
