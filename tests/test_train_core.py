@@ -19,11 +19,13 @@ from cinegen.train.objectives import (
     flow_loss,
     noisy_input,
     objective_loss,
+    region_weights,
     shift_sigma,
     timestep_fraction,
     vpred_loss,
     vpred_noisy,
     vpred_target,
+    weighted_mean,
 )
 from cinegen.train.optim import EMA, lr_factor
 
@@ -162,6 +164,21 @@ def test_flow_objective_convention() -> None:
     perfect = noise - x0
     assert float(objective_loss(obj, perfect, x0, noise, n).abs().max()) == 0.0
     assert torch.allclose(flow_loss(torch.zeros_like(x0), x0, noise), (perfect**2).flatten(1).mean(1))
+    # Region weights: none or all-ones = the plain mean; a mask weighs its cells by mask_weight.
+    err = torch.rand(2, 3, 4, 2, 2, generator=g)  # (B, T, C, h, w)
+    mask = torch.zeros(2, 3, 1, 2, 2)
+    mask[0, :, :, 0, 0] = 1.0
+    w = region_weights(mask, 4.0)
+    assert torch.equal(weighted_mean(err, None), err.flatten(1).mean(1))
+    assert torch.allclose(weighted_mean(err, torch.ones_like(mask)), err.flatten(1).mean(1))
+    assert torch.allclose(weighted_mean(err, region_weights(mask, 1.0)), err.flatten(1).mean(1))
+    inside, outside = err[0, :, :, 0, 0].sum(), err[0].sum() - err[0, :, :, 0, 0].sum()
+    assert torch.allclose(weighted_mean(err, w)[0], (4 * inside + outside) / (4 * 12 + 36))
+    assert torch.allclose(weighted_mean(err, w)[1], err[1].mean())  # an empty mask: the plain mean
+    region = region_weights(mask[:1].expand(4, -1, -1, -1, -1)[:, :1], 3.0)  # (4, 1, 1, 2, 2) over x0's T = 1
+    wl = objective_loss(obj, torch.zeros_like(x0), x0, noise, n, region)
+    assert torch.allclose(wl, flow_loss(torch.zeros_like(x0), x0, noise, region))
+    assert not torch.allclose(wl, objective_loss(obj, torch.zeros_like(x0), x0, noise, n))
     # The flow convention is the one the Euler sampler integrates: one exact step from sigma to 0 recovers x0.
     from cinegen.sampling import euler_flow_step
 

@@ -25,11 +25,16 @@ from cinegen.train.data import (
     decode_video_frames,
     frame_indices,
     frame_stride,
+    latent_mask,
     load_clip,
+    load_mask,
+    load_pixels_and_masks,
     load_records,
     make_buckets,
     plan_packs,
+    read_mask_frames,
     resize_crop,
+    sample_plan,
     valid_frame_counts,
 )
 
@@ -58,8 +63,10 @@ def make_toy_set(
     corrupt: int = 0,
     fps: float = 8.0,
     sizes: list[tuple[int, int]] | None = None,
+    masks: bool = False,
 ) -> Path:
-    """Write tiny clips (and images, corrupt files) + a JSONL manifest; returns the manifest path."""
+    """Write tiny clips (and images, corrupt files) + a JSONL manifest; returns the manifest path. `masks`: each
+    clip also gets `clipNN.npz`, its square's region (bool (F, H, W)), as the record's `mask`."""
     from PIL import Image
 
     from cinegen.video import write_mp4
@@ -72,10 +79,17 @@ def make_toy_set(
         direction = 1 if (i // len(names)) % 2 == 0 else -1
         hh, ww = sizes[i % len(sizes)] if sizes else (h, w)
         path = root / f"clip{i:02d}.mp4"
-        write_mp4(square_clip(color, frames, hh, ww, direction, seed=i), fps, path)
+        clip = square_clip(color, frames, hh, ww, direction, seed=i)
+        write_mp4(clip, fps, path)
+        mask = None
+        if masks:
+            mask = f"clip{i:02d}.npz"
+            np.savez_compressed(root / mask, mask=(clip != 96).any(-1))
         text = f"{color} {'right' if direction > 0 else 'left'}"  # short: tiny models keep 16 byte tokens
         records.append(
-            ClipRecord(path=path.name, type="video", text=text, width=ww, height=hh, num_frames=frames, fps=fps)
+            ClipRecord(
+                path=path.name, type="video", text=text, width=ww, height=hh, num_frames=frames, fps=fps, mask=mask
+            )
         )
     for i in range(images):
         color = names[i % len(names)]
@@ -199,6 +213,68 @@ def test_corrupt_and_missing_clips_are_skipped_and_counted(tmp_path: Path) -> No
             errors.append(e.reason)
     assert sorted(errors) == ["corrupt", "missing"]
     assert ds.skips.total == 3 and all("detail" in it for it in ds.skips.items)
+
+
+# ----------------------------------------------------------------------------------------------- region masks
+
+
+def test_latent_mask_follows_the_causal_groups() -> None:
+    mask = torch.zeros(9, 16, 16)  # frames 0 | 1-4 | 5-8 -> 3 latent frames
+    mask[0, 0, 0] = 1.0
+    mask[6, 5, 9] = 0.25  # soft values: a cell takes the largest it covers
+    mask[7, 6, 10] = 0.5
+    cells = latent_mask(mask, temporal=4, spatial=4)
+    expected = torch.zeros(3, 4, 4)
+    expected[0, 0, 0] = 1.0
+    expected[2, 1, 2] = 0.5
+    assert torch.equal(cells, expected)
+    assert torch.equal(latent_mask(mask > 0, 4, 4), (expected > 0).float())  # bool masks too
+
+
+def test_mask_follows_the_clips_frames_and_crop(tmp_path: Path) -> None:
+    """A random start and crop: the loaded mask covers exactly the square's pixels of the loaded frames."""
+    manifest = make_toy_set(tmp_path, n_videos=2, frames=17, h=32, w=48, masks=True)
+    spec = BucketSpec(height=24, width=24, num_frames=9, aspect_ratios=(1.0,))
+    ds = ClipDataset(load_records(manifest), spec, buckets_enabled=False)
+    assert ds.has_masks and ds.record(0).mask.endswith("clip00.npz")
+    xs, ms, weight = load_pixels_and_masks(ds, [0, 1], [random.Random(1), random.Random(2)])
+    for x, m in zip(xs, ms, strict=True):
+        assert m is not None and m.shape == (9, 24, 24) and float(m.min()) >= 0 and float(m.max()) <= 1
+        coloured = (x - (96 / 127.5 - 1)).abs().amax(0) > 0.3  # (F, H, W): pixels off the grey background
+        inside, outside = m > 0.9, m < 0.1
+        assert inside.any() and bool(coloured[inside].all()) and not bool(coloured[outside].any())
+    assert weight.tolist() == [1.0, 1.0]
+    # the clip's own rng draws, taken once: the same sample as `ds.pixels` with the same rng
+    assert torch.equal(xs[0], ds.pixels(0, random.Random(1)))
+
+
+def test_mask_file_formats_and_errors(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from cinegen.video import write_mp4
+
+    m = np.zeros((3, 8, 8), np.uint8)
+    m[1, 2:4, 2:6] = 255
+    np.save(tmp_path / "m.npy", m > 0)
+    np.savez(tmp_path / "m.npz", other=m)  # first array when none is named "mask"
+    Image.fromarray(m[1]).save(tmp_path / "m.png")
+    write_mp4(np.repeat(m[..., None], 3, axis=-1), 8.0, tmp_path / "m.mp4", crf=0)
+    want = (m / 255.0).astype(np.float32)
+    assert np.array_equal(read_mask_frames(str(tmp_path / "m.npy"), [1, 2]), want[[1, 2]])
+    assert np.array_equal(read_mask_frames(str(tmp_path / "m.npz"), [0, 1]), want[[0, 1]])
+    assert np.array_equal(read_mask_frames(str(tmp_path / "m.png"), None), want[[1]])
+    assert np.abs(read_mask_frames(str(tmp_path / "m.mp4"), [1]) - want[[1]]).max() < 0.1  # H.264
+    with pytest.raises(ClipError, match="mask frames"):
+        read_mask_frames(str(tmp_path / "m.npy"), [5])
+    rec = ClipRecord(path="x.mp4", width=16, height=8, num_frames=3, fps=8.0, mask=str(tmp_path / "m.npy"))
+    spec = BucketSpec(height=8, width=8, num_frames=1)
+    plan = sample_plan(rec, Bucket(1, 8, 8), spec, None)
+    with pytest.raises(ClipError, match="mask is 8x8, clip is 16x8"):
+        load_mask(rec, Bucket(1, 8, 8), plan)
+    with pytest.raises(ClipError) as e:
+        load_mask(ClipRecord(path="x.mp4", mask=str(tmp_path / "gone.npz")), Bucket(1, 8, 8), plan)
+    assert e.value.reason == "missing"
+    assert load_mask(ClipRecord(path="x.mp4"), Bucket(1, 8, 8), plan) is None
 
 
 # --------------------------------------------------------------------------------------------------- sampler

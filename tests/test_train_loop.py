@@ -163,6 +163,23 @@ def test_buckets_images_and_corrupt_clip(tiny_2b_folder: Path, tmp_path: Path) -
     assert shapes  # entries exist for every bucket shape
 
 
+def test_region_weighted_loss_needs_masks_and_changes_the_loss(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """objective.mask_weight weighs the masked latent cells (cached or live); without masks it is an error."""
+    plain = make_toy_set(tmp_path / "plain", n_videos=2, frames=9, h=32, w=32)
+    with pytest.raises(ValueError, match="no clip .* has a `mask`"):
+        train(_cfg(tiny_2b_folder, plain, tmp_path / "none", "train.steps=1", "objective.mask_weight=4"))
+    masked = make_toy_set(tmp_path / "masked", n_videos=2, frames=9, h=32, w=32, masks=True)
+    losses = {}
+    for name, extra in (("off", []), ("on", ["objective.mask_weight=4"]), ("live", ["objective.mask_weight=4"])):
+        cache = ["data.cache=false"] if name == "live" else []
+        cfg = _cfg(tiny_2b_folder, masked, tmp_path / name, "train.steps=2", *extra, *cache)
+        losses[name] = train(cfg).losses
+    assert losses["on"][0] != losses["off"][0]  # same step-0 sample, other weights
+    assert losses["live"] == pytest.approx(losses["on"], rel=1e-4)  # masks from the cache == masks decoded live
+    with pytest.raises(ValueError, match="mask_weight must be > 0"):
+        train(_cfg(tiny_2b_folder, masked, tmp_path / "neg", "train.steps=1", "objective.mask_weight=0"))
+
+
 def test_activation_checkpointing_changes_nothing(tiny_2b_folder: Path, toy: Path, tmp_path: Path) -> None:
     """Activation checkpointing applied from outside the model gives bitwise the same losses and weights."""
     runs = []

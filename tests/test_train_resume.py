@@ -4,6 +4,7 @@ checkpoint intact; the feature cache never serves a stale entry."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from cinegen.train.cache import FeatureCache, fingerprint_module, latent_key, precompute, text_key
 from cinegen.train.checkpoint import NonFiniteLossError, latest_checkpoint, list_checkpoints
 from cinegen.train.config import TrainConfig, load_config
-from cinegen.train.data import BucketSpec, ClipDataset, load_records
+from cinegen.train.data import BucketSpec, ClipDataset, latent_mask, load_records
 from cinegen.train.trainer import load_components, train
 from tests.test_train_data import make_toy_set
 
@@ -46,10 +47,12 @@ def _losses(run_dir: Path) -> list[float]:
     return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("cache", [False, True])
-def test_resume_equals_uninterrupted(tiny_2b_folder: Path, tmp_path: Path, cache: bool) -> None:
-    man = make_toy_set(tmp_path / "data", n_videos=4, frames=9, h=32, w=40)
+@pytest.mark.parametrize(("cache", "masks"), [(False, False), (True, False), (False, True), (True, True)])
+def test_resume_equals_uninterrupted(tiny_2b_folder: Path, tmp_path: Path, cache: bool, masks: bool) -> None:
+    """(`masks`: a region-weighted loss, the masks following the random crops or read from the cache.)"""
+    man = make_toy_set(tmp_path / "data", n_videos=4, frames=9, h=32, w=40, masks=masks)
     over = COMMON + [f"model.path={tiny_2b_folder}", f"data.manifest={man}", f"data.cache={str(cache).lower()}"]
+    over += ["objective.mask_weight=4"] if masks else []
     full = load_config(TrainConfig, None, over + [f"train.run_dir={tmp_path / 'a'}"])
     assert train(full).step == 5
     crashed = load_config(TrainConfig, None, over + [f"train.run_dir={tmp_path / 'b'}"])
@@ -173,3 +176,32 @@ def test_cache_keys_and_no_stale_entries(tiny_2b_folder: Path, tmp_path: Path) -
         comps.vae.encoder.conv_in.conv.weight.add_(1e-3)
     assert fingerprint_module(comps.vae) != vae_fp
     assert text_key(te_fp, "x") != text_key(te_fp + "!", "x")
+
+
+def test_cache_stores_latent_masks_without_touching_latent_keys(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    masked = make_toy_set(tmp_path / "masked", n_videos=2, frames=9, h=32, w=32, masks=True)
+    cfg = load_config(TrainConfig, None, [f"model.path={tiny_2b_folder}", f"data.manifest={masked}"])
+    comps = load_components(cfg)
+    spec = BucketSpec(height=32, width=32, num_frames=9)
+    vae_fp, te_fp = fingerprint_module(comps.vae), fingerprint_module(comps.text_encoder.model)
+    cache = FeatureCache(tmp_path / "cache")
+
+    def fill(ds: ClipDataset, grid: tuple[int, int] | None = (4, 8)):  # type: ignore[no-untyped-def]
+        return precompute(ds, cache, comps.vae.encode_moments, vae_fp, comps.text_encoder.encode, te_fp, mask_grid=grid)
+
+    ds = ClipDataset(load_records(masked), spec, buckets_enabled=False)
+    got = fill(ds)
+    assert all(got.ok) and all(k is not None for k in got.mask_keys)
+    for j in range(len(ds)):
+        m = got.mask(j)
+        assert m is not None and m.shape == got.latents(j)[0].shape[1:]  # (T, h, w) of the latents
+        assert torch.equal(m, latent_mask(ds.mask(j), 4, 8).half().float()) and 0 < float(m.mean()) < 1
+    # the mask column does not change the latent keys (an existing latent cache stays valid)
+    ds_nomask = ClipDataset([dataclasses.replace(r, mask=None) for r in load_records(masked)], spec, False)
+    assert [latent_key(vae_fp, ds_nomask, j) for j in range(2)] == got.latent_keys
+    assert fill(ds_nomask, None).mask(0) is None
+    # a mask that cannot be read makes its clip unusable, counted with the reason
+    (tmp_path / "masked" / "clip01.npz").write_bytes(b"not a mask")
+    ds_bad = ClipDataset(load_records(masked), spec, buckets_enabled=False)
+    bad = fill(ds_bad)
+    assert bad.ok == [True, False] and ds_bad.skips.counts["bad_mask"] == 1

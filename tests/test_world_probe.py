@@ -46,18 +46,6 @@ def test_swap_of_a_still_motion_has_no_candidate() -> None:
     assert probe.swap_attribute(spec, "motion") is None
 
 
-def test_latent_footprint_follows_the_causal_groups() -> None:
-    mask = torch.zeros(9, 16, 16, dtype=torch.bool)  # frames 0 | 1-4 | 5-8 -> 3 latent frames
-    mask[0, 0, 0] = True
-    mask[6, 5, 9] = True
-    cells = probe.latent_footprint(mask, temporal=4, spatial=4)
-    assert cells.shape == (3, 1, 4, 4)
-    expected = torch.zeros(3, 1, 4, 4)
-    expected[0, 0, 0, 0] = 1
-    expected[2, 0, 1, 2] = 1
-    assert torch.equal(cells, expected)
-
-
 def test_probes_measure_text_use_and_read_zero_for_a_text_blind_model(tiny_2b_folder: Path) -> None:
     pipe = cinegen.load_pipeline(tiny_2b_folder, device="cpu", dtype=torch.float32)
     cap = probe.caption_use(pipe, n=2)

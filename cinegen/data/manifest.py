@@ -7,7 +7,9 @@ crash never leaves a half-written manifest behind.
 Schema (data-pipelines.md §6.1): `path`, `type` ("video" | "image"), `text`, `width`, `height`,
 `num_frames`, `fps`, optional `start`/`end` seconds inside `source_path`, a `scores` dict (nullable numbers
 or short strings), an optional precomputed `bucket` ("FxHxW", see `parse_bucket`), optional `crop`
-[x, y, w, h] and the pipeline bookkeeping `status` ("ok" | "dropped" | "error") with the `stage`, `reason`
+[x, y, w, h], an optional `mask` (a file of the same frames marking the region the training loss weighs
+more, `objective.mask_weight`: .npz / .npy (F, H, W) or a video / image whose brightness is the mask) and the
+pipeline bookkeeping `status` ("ok" | "dropped" | "error") with the `stage`, `reason`
 key and human `detail` of a drop.
 
 Flat formats (CSV, Parquet) store `scores.<name>` and `meta.<name>` as their own columns so that pandas /
@@ -63,6 +65,7 @@ class ClipRecord:
     id: str = ""
     source_path: str | None = None
     crop: list[int] | None = None
+    mask: str | None = None  # region mask of the same frames (path, relative like `path`)
     meta: dict[str, Any] = field(default_factory=dict)
     status: str = STATUS_OK
     stage: str | None = None

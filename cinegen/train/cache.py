@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from cinegen.fsutil import atomic_path, atomic_write
-from cinegen.train.data import ClipDataset, ClipError, frame_stride
+from cinegen.train.data import ClipDataset, ClipError, frame_stride, latent_mask
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,34 @@ def latent_key(vae_fp: str, ds: ClipDataset, j: int) -> str:
     )
 
 
+MASK_VERSION = 1  # bump when load_mask / latent_mask change
+
+
+def mask_key(ds: ClipDataset, j: int, grid: tuple[int, int]) -> str | None:
+    """Key of item j's latent region mask (None without a mask): the mask file, the clip's frame sampling and
+    crop as in `latent_key`, and the VAE's (temporal, spatial) compression."""
+    r, b = ds.record(j), ds.bucket(j)
+    if not r.mask:
+        return None
+    p = Path(r.mask)
+    st = p.stat() if p.exists() else None
+    return _sha(
+        {
+            "mask": str(p.resolve()) if st else r.mask,
+            "size": st.st_size if st else None,
+            "mtime_ns": st.st_mtime_ns if st else None,
+            "segment": [r.start, r.end, r.source_path],
+            "crop": r.crop,
+            "bucket": b.key,
+            "stride": frame_stride(r.fps, ds.spec.fps) if r.type == "video" else None,
+            "num_frames_src": r.num_frames,
+            "start": "centre",
+            "grid": list(grid),
+            "version": MASK_VERSION,
+        }
+    )
+
+
 def text_key(te_fp: str, caption: str) -> str:
     return _sha({"text_encoder": te_fp, "caption": caption})
 
@@ -132,10 +160,16 @@ class CachedData:
     latent_keys: list[str]  # per dataset index
     text_keys: dict[str, str]  # caption -> key
     ok: list[bool] = field(default_factory=list)
+    mask_keys: list[str | None] = field(default_factory=list)  # per dataset index; empty: masks not cached
 
     def latents(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.cache.get("latents", self.latent_keys[j])
         return d["mean"], d["logvar"]
+
+    def mask(self, j: int) -> torch.Tensor | None:
+        """Item j's latent region mask (T, h, w), or None (no mask, or masks not cached)."""
+        key = self.mask_keys[j] if self.mask_keys else None
+        return None if key is None else self.cache.get("masks", key)["mask"].float()
 
     def text(self, caption: str) -> torch.Tensor:
         return self.cache.get("text", self.text_keys[caption])["emb"]
@@ -153,9 +187,12 @@ def precompute(
     barrier: Callable[[], None] | None = None,
     text_batch: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    mask_grid: tuple[int, int] | None = None,
 ) -> CachedData:
     """Fill the cache for every item of `ds` (items j with j % world == rank on this rank), then report.
 
+    With `mask_grid` (the VAE's temporal and spatial compression), items with a region mask also get their
+    latent mask (`latent_mask`, (T, h, w)); an unreadable mask makes its clip unusable, as a bad clip does.
     Unusable clips are recorded in `ds.skips` (reason and detail) and in `<root>/skips/<key>.json`, so every
     rank learns about failures found by other ranks; they are left out of training, never fatal.
     """
@@ -186,6 +223,18 @@ def precompute(
                 json.dump({"path": ds.record(j).path, "reason": e.reason, "detail": e.detail}, f)
         if progress is not None:
             progress(n + 1, len(todo))
+    mkeys = [mask_key(ds, j, mask_grid) for j in range(len(ds))] if mask_grid is not None else []
+    for j in range(len(ds)) if mkeys else ():
+        mk = mkeys[j]
+        if j % world != rank or mk is None or cache.has("masks", mk) or not cache.has("latents", keys[j]):
+            continue
+        try:
+            m = ds.mask(j)
+            assert m is not None  # the record has a mask (its key exists)
+            cache.put("masks", mk, {"mask": latent_mask(m, *mask_grid).half()}, {"path": str(ds.record(j).mask)})
+        except ClipError as e:
+            with atomic_write(cache.skip_file(mk)) as f:
+                json.dump({"path": str(ds.record(j).mask), "reason": e.reason, "detail": e.detail}, f)
     mine = [c for i, c in enumerate(captions) if i % world == rank and not cache.has("text", tkeys[c])]
     for i in range(0, len(mine), text_batch):
         chunk = mine[i : i + text_batch]
@@ -198,11 +247,16 @@ def precompute(
     ok = []
     for j in range(len(ds)):
         good = cache.has("latents", keys[j])
-        if not good:
+        if good and mkeys and mkeys[j] is not None and not cache.has("masks", mkeys[j]):
+            good = False
+            skip_file = cache.skip_file(mkeys[j])
+            info = json.loads(skip_file.read_text()) if skip_file.is_file() else {"reason": "missing_cache"}
+            ds.skips.add(ds.record(j), ClipError(info["reason"], info.get("detail", "")))
+        elif not good:
             skip_file = cache.skip_file(keys[j])
             info = (
                 json.loads(skip_file.read_text()) if skip_file.is_file() else {"reason": "missing_cache", "detail": ""}
             )
             ds.skips.add(ds.record(j), ClipError(info["reason"], info["detail"]))
         ok.append(good)
-    return CachedData(cache, keys, tkeys, ok)
+    return CachedData(cache, keys, tkeys, ok, mkeys)

@@ -58,6 +58,9 @@ class ObjectiveConfig:
     snr_shift_scale: float = 3.0
     num_train_timesteps: int = 1000
     caption_dropout: float = 0.1  # probability of an empty caption (for classifier-free guidance)
+    # Region-weighted loss: latent cells inside a clip's mask (manifest `mask`) weigh this much, the rest 1, each
+    # clip's loss normalised by its total weight; 1 = masks unused. E.g. 4 for small objects on large backgrounds.
+    mask_weight: float = 1.0
 
 
 @dataclass

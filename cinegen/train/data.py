@@ -14,6 +14,8 @@ Pieces (each small and testable):
   its state (epoch, position) is part of the checkpoint.
 - `load_clip`: fps-aware frame sampling (stride = source fps / target fps), aspect-preserving resize to cover,
   centre or random crop, pixels in [-1, 1]. Any failure raises `ClipError` with a reason; callers skip and count.
+  `load_mask` reads a record's region mask with the same frames, crop and resize (one `SamplePlan` for both),
+  and `latent_mask` maps it onto the causal VAE's latent grid for the region-weighted loss.
 - `plan_packs` / `PackSampler`: multi-resolution frame pack (CogVideoX): clips of different shapes share one
   sequence up to the token budget; see cinegen/train/framepack.py for the block-diagonal attention.
 """
@@ -95,6 +97,8 @@ def load_records(manifest: str | Path, fmt: str = "auto", root: str | Path | Non
             continue
         if not Path(r.path).is_absolute():
             r.path = str(base / r.path)
+        if r.mask and not Path(r.mask).is_absolute():
+            r.mask = str(base / r.mask)
         if r.type not in ("video", "image"):
             r.type = "image" if Path(r.path).suffix.lower() in IMAGE_EXTENSIONS else "video"
         out.append(r)
@@ -425,35 +429,122 @@ def resize_crop(frames: torch.Tensor, h: int, w: int, crop_pos: tuple[float, flo
     return x[:, :, top : top + h, left : left + w]
 
 
-def load_clip(r: ClipRecord, bucket: Bucket, spec: BucketSpec, rng: random.Random | None) -> torch.Tensor:
-    """A clip as pixels (3, F, H, W) in [-1, 1] for `bucket`; rng None = deterministic (centre start and crop)."""
+@dataclass(frozen=True)
+class SamplePlan:
+    """Where a clip's training sample comes from: source-frame indices (None for an image), the segment start in
+    seconds, and the crop position (fractions of the slack). A clip and its mask share one plan."""
+
+    indices: tuple[int, ...] | None
+    segment_start: float
+    crop_pos: tuple[float, float]
+
+
+def sample_plan(r: ClipRecord, bucket: Bucket, spec: BucketSpec, rng: random.Random | None) -> SamplePlan:
+    """Draw the frame start and crop position (rng None = centred start and crop, as the cache uses)."""
+    indices = None
+    if r.type != "image":
+        stride = frame_stride(r.fps, spec.fps)
+        start = pick_start(r.num_frames, bucket.num_frames, stride, rng)
+        indices = tuple(frame_indices(r.num_frames, bucket.num_frames, stride, start))
+    seg = r.start if (r.start and r.source_path and Path(r.source_path) == Path(r.path)) else 0.0
+    pos = (rng.random(), rng.random()) if rng is not None else (0.5, 0.5)
+    return SamplePlan(indices, float(seg), pos)
+
+
+def _crop_resize(x: torch.Tensor, r: ClipRecord, bucket: Bucket, plan: SamplePlan) -> torch.Tensor:
+    """(F, C, H0, W0) -> (F, C, H, W) float: the record's crop box, then resize to cover and crop."""
+    if r.crop:  # [x, y, w, h] from the data pipeline (e.g. black borders)
+        cx, cy, cw, ch = r.crop
+        x = x[:, :, cy : cy + ch, cx : cx + cw]
+    return resize_crop(x, bucket.height, bucket.width, plan.crop_pos)
+
+
+def load_clip(
+    r: ClipRecord, bucket: Bucket, spec: BucketSpec, rng: random.Random | None, plan: SamplePlan | None = None
+) -> torch.Tensor:
+    """A clip as pixels (3, F, H, W) in [-1, 1] for `bucket`; rng None = deterministic (centre start and crop).
+    `plan` (from `sample_plan`) replaces the rng's draws, so a mask can follow the same frames and crop."""
     path = Path(r.path)
     if not path.is_file():
         raise ClipError("missing", f"{r.path}: file not found")
+    plan = plan if plan is not None else sample_plan(r, bucket, spec, rng)
     try:
-        if r.type == "image":
+        if plan.indices is None:
             from PIL import Image
 
             with Image.open(path) as im:
                 arr = np.array(im.convert("RGB"))[None]  # (1, H, W, 3)
         else:
-            stride = frame_stride(r.fps, spec.fps)
-            start = pick_start(r.num_frames, bucket.num_frames, stride, rng)
-            idx = frame_indices(r.num_frames, bucket.num_frames, stride, start)
-            seg = r.start if (r.start and r.source_path and Path(r.source_path) == path) else 0.0
-            arr = decode_video_frames(str(path), idx, seg)
+            arr = decode_video_frames(str(path), plan.indices, plan.segment_start)
     except ClipError:
         raise
     except Exception as e:  # noqa: BLE001 - corrupt files raise anything from PIL/av
         raise ClipError("corrupt", f"{r.path}: {type(e).__name__}: {e}") from e
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2)  # (F, H, W, 3) -> (F, 3, H, W)
-    if r.crop:  # [x, y, w, h] from the data pipeline (e.g. black borders)
-        cx, cy, cw, ch = r.crop
-        x = x[:, :, cy : cy + ch, cx : cx + cw]
-    pos = (rng.random(), rng.random()) if rng is not None else (0.5, 0.5)
-    x = resize_crop(x, bucket.height, bucket.width, pos)
+    x = _crop_resize(torch.from_numpy(arr).permute(0, 3, 1, 2), r, bucket, plan)  # (F, 3, H, W)
     x = (x / 127.5 - 1.0).clamp(-1, 1)
     return x.permute(1, 0, 2, 3).contiguous()  # (F, 3, H, W) -> (3, F, H, W)
+
+
+def read_mask_frames(path: str, indices: Sequence[int] | None, segment_start: float = 0.0) -> np.ndarray:
+    """A mask file's frames at `indices` (None: an image's single frame) -> float32 (F, H, W) in [0, 1].
+
+    .npz (first array, or the one named "mask") / .npy: (F, H, W) or (H, W), bool -> {0, 1}, uint8 -> / 255,
+    floats as they are; images and videos: brightness (mean of RGB) / 255.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".npz", ".npy"):
+        if suffix == ".npz":
+            with np.load(p) as z:
+                arr = z["mask"] if "mask" in z.files else z[z.files[0]]
+        else:
+            arr = np.load(p)
+        arr = arr[None] if arr.ndim == 2 else arr
+        if arr.ndim != 3:
+            raise ClipError("bad_mask", f"{path}: mask array must be (F, H, W) or (H, W), got {arr.shape}")
+        if indices is not None:
+            if max(indices) >= arr.shape[0]:
+                raise ClipError("bad_mask", f"{path}: {arr.shape[0]} mask frames, frame {max(indices)} needed")
+            arr = arr[list(indices)]
+        if arr.dtype == np.uint8:
+            return arr.astype(np.float32) / 255.0
+        return arr.astype(np.float32)
+    if suffix in IMAGE_EXTENSIONS:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            rgb = np.array(im.convert("RGB"))[None]  # (1, H, W, 3)
+    else:
+        rgb = decode_video_frames(str(p), indices if indices is not None else [0], segment_start)
+    return rgb.astype(np.float32).mean(-1) / 255.0
+
+
+def load_mask(r: ClipRecord, bucket: Bucket, plan: SamplePlan) -> torch.Tensor | None:
+    """The record's region mask (F, H, W) in [0, 1] for `bucket`, sampled with the clip's `plan` (same frames,
+    crop box and resize); None when the record has no mask."""
+    if not r.mask:
+        return None
+    if not Path(r.mask).is_file():
+        raise ClipError("missing", f"{r.mask}: mask file not found")
+    try:
+        m = read_mask_frames(r.mask, plan.indices, plan.segment_start)  # (F, H0, W0)
+    except ClipError:
+        raise
+    except Exception as e:  # noqa: BLE001 - unreadable mask files raise anything from numpy/PIL/av
+        raise ClipError("bad_mask", f"{r.mask}: {type(e).__name__}: {e}") from e
+    if (m.shape[1], m.shape[2]) != (r.height, r.width) and r.width > 0 and r.height > 0:
+        raise ClipError("bad_mask", f"{r.mask}: mask is {m.shape[2]}x{m.shape[1]}, clip is {r.width}x{r.height}")
+    x = _crop_resize(torch.from_numpy(m)[:, None], r, bucket, plan)  # (F, 1, H, W)
+    return x[:, 0].clamp(0, 1)
+
+
+def latent_mask(mask: torch.Tensor, temporal: int, spatial: int) -> torch.Tensor:
+    """Pixel mask (F, H, W) -> the latent cells it touches (T, h, w) of a causal VAE: frame 0 alone, then groups
+    of `temporal` frames; `spatial` x `spatial` pixels per cell; a cell takes the largest value it covers."""
+    f = mask.shape[0]
+    groups = [mask[:1]] + [mask[1 + temporal * k : 1 + temporal * (k + 1)] for k in range((f - 1) // temporal)]
+    per_t = torch.stack([g.amax(0) for g in groups]).float()  # (T, H, W)
+    return F.max_pool2d(per_t[:, None], spatial)[:, 0]  # (T, h, w)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -527,6 +618,21 @@ class ClipDataset:
     def pixels(self, j: int, rng: random.Random | None) -> torch.Tensor:
         return load_clip(self.record(j), self.bucket(j), self.spec, rng)
 
+    def pixels_and_mask(self, j: int, rng: random.Random | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pixels (3, F, H, W) and the region mask (F, H, W) or None, drawn with one plan."""
+        r, b = self.record(j), self.bucket(j)
+        plan = sample_plan(r, b, self.spec, rng)
+        return load_clip(r, b, self.spec, rng, plan), load_mask(r, b, plan)
+
+    def mask(self, j: int) -> torch.Tensor | None:
+        """The region mask (F, H, W) at the centred plan (what the cache stores), or None."""
+        r, b = self.record(j), self.bucket(j)
+        return load_mask(r, b, sample_plan(r, b, self.spec, None)) if r.mask else None
+
+    @property
+    def has_masks(self) -> bool:
+        return any(self.record(j).mask for j in range(len(self)))
+
 
 def load_pixels(
     ds: ClipDataset, local: Sequence[int], rngs: Sequence[random.Random | None]
@@ -534,16 +640,29 @@ def load_pixels(
     """Pixels (3, F, H, W) of dataset items `local` (rng None = centred start and crop) and their weights (N,).
     A clip that fails to load is counted in `ds.skips` and stands in as zeros with weight 0, so the step's
     shapes stay fixed."""
-    xs, weight = [], torch.ones(len(local))
+    xs, _, weight = load_pixels_and_masks(ds, local, rngs, masks=False)
+    return xs, weight
+
+
+def load_pixels_and_masks(
+    ds: ClipDataset, local: Sequence[int], rngs: Sequence[random.Random | None], masks: bool = True
+) -> tuple[list[torch.Tensor], list[torch.Tensor | None], torch.Tensor]:
+    """As `load_pixels`, plus each item's region mask (F, H, W) sampled with its clip's frames and crop (None
+    without a mask, or when `masks` is False). A clip whose mask fails to load is skipped like a bad clip."""
+    xs: list[torch.Tensor] = []
+    ms: list[torch.Tensor | None] = []
+    weight = torch.ones(len(local))
     for i, (j, rng) in enumerate(zip(local, rngs, strict=True)):
         try:
-            xs.append(ds.pixels(j, rng))
+            x, m = ds.pixels_and_mask(j, rng) if masks else (ds.pixels(j, rng), None)
         except ClipError as e:
             ds.skips.add(ds.record(j), e)
             b = ds.bucket(j)
-            xs.append(torch.zeros(3, b.num_frames, b.height, b.width))
+            x, m = torch.zeros(3, b.num_frames, b.height, b.width), None
             weight[i] = 0.0
-    return xs, weight
+        xs.append(x)
+        ms.append(m)
+    return xs, ms, weight
 
 
 def bucket_histogram(ds: ClipDataset) -> dict[str, int]:

@@ -80,14 +80,30 @@ vpred_noisy = add_noise
 vpred_target = velocity
 
 
-def vpred_loss(pred_v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+def region_weights(mask: torch.Tensor, mask_weight: float) -> torch.Tensor:
+    """Loss weight map from a latent mask in [0, 1]: `mask_weight` inside, 1 outside, linear in between."""
+    return 1.0 + (mask_weight - 1.0) * mask.float()
+
+
+def weighted_mean(err: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample mean (B,) of an elementwise error (B, ...); with a weight map `region` broadcastable to it
+    (e.g. (B, T, 1, h, w)), the weighted mean sum(w·e) / sum(w), so the loss keeps its scale."""
+    if region is None:
+        return err.flatten(1).mean(1)
+    w = region.float().expand_as(err)
+    return (w * err).flatten(1).sum(1) / w.flatten(1).sum(1)
+
+
+def vpred_loss(
+    pred_v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-sample loss (B,): mean over non-batch dims of (1/(1 − a))·(x0_hat − x0)²,
-    with x0_hat = sqrt(a)·x_t − sqrt(1 − a)·v_hat."""
+    with x0_hat = sqrt(a)·x_t − sqrt(1 − a)·v_hat (weighted by `region`, see `weighted_mean`)."""
     pred_v, x0, x_t = pred_v.float(), x0.float(), x_t.float()
     a = _bcast(alpha, x0)
     x0_hat = a.sqrt() * x_t - (1 - a).sqrt() * pred_v
     w = 1.0 / (1.0 - a)
-    return (w * (x0_hat - x0) ** 2).flatten(1).mean(1)
+    return weighted_mean(w * (x0_hat - x0) ** 2, region)
 
 
 # --------------------------------------------------------------------------------------------------- flow matching
@@ -96,10 +112,12 @@ def vpred_loss(pred_v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, alpha:
 flow_noisy = flow_add_noise  # x_σ = (1 − σ)·x0 + σ·eps
 
 
-def flow_loss(pred_v: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per-sample loss (B,): mean of (v_hat − (eps − x0))²."""
+def flow_loss(
+    pred_v: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, region: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample loss (B,): mean of (v_hat − (eps − x0))² (weighted by `region`, see `weighted_mean`)."""
     target = noise.float() - x0.float()
-    return ((pred_v.float() - target) ** 2).flatten(1).mean(1)
+    return weighted_mean((pred_v.float() - target) ** 2, region)
 
 
 # ---------------------------------------------------------------------------------------------------- interface
@@ -138,8 +156,15 @@ def noisy_input(obj: Objective, x0: torch.Tensor, noise: torch.Tensor, frac: tor
     return Noisy(flow_noisy(x0, noise, sigma), (sigma * obj.num_train_timesteps).float(), sigma)
 
 
-def objective_loss(obj: Objective, pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, n: Noisy) -> torch.Tensor:
-    """Per-sample loss (B,) in float32."""
+def objective_loss(
+    obj: Objective,
+    pred: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    n: Noisy,
+    region: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample loss (B,) in float32; `region` (B, T, 1, h, w) weighs latent cells (`region_weights`)."""
     if obj.kind == "vpred":
-        return vpred_loss(pred, x0, n.x_t, n.level)
-    return flow_loss(pred, x0, noise)
+        return vpred_loss(pred, x0, n.x_t, n.level, region)
+    return flow_loss(pred, x0, noise, region)

@@ -33,9 +33,17 @@ from torch import nn
 from cinegen.train import checkpoint as ckpt
 from cinegen.train.cache import CachedData, FeatureCache, fingerprint_module, precompute
 from cinegen.train.config import StageConfig, TrainConfig, to_dict, to_yaml
-from cinegen.train.data import BatchSampler, ClipDataset, PackSampler, bucket_spec, load_pixels, load_records
+from cinegen.train.data import (
+    BatchSampler,
+    ClipDataset,
+    PackSampler,
+    bucket_spec,
+    latent_mask,
+    load_pixels_and_masks,
+    load_records,
+)
 from cinegen.train.metrics import dit_forward_flops, linear_params, measure_matmul_peak
-from cinegen.train.objectives import Objective, noisy_input, objective_loss, timestep_fraction
+from cinegen.train.objectives import Objective, noisy_input, objective_loss, region_weights, timestep_fraction
 from cinegen.train.optim import EMA, build_optimizer, build_scheduler, lr_factor
 from cinegen.train.parallel import DistInfo, all_reduce_mean, barrier, init_distributed, parallelize, unwrap
 from cinegen.train.progress import MetricsLogger
@@ -214,6 +222,12 @@ def build_stage_data(
         patch_t=t_cfg.patch_size_t or 1,
     )
     ds = ClipDataset(records, spec, cfg.data.buckets, cfg.data.image_repeat, cfg.data.video_repeat)
+    if cfg.objective.mask_weight <= 0:
+        raise ValueError(f"objective.mask_weight must be > 0, got {cfg.objective.mask_weight}")
+    if cfg.objective.mask_weight != 1.0 and not ds.has_masks:
+        raise ValueError(
+            f"objective.mask_weight is {cfg.objective.mask_weight} but no clip of {cfg.data.manifest} has a `mask`"
+        )
     cached = None
     if cfg.data.cache:
         if comps.vae is None or comps.text_encoder is None:
@@ -235,6 +249,7 @@ def build_stage_data(
             rank=info.rank,
             world=info.world,
             barrier=barrier,
+            mask_grid=(spec.vae_temporal, spec.vae_spatial) if cfg.objective.mask_weight != 1.0 else None,
         )
     groups = {k: [j for j in v if cached is None or cached.ok[j]] for k, v in ds.groups().items()}
     groups = {k: v for k, v in groups.items() if v}
@@ -272,6 +287,7 @@ class Clips:
     text: list[torch.Tensor]  # (L, D) each
     noise: list[torch.Tensor]  # (T, C, h, w) each
     weight: torch.Tensor  # (N,) 0 for clips that failed to load (live decoding only)
+    region: list[torch.Tensor | None] | None = None  # (T, 1, h, w) loss weight maps (objective.mask_weight)
 
 
 def load_clips(
@@ -289,12 +305,19 @@ def load_clips(
     captions = ["" if d else data.ds.record(j).text for j, d in zip(local, drop, strict=True)]
     weight = torch.ones(len(local))  # cached items are all usable (the sampler only draws `cached.ok` ones)
     vae = comps.vae
+    use_masks = cfg.objective.mask_weight != 1.0
+    masks: list[torch.Tensor | None] = [None] * len(local)  # latent masks (T, h, w)
     if data.cached is not None:
         moments = [data.cached.latents(j) for j in local]  # (C, T, h, w) each
         texts = [data.cached.text(c) for c in captions]  # (L, D) each
+        if use_masks:
+            masks = [data.cached.mask(j) for j in local]
     else:
         rngs = [random.Random(s) if cfg.data.random_crop else None for s in py_seeds]  # None: centred
-        pixels, weight = load_pixels(data.ds, local, rngs)  # (3, F, H, W) each; failed clips weigh 0
+        # (3, F, H, W) each, failed clips weigh 0; pixel masks (F, H, W) on the clips' frames and crops
+        pixels, pixel_masks, weight = load_pixels_and_masks(data.ds, local, rngs, masks=use_masks)
+        spec = data.ds.spec
+        masks = [None if m is None else latent_mask(m, spec.vae_temporal, spec.vae_spatial) for m in pixel_masks]
         p = next(vae.parameters())
         moments = [None] * len(local)
         by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -308,16 +331,23 @@ def load_clips(
             texts = list(comps.text_encoder.encode(captions).float().cpu())  # (L, D) each
     t_cfg = unwrap(comps.transformer).config
     pt = t_cfg.patch_size_t or 1
-    x0s, noises = [], []
-    for g, (mean, logvar) in zip(gens, moments, strict=True):
+    x0s, noises, region = [], [], []
+    for g, (mean, logvar), m in zip(gens, moments, masks, strict=True):
         eps = torch.randn(mean.shape, generator=g)  # posterior sample, as DiagonalGaussian.sample()
         z = mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * eps  # (C, T, h, w)
         x0 = vae.scale(z.to(device)).permute(1, 0, 2, 3)  # (C, T, h, w) -> (T, C, h, w)
+        w_map = None if m is None else region_weights(m, cfg.objective.mask_weight)[:, None].to(device)  # (T, 1, h, w)
         if x0.shape[0] % pt:  # CogVideoX 1.5: pad to whole temporal patches with copies of the first latent
-            x0 = torch.cat([x0[:1].expand(pt - x0.shape[0] % pt, -1, -1, -1), x0])  # (T + pad, C, h, w)
+            pad = pt - x0.shape[0] % pt
+            x0 = torch.cat([x0[:1].expand(pad, -1, -1, -1), x0])  # (T + pad, C, h, w)
+            w_map = None if w_map is None else torch.cat([w_map[:1].expand(pad, -1, -1, -1), w_map])
+        if w_map is not None and (w_map.shape[0], *w_map.shape[2:]) != (x0.shape[0], *x0.shape[2:]):
+            raise ValueError(f"region mask {tuple(w_map.shape)} does not match the latents {tuple(x0.shape)}")
         x0s.append(x0.contiguous())
         noises.append(torch.randn(x0.shape, generator=g).to(device))
-    return Clips(x0s, [t.to(device, torch.float32) for t in texts], noises, weight.to(device))
+        region.append(w_map)
+    texts_d = [t.to(device, torch.float32) for t in texts]
+    return Clips(x0s, texts_d, noises, weight.to(device), region if use_masks else None)
 
 
 def seq_tokens(t_cfg: Any, x0: torch.Tensor, text_len: int) -> int:
@@ -349,9 +379,13 @@ def bucket_micro_loss(
     index = torch.arange(first_g, first_g + len(local))  # position in the optimizer step's global batch
     frac = timestep_fraction(objective.timesteps, u, z, index, total_g, objective.logit_mean, objective.logit_std)
     noisy = noisy_input(objective, x0, noise, frac.to(device))
+    region = None
+    if clips.region is not None:  # clips without a mask weigh 1 everywhere
+        ones = [torch.ones_like(x[:, :1]) for x in clips.x0]  # (T, 1, h, w)
+        region = torch.stack([o if r is None else r for o, r in zip(ones, clips.region, strict=True)])
     with autocast():
         pred = model(noisy.x_t, text, noisy.timestep)  # (B, T, C, h, w)
-    per = objective_loss(objective, pred, x0, noise, noisy)  # (B,)
+    per = objective_loss(objective, pred, x0, noise, noisy, region)  # (B,); region (B, T, 1, h, w) or None
     tokens = seq_tokens(unwrap(comps.transformer).config, x0[0], text.shape[1]) * len(local)
     return (per * clips.weight).sum(), tokens
 
@@ -386,10 +420,11 @@ def pack_micro_loss(
         noisy = [noisy_input(objective, x[None], n[None], frac) for x, n in zip(clips.x0, clips.noise, strict=True)]
         with autocast():
             preds = packed([n.x_t[0] for n in noisy], clips.text, noisy[0].timestep[0])  # (T_i, C, h_i, w_i) each
+        regions = clips.region if clips.region is not None else [None] * len(preds)
         losses = torch.cat(
             [
-                objective_loss(objective, p[None], x[None], n[None], nz)
-                for p, x, n, nz in zip(preds, clips.x0, clips.noise, noisy, strict=True)
+                objective_loss(objective, p[None], x[None], n[None], nz, None if r is None else r[None])
+                for p, x, n, nz, r in zip(preds, clips.x0, clips.noise, noisy, regions, strict=True)
             ]
         )  # (k,)
         total = total + (losses * clips.weight).sum() / clips.weight.sum().clamp_min(1.0)

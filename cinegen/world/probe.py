@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from cinegen.sampling.schedules import alphas_cumprod
+from cinegen.train.data import latent_mask
 from cinegen.video import frames_to_tensor
 from cinegen.world import vocab as V
 from cinegen.world.captions import dense_caption
@@ -53,15 +54,6 @@ def swap_attribute(spec: ClipSpec, attr: str) -> ClipSpec | None:
         if V.motion_valid(cand.shape, cand.motion) and V.has_speed(cand.motion) == V.has_speed(o.motion):
             return dataclasses.replace(spec, objects=(cand, *spec.objects[1:]))
     return None
-
-
-def latent_footprint(mask: Tensor, temporal: int, spatial: int) -> Tensor:
-    """Pixel mask (F, H, W) -> the latent cells it touches (T, 1, h, w) of a causal VAE: frame 0 alone, then
-    groups of `temporal` frames; `spatial` x `spatial` pixels per cell."""
-    f = mask.shape[0]
-    groups = [mask[:1]] + [mask[1 + temporal * k : 1 + temporal * (k + 1)] for k in range((f - 1) // temporal)]
-    per_t = torch.stack([g.amax(0) for g in groups])  # (T, H, W)
-    return torch.nn.functional.max_pool2d(per_t[:, None].float(), spatial)  # (T, 1, h, w)
 
 
 def _levels(pipe: Pipeline, snrs: tuple[float, ...]) -> dict[str, tuple[int, float]]:
@@ -132,7 +124,7 @@ def _footprint(pipe: Pipeline, frames: np.ndarray, spec: ClipSpec, attr: str) ->
     recoloured = swap_attribute(spec, "background" if attr == "background" else "color")
     assert recoloured is not None  # every colour has another
     mask = torch.from_numpy((frames != render_clip(recoloured)).any(-1))  # (F, H, W)
-    return latent_footprint(mask, pipe.vae_temporal, pipe.vae_spatial)
+    return latent_mask(mask, pipe.vae_temporal, pipe.vae_spatial)[:, None]
 
 
 @torch.no_grad()
