@@ -11,6 +11,7 @@ pytest.importorskip("av")
 
 from cinegen.data.manifest import read_manifest  # noqa: E402
 from cinegen.video import read_video  # noqa: E402
+from cinegen.world import vocab as V  # noqa: E402
 from cinegen.world.captions import parse_prompt  # noqa: E402
 from cinegen.world.cli import main  # noqa: E402
 from cinegen.world.dataset import clip_spec, export_dataset  # noqa: E402
@@ -47,6 +48,29 @@ def test_export_dataset(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="unknown aspect"):
         export_dataset(tmp_path, 1, aspects=("wide",))
+
+
+def test_export_writes_object_masks_and_adds_them_to_an_existing_set(tmp_path) -> None:
+    """masks/<name>.npz is the objects' coverage (uint8, 255 inside)."""
+    import dataclasses
+
+    plain = read_manifest(export_dataset(tmp_path, 3, seed=4, frame_counts=(9,), masks=False))
+    assert all(r.mask is None for r in plain) and not (tmp_path / "masks").exists()
+    mtimes = [(tmp_path / r.path).stat().st_mtime_ns for r in plain]
+    records = read_manifest(export_dataset(tmp_path, 3, seed=4, frame_counts=(9,)))
+    assert [(tmp_path / r.path).stat().st_mtime_ns for r in records] == mtimes  # clips kept, masks added
+    for r in records:
+        spec = ClipSpec.from_dict(r.meta["spec"])
+        assert r.mask == f"masks/{r.id.removeprefix('shapes-')}.npz"
+        with np.load(tmp_path / r.mask) as z:
+            mask = z["mask"]
+        assert mask.dtype == np.uint8 and mask.shape == (spec.num_frames, spec.height, spec.width)
+        # every object recoloured: the pixels that change are object pixels, and only those are masked
+        names = list(V.COLORS)
+        other = [dataclasses.replace(o, color=names[(names.index(o.color) + 1) % len(names)]) for o in spec.objects]
+        differs = (render_clip(spec) != render_clip(dataclasses.replace(spec, objects=tuple(other)))).any(-1)
+        assert not (differs & (mask == 0)).any() and (mask == 255).any()
+        assert (differs == (mask > 0)).mean() > 0.99  # (the faintest anti-aliased edges may round to no change)
 
 
 def test_cli_world_and_eval(tmp_path, capsys) -> None:

@@ -137,6 +137,7 @@ def _cmd_world_render(args: argparse.Namespace) -> int:
         include_held_out=args.include_held_out,
         camera_prob=args.camera_prob,
         crf=args.crf,
+        masks=not args.no_masks,
         progress=_progress("rendering"),
     )
     print(f"wrote {args.num} clips and {manifest}")
@@ -198,6 +199,7 @@ def _add_world(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-prob", type=float, default=0.25, help="fraction of clips with a moving camera")
     p.add_argument("--include-held-out", action="store_true", help="also draw held-out compositions (not for training)")
     p.add_argument("--crf", type=int, default=10, help="H.264 quality (lower = closer to lossless)")
+    p.add_argument("--no-masks", action="store_true", help="do not write the object masks (masks/*.npz)")
     p.set_defaults(func=_cmd_world_render)
     p = wsub.add_parser("show", help="render the ground truth of one prompt")
     p.add_argument("prompt")

@@ -1,7 +1,8 @@
 """Export a Shapes-world training set: rendered MP4 clips + a JSONL manifest of shared `ClipRecord`s.
 
 Each record: `path` (relative to the manifest), `type` "video", `text` = the dense caption (what the model
-trains on), `width`, `height`, `num_frames`, `fps`, `bucket` "FxHxW", `id`, and in `meta`: `short_text` (a
+trains on), `width`, `height`, `num_frames`, `fps`, `bucket` "FxHxW", `id`, `mask` (the objects' coverage,
+`masks/<name>.npz`, for the region-weighted loss), and in `meta`: `short_text` (a
 varied user-style caption, for prompt-rewriting / caption-dropout experiments), `spec` (the full ClipSpec,
 so the clip can be re-rendered or analyzed) and `held_out` (always False unless `include_held_out`).
 
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cinegen.fsutil import atomic_write
 from cinegen.world import vocab as V
 from cinegen.world.captions import dense_caption, short_caption
-from cinegen.world.render import ClipSpec, render_clip, sample_spec
+from cinegen.world.render import ClipSpec, render_clip_and_mask, sample_spec
 
 __all__ = ["clip_spec", "export_dataset", "write_clip"]
 
@@ -70,12 +72,16 @@ def export_dataset(
     camera_prob: float = 0.25,
     crf: int = 10,
     manifest_name: str = "manifest.jsonl",
+    masks: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render `num_clips` clips into `out_dir/clips/` and write `out_dir/manifest.jsonl`; returns its path.
 
-    Clips already on disk (same name) are kept, not re-rendered: an interrupted export resumes. The
-    manifest is written atomically at the end and every 200 clips.
+    With `masks`, each clip's object mask (`render_clip_and_mask`, uint8 (F, H, W)) goes to
+    `out_dir/masks/<name>.npz` and the record's `mask` column (for `objective.mask_weight`).
+    Files already on disk (same name) are kept, not re-rendered: an interrupted export resumes, and a later
+    export with `masks` adds the masks to an existing set. The manifest is written atomically at the end and
+    every 200 clips.
     """
     from cinegen.data.manifest import ClipRecord, format_bucket, write_manifest
 
@@ -86,6 +92,8 @@ def export_dataset(
             raise ValueError(f"unknown aspect {a!r}; use one of {', '.join(V.ASPECTS)} or (width, height)")
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
+    if masks:
+        (out / "masks").mkdir(exist_ok=True)
     manifest = out / manifest_name
     records: list[ClipRecord] = []
     for i in range(num_clips):
@@ -100,8 +108,15 @@ def export_dataset(
             camera_prob=camera_prob,
         )
         rel = f"clips/{seed}-{i:06d}.mp4"
-        if not (out / rel).is_file():
-            write_clip(render_clip(spec), spec.fps, out / rel, crf=crf)
+        mask_rel = f"masks/{seed}-{i:06d}.npz" if masks else None
+        need_clip = not (out / rel).is_file()
+        if need_clip or (mask_rel and not (out / mask_rel).is_file()):
+            frames, mask = render_clip_and_mask(spec)
+            if need_clip:
+                write_clip(frames, spec.fps, out / rel, crf=crf)
+            if mask_rel:
+                with atomic_write(out / mask_rel, "wb") as f:
+                    np.savez_compressed(f, mask=mask)
         records.append(
             ClipRecord(
                 path=rel,
@@ -112,6 +127,7 @@ def export_dataset(
                 num_frames=spec.num_frames,
                 fps=spec.fps,
                 bucket=format_bucket(spec.num_frames, spec.height, spec.width),
+                mask=mask_rel,
                 id=f"shapes-{seed}-{i:06d}",
                 meta={
                     "short_text": short,

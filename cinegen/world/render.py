@@ -37,6 +37,7 @@ __all__ = [
     "complete_truth",
     "sample_truth",
     "sample_spec",
+    "render_clip_and_mask",
     "render_clip",
     "render_truth",
 ]
@@ -560,12 +561,19 @@ def _background(spec: ClipSpec, px: np.ndarray, py: np.ndarray, offset: float, z
 
 def render_clip(spec: ClipSpec) -> np.ndarray:
     """Render a clip -> uint8 (F, H, W, 3). Pure and deterministic."""
+    return render_clip_and_mask(spec)[0]
+
+
+def render_clip_and_mask(spec: ClipSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Render a clip -> (uint8 frames (F, H, W, 3), uint8 object mask (F, H, W)): the mask is the objects'
+    anti-aliased coverage (255 inside any object, 0 on the background), e.g. for a region-weighted loss."""
     w, h = spec.width, spec.height
     py, px = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5  # (H, W) pixel centres
     u = _times(spec.num_frames)
     offset, zoom = camera_transform(spec.camera, u, w, h)
     tracks = object_tracks(spec)
     out = np.empty((spec.num_frames, h, w, 3), dtype=np.uint8)
+    mask = np.zeros((spec.num_frames, h, w), dtype=np.float64)
     for f in range(spec.num_frames):
         img = _background(spec, px, py, float(offset[f]), float(zoom[f]))  # (H, W, 3)
         for o, t in zip(spec.objects, tracks, strict=True):
@@ -581,11 +589,12 @@ def render_clip(spec: ClipSpec) -> np.ndarray:
             # local = R(-angle) (p - c) / r: undo the clockwise (y-down) rotation, then unit radius.
             qx = (dx * math.cos(a) + dy * math.sin(a)) / r
             qy = (-dx * math.sin(a) + dy * math.cos(a)) / r
-            cover = np.clip(0.5 - shape_sdf(o.shape, qx, qy) * r, 0.0, 1.0)[..., None]  # (h', w', 1)
+            cover = np.clip(0.5 - shape_sdf(o.shape, qx, qy) * r, 0.0, 1.0)  # (h', w')
             col = np.array(V.COLORS[o.color], dtype=np.float64)
-            img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1.0 - cover) + col * cover
+            img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1.0 - cover[..., None]) + col * cover[..., None]
+            np.maximum(mask[f, y0:y1, x0:x1], cover, out=mask[f, y0:y1, x0:x1])
         out[f] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return out
+    return out, np.rint(mask * 255).astype(np.uint8)
 
 
 def render_truth(
