@@ -205,3 +205,32 @@ def test_cache_stores_latent_masks_without_touching_latent_keys(tiny_2b_folder: 
     ds_bad = ClipDataset(load_records(masked), spec, buckets_enabled=False)
     bad = fill(ds_bad)
     assert bad.ok == [True, False] and ds_bad.skips.counts["bad_mask"] == 1
+
+
+def test_export_checkpoint_equals_the_runs_own_export(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """`cinegen export-checkpoint` of the last checkpoint writes the same folder the run exported at its end; an
+    earlier step exports that step's EMA weights; a missing step is a clear error."""
+    from cinegen.models.io import load_model_folder
+    from cinegen.train.cli import main
+
+    man = make_toy_set(tmp_path / "data", n_videos=2, frames=9, h=32, w=32)
+    over = [f"model.path={tiny_2b_folder}", f"data.manifest={man}", f"train.run_dir={tmp_path / 'run'}"]
+    over += ["data.batch_size=2", "data.aspect_ratios=[1.0]", "optim.ema=true", "optim.ema_decay=0.5"]
+    over += ["log.tensorboard=false", "log.progress=false", "checkpoint.every=2", "checkpoint.export=true"]
+    train(load_config(TrainConfig, None, [*over, "train.steps=4"]))
+    run = tmp_path / "run"
+    assert main(["export-checkpoint", str(run), "-o", str(tmp_path / "last")]) == 0
+    assert main(["export-checkpoint", str(run), "--step", "2"]) == 0
+    ours = load_model_folder(tmp_path / "last", dtype=torch.float32)
+    ref = load_model_folder(run / "model", dtype=torch.float32)
+    for name in ("transformer", "vae"):
+        a, b = getattr(ours, name).state_dict(), getattr(ref, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    for f in ("model_index.json", "scheduler/scheduler_config.json", "transformer/config.json"):
+        assert (tmp_path / "last" / f).read_text() == (run / "model" / f).read_text(), f
+    early = load_model_folder(run / "export-step_00000002", dtype=torch.float32).transformer.state_dict()
+    ema2 = load_file(str(run / "checkpoints" / "step_00000002" / "ema.safetensors"))
+    assert all(torch.equal(early[k], ema2[k].float()) for k in ema2)
+    assert not all(torch.equal(early[k], ours.transformer.state_dict()[k]) for k in ema2)
+    assert main(["export-checkpoint", str(run), "--step", "3"]) == 2  # no such checkpoint
+    assert main(["export-checkpoint", str(tmp_path / "nothing")]) == 2

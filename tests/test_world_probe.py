@@ -3,6 +3,7 @@ on a tiny random model (a model blind to its text must score exactly 0)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,13 @@ def test_probes_measure_text_use_and_read_zero_for_a_text_blind_model(tiny_2b_fo
         pipe.transformer.patch_embed.text_proj.bias.zero_()
     assert all(g == 0.0 for g in probe.caption_use(pipe, n=2)["gain"].values())
     assert all(g == 0.0 for g in probe.attribute_use(pipe, n=2, snrs=(0.01,))["gain"].values())
+
+
+def test_probe_cli_writes_json_and_prints_the_gains(tiny_2b_folder: Path, tmp_path: Path, capsys) -> None:
+    from cinegen.world.cli import main
+
+    out = tmp_path / "probe.json"
+    assert main(["eval", "probe", "--model", str(tiny_2b_folder), "--n", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data) == {"model", "caption_use", "attribute_use"} and data["attribute_use"]["clips"]["color"] == 1
+    assert "pure_noise/background" in capsys.readouterr().out

@@ -1,8 +1,10 @@
-"""`cinegen train`, `cinegen train-vae` and `cinegen plot` (registered into the main CLI by `register_cli`).
+"""`cinegen train`, `cinegen train-vae`, `cinegen plot` and `cinegen export-checkpoint` (registered into the main
+CLI by `register_cli`).
 
     cinegen train CONFIG.yaml [key=value ...] [--dry-run]
     cinegen train-vae CONFIG.yaml [key=value ...] [--dry-run]
     cinegen plot RUN_DIR [-o loss.png]
+    cinegen export-checkpoint RUN_DIR [--step N] [-o DIR] [--no-ema]
 
 Multi-process: `torchrun --nproc_per_node N -m cinegen.train.cli train CONFIG.yaml parallel.strategy=ddp`.
 """
@@ -13,6 +15,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cinegen.train.config import ConfigError, TrainConfig, VAETrainConfig, load_config, to_yaml
 
@@ -83,6 +86,20 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cinegen.train.trainer import export_checkpoint
+
+    try:
+        out = export_checkpoint(
+            Path(args.run_dir), args.step, Path(args.output) if args.output else None, ema=not args.no_ema
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train the transformer (LoRA, full fine-tune, from scratch)")
     _add_run_args(p)
@@ -94,6 +111,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", default=None, help="PNG path (default RUN_DIR/loss.png)")
     p.set_defaults(func=_cmd_plot)
+    p = subparsers.add_parser(
+        "export-checkpoint",
+        help="export a training checkpoint (latest or --step) as a model folder or LoRA file, as the run would",
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the latest)")
+    p.add_argument("-o", "--output", default=None, help="output folder (default RUN_DIR/export-step_N)")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights, not the EMA")
+    p.set_defaults(func=_cmd_export)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -506,15 +506,22 @@ def export(
     if not info.is_main:
         barrier()
         return None
+    path = save_export(cfg, comps, weights, run_dir / ("lora" if cfg.lora.enabled else "model"))
+    barrier()
+    return path
+
+
+def save_export(cfg: TrainConfig, comps: Components | None, weights: dict[str, torch.Tensor], out: Path) -> Path:
+    """Write trained weights as the run's export: LoRA adapters (`out/pytorch_lora_weights.safetensors`) or a
+    full model folder `out` (the transformer with `weights`, the run's VAE, text encoder and noise schedule)."""
     if cfg.lora.enabled:
         from cinegen.train.lora import save_lora, without_adapter_name
 
-        path = save_lora(without_adapter_name(weights), cfg.lora, run_dir / "lora")
-        barrier()
-        return path
+        return save_lora(without_adapter_name(weights), cfg.lora, out)
     from cinegen.models.io import ModelBundle, save_model_folder
     from cinegen.models.transformer import CogVideoXTransformer
 
+    assert comps is not None  # a full export needs the run's VAE, text encoder and schedule
     fresh = CogVideoXTransformer(unwrap(comps.transformer).config)
     fresh.load_state_dict(weights, strict=True)
     bundle = ModelBundle(
@@ -524,9 +531,34 @@ def export(
         tokenizer=comps.tokenizer,
         scheduler=comps.schedule,
     )
-    out = save_model_folder(bundle, run_dir / "model")
-    barrier()
-    return out
+    return save_model_folder(bundle, out)
+
+
+def export_checkpoint(run_dir: Path, step: int | None = None, out: Path | None = None, ema: bool = True) -> Path:
+    """Export a training checkpoint of `run_dir` (its latest, or `step`) as the run would at its end, to `out`
+    (default `run_dir/export-step_N`): EMA weights when the checkpoint has them and `ema`, else the raw ones.
+    The run's config is the one stored in the checkpoint; its model paths resolve from the working directory."""
+    from safetensors.torch import load_file
+
+    from cinegen.config import from_dict
+
+    ckpts = ckpt.list_checkpoints(run_dir / "checkpoints")
+    if not ckpts:
+        raise FileNotFoundError(f"{run_dir}: no checkpoints under {run_dir / 'checkpoints'}")
+    by_step = {int(json.loads((c / "state.json").read_text())["step"]): c for c in ckpts}
+    if step is not None and step not in by_step:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint of step {step} (have {sorted(by_step)})")
+    path = by_step[step] if step is not None else ckpts[-1]
+    state = json.loads((path / "state.json").read_text())
+    cfg = from_dict(TrainConfig, state["config"])
+    name = "ema.safetensors" if ema and (path / "ema.safetensors").is_file() else "model.safetensors"
+    weights = load_file(str(path / name))
+    comps = None
+    if not cfg.lora.enabled:  # (the warm start would be overwritten: skip loading it)
+        comps = load_components(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, transformer_init=None)))
+    out = out if out is not None else run_dir / f"export-{path.name}"
+    log.info("exporting %s (%s) to %s", path, name, out)
+    return save_export(cfg, comps, weights, out)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Usage::
     cinegen eval shapes --model PATH [--limit N] [--out DIR] [--steps N] [--prompt-style dense|short]
     cinegen eval shapes --oracle            # the analyzer on ground-truth renders (validation, no model)
     cinegen eval shapes --model PATH --vae-ceiling   # ground truth through the model's VAE (the ceiling)
+    cinegen eval probe --model PATH [--n N] [--out FILE]   # does the model read its caption / object words?
     cinegen world render --out DIR --num N --seed S [--aspects square,landscape] [--frames 9,17]
     cinegen world show "two red circles moving left on a gray background" -o clip.mp4
     cinegen world suite                     # list the ShapesBench prompts
@@ -119,6 +120,44 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16")
     p.set_defaults(func=_cmd_eval_shapes)
+    p = esub.add_parser(
+        "probe",
+        help="text-conditioning probes: x0 error with the true caption vs the empty one / one word swapped",
+        description="cinegen.world.probe.caption_use and attribute_use on fresh Shapes-world clips (v-prediction "
+        "models): gain 0 = the words make no difference.",
+    )
+    p.add_argument("--model", required=True, help="model folder (diffusers layout)")
+    p.add_argument("--n", type=int, default=24, help="clips (default 24)")
+    p.add_argument("--seed", type=int, default=777)
+    p.add_argument("--out", default=None, help="write the full result as JSON here")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_eval_probe)
+
+
+def _cmd_eval_probe(args: argparse.Namespace) -> int:
+    import torch
+
+    from cinegen.pipeline import load_pipeline
+    from cinegen.world import probe
+
+    pipe = load_pipeline(args.model, device=args.device, dtype=torch.float32)
+    try:
+        result = {
+            "model": str(args.model),
+            "caption_use": probe.caption_use(pipe, n=args.n, seed=args.seed),
+            "attribute_use": probe.attribute_use(pipe, n=args.n, seed=args.seed),
+        }
+    except ValueError as e:  # a flow-matching model
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=1)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    gains = {f"caption/{k}": v for k, v in result["caption_use"]["gain"].items()} | result["attribute_use"]["gain"]
+    for k, v in gains.items():
+        print(f"{k:<28} {v:+.4f}")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------- world
