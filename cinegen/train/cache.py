@@ -99,53 +99,40 @@ class FeatureCache:
         return self.root / "skips" / f"{key}.json"
 
 
-def latent_key(vae_fp: str, ds: ClipDataset, j: int) -> str:
+def _sampled_file(ds: ClipDataset, j: int, name: str, file: str) -> dict[str, Any]:
+    """What determines a file's sample for item j: the file (resolved path under `name`, size, mtime), the clip's
+    segment and crop, the bucket shape, the frame sampling (fps stride, centred start)."""
     r, b = ds.record(j), ds.bucket(j)
-    p = Path(r.path)
+    p = Path(file)
     st = p.stat() if p.exists() else None
-    return _sha(
-        {
-            "vae": vae_fp,
-            "path": str(p.resolve()) if st else r.path,
-            "size": st.st_size if st else None,
-            "mtime_ns": st.st_mtime_ns if st else None,
-            "segment": [r.start, r.end, r.source_path],
-            "crop": r.crop,
-            "bucket": b.key,
-            "stride": frame_stride(r.fps, ds.spec.fps) if r.type == "video" else None,
-            "num_frames_src": r.num_frames,
-            "start": "centre",
-            "pixels": PIXEL_TRANSFORM_VERSION,
-        }
-    )
+    return {
+        name: str(p.resolve()) if st else file,
+        "size": st.st_size if st else None,
+        "mtime_ns": st.st_mtime_ns if st else None,
+        "segment": [r.start, r.end, r.source_path],
+        "crop": r.crop,
+        "bucket": b.key,
+        "stride": frame_stride(r.fps, ds.spec.fps) if r.type == "video" else None,
+        "num_frames_src": r.num_frames,
+        "start": "centre",
+    }
+
+
+def latent_key(vae_fp: str, ds: ClipDataset, j: int) -> str:
+    fields = _sampled_file(ds, j, "path", ds.record(j).path)
+    return _sha({"vae": vae_fp, **fields, "pixels": PIXEL_TRANSFORM_VERSION})
 
 
 MASK_VERSION = 1  # bump when load_mask / latent_mask change
 
 
 def mask_key(ds: ClipDataset, j: int, grid: tuple[int, int]) -> str | None:
-    """Key of item j's latent region mask (None without a mask): the mask file, the clip's frame sampling and
-    crop as in `latent_key`, and the VAE's (temporal, spatial) compression."""
-    r, b = ds.record(j), ds.bucket(j)
-    if not r.mask:
+    """Key of item j's latent region mask (None without a mask): the mask file sampled as the clip (as in
+    `latent_key`) and the VAE's (temporal, spatial) compression."""
+    mask = ds.record(j).mask
+    if not mask:
         return None
-    p = Path(r.mask)
-    st = p.stat() if p.exists() else None
-    return _sha(
-        {
-            "mask": str(p.resolve()) if st else r.mask,
-            "size": st.st_size if st else None,
-            "mtime_ns": st.st_mtime_ns if st else None,
-            "segment": [r.start, r.end, r.source_path],
-            "crop": r.crop,
-            "bucket": b.key,
-            "stride": frame_stride(r.fps, ds.spec.fps) if r.type == "video" else None,
-            "num_frames_src": r.num_frames,
-            "start": "centre",
-            "grid": list(grid),
-            "version": MASK_VERSION,
-        }
-    )
+    return _sha({**_sampled_file(ds, j, "mask", mask), "grid": list(grid), "version": MASK_VERSION})
 
 
 def text_key(te_fp: str, caption: str) -> str:
