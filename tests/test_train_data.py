@@ -263,6 +263,9 @@ def test_mask_file_formats_and_errors(tmp_path: Path) -> None:
     assert np.array_equal(read_mask_frames(str(tmp_path / "m.npy"), [1, 2]), want[[1, 2]])
     assert np.array_equal(read_mask_frames(str(tmp_path / "m.npz"), [0, 1]), want[[0, 1]])
     assert np.array_equal(read_mask_frames(str(tmp_path / "m.png"), None), want[[1]])
+    assert np.array_equal(read_mask_frames(str(tmp_path / "m.png"), [0, 4]), want[[1, 1]])  # static for a video
+    np.save(tmp_path / "s.npy", m[1])
+    assert np.array_equal(read_mask_frames(str(tmp_path / "s.npy"), [0, 7, 9]), want[[1, 1, 1]])
     assert np.abs(read_mask_frames(str(tmp_path / "m.mp4"), [1]) - want[[1]]).max() < 0.1  # H.264
     with pytest.raises(ClipError, match="mask frames"):
         read_mask_frames(str(tmp_path / "m.npy"), [5])

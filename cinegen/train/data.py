@@ -489,7 +489,8 @@ def read_mask_frames(path: str, indices: Sequence[int] | None, segment_start: fl
     """A mask file's frames at `indices` (None: an image's single frame) -> float32 (F, H, W) in [0, 1].
 
     .npz (first array, or the one named "mask") / .npy: (F, H, W) or (H, W), bool -> {0, 1}, uint8 -> / 255,
-    floats as they are; images and videos: brightness (mean of RGB) / 255.
+    floats as they are; images and videos: brightness (mean of RGB) / 255. A single (H, W) array or an image is a
+    static mask: every requested frame gets it.
     """
     p = Path(path)
     suffix = p.suffix.lower()
@@ -499,13 +500,16 @@ def read_mask_frames(path: str, indices: Sequence[int] | None, segment_start: fl
                 arr = z["mask"] if "mask" in z.files else z[z.files[0]]
         else:
             arr = np.load(p)
-        arr = arr[None] if arr.ndim == 2 else arr
-        if arr.ndim != 3:
+        if arr.ndim == 2:  # static
+            arr = np.repeat(arr[None], len(indices) if indices is not None else 1, axis=0)
+        elif arr.ndim != 3:
             raise ClipError("bad_mask", f"{path}: mask array must be (F, H, W) or (H, W), got {arr.shape}")
-        if indices is not None:
+        elif indices is not None:
             if max(indices) >= arr.shape[0]:
                 raise ClipError("bad_mask", f"{path}: {arr.shape[0]} mask frames, frame {max(indices)} needed")
             arr = arr[list(indices)]
+        else:  # an image's mask: the first frame
+            arr = arr[:1]
         if arr.dtype == np.uint8:
             return arr.astype(np.float32) / 255.0
         return arr.astype(np.float32)
@@ -513,7 +517,8 @@ def read_mask_frames(path: str, indices: Sequence[int] | None, segment_start: fl
         from PIL import Image
 
         with Image.open(p) as im:
-            rgb = np.array(im.convert("RGB"))[None]  # (1, H, W, 3)
+            rgb = np.array(im.convert("RGB"))[None]  # (1, H, W, 3): static
+        rgb = np.repeat(rgb, len(indices) if indices is not None else 1, axis=0)
     else:
         rgb = decode_video_frames(str(p), indices if indices is not None else [0], segment_start)
     return rgb.astype(np.float32).mean(-1) / 255.0
