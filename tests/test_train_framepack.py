@@ -92,3 +92,37 @@ def test_packed_training_run(tiny_2b_folder: Path, tmp_path: Path) -> None:
     import cinegen.models.transformer as tm
 
     assert tm.F is torch.nn.functional  # the run-scoped attention patch is undone
+
+
+def test_packed_run_weighs_masked_cells(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """Frame pack with the region-weighted loss: each packed clip gets its own map (images without a mask weigh
+    1), and the weighting changes the losses of the same samples."""
+    import math
+
+    from cinegen.train.config import TrainConfig, load_config
+    from cinegen.train.trainer import train
+    from tests.test_train_data import make_toy_set
+
+    man = make_toy_set(tmp_path / "data", n_videos=3, frames=9, sizes=[(32, 32), (32, 64)], images=1, masks=True)
+    base = [
+        f"model.path={tiny_2b_folder}",
+        f"data.manifest={man}",
+        "data.height=32",
+        "data.width=32",
+        "data.num_frames=9",
+        "data.aspect_ratios=[0.5, 1.0]",
+        "data.pack=true",
+        "data.batch_size=1",
+        "data.token_budget=128",
+        "train.steps=3",
+        "objective.kind=flow",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "checkpoint.every=0",
+        "checkpoint.export=false",
+    ]
+    losses = {}
+    for w in ("1", "4"):
+        cfg = load_config(TrainConfig, None, [*base, f"train.run_dir={tmp_path / w}", f"objective.mask_weight={w}"])
+        losses[w] = train(cfg).losses
+    assert all(math.isfinite(v) for v in losses["4"]) and losses["4"] != losses["1"]
