@@ -50,6 +50,26 @@ def test_packed_forward_equals_separate_forwards(preset: str) -> None:
     assert all(o.shape == x.shape for o, x in zip(outs, lat, strict=True))
 
 
+def _pack_run(folder: Path, manifest: Path) -> list[str]:
+    """Overrides of a tiny frame-pack flow run (32 px, 9 frames, two aspects, 128-token packs, no outputs)."""
+    return [
+        f"model.path={folder}",
+        f"data.manifest={manifest}",
+        "data.height=32",
+        "data.width=32",
+        "data.num_frames=9",
+        "data.aspect_ratios=[0.5, 1.0]",
+        "data.pack=true",
+        "data.batch_size=1",
+        "data.token_budget=128",
+        "objective.kind=flow",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "checkpoint.every=0",
+        "checkpoint.export=false",
+    ]
+
+
 def test_packed_training_run(tiny_2b_folder: Path, tmp_path: Path) -> None:
     from cinegen.train.config import TrainConfig, load_config
     from cinegen.train.trainer import train
@@ -60,25 +80,7 @@ def test_packed_training_run(tiny_2b_folder: Path, tmp_path: Path) -> None:
     cfg = load_config(
         TrainConfig,
         None,
-        [
-            f"model.path={tiny_2b_folder}",
-            f"data.manifest={man}",
-            f"train.run_dir={tmp_path / 'run'}",
-            "data.height=32",
-            "data.width=32",
-            "data.num_frames=9",
-            "data.aspect_ratios=[0.5, 1.0]",
-            "data.pack=true",
-            "data.batch_size=1",
-            "data.token_budget=128",
-            "train.steps=14",
-            "optim.lr=3e-3",
-            "objective.kind=flow",
-            "log.progress=false",
-            "log.tensorboard=false",
-            "checkpoint.every=0",
-            "checkpoint.export=false",
-        ],
+        [*_pack_run(tiny_2b_folder, man), f"train.run_dir={tmp_path / 'run'}", "train.steps=14", "optim.lr=3e-3"],
     )
     from cinegen.train.trainer import load_components
 
@@ -104,23 +106,7 @@ def test_packed_run_weighs_masked_cells(tiny_2b_folder: Path, tmp_path: Path) ->
     from tests.test_train_data import make_toy_set
 
     man = make_toy_set(tmp_path / "data", n_videos=3, frames=9, sizes=[(32, 32), (32, 64)], images=1, masks=True)
-    base = [
-        f"model.path={tiny_2b_folder}",
-        f"data.manifest={man}",
-        "data.height=32",
-        "data.width=32",
-        "data.num_frames=9",
-        "data.aspect_ratios=[0.5, 1.0]",
-        "data.pack=true",
-        "data.batch_size=1",
-        "data.token_budget=128",
-        "train.steps=3",
-        "objective.kind=flow",
-        "log.progress=false",
-        "log.tensorboard=false",
-        "checkpoint.every=0",
-        "checkpoint.export=false",
-    ]
+    base = [*_pack_run(tiny_2b_folder, man), "train.steps=3"]
     losses = {}
     for w in ("1", "4"):
         cfg = load_config(TrainConfig, None, [*base, f"train.run_dir={tmp_path / w}", f"objective.mask_weight={w}"])

@@ -494,6 +494,7 @@ def read_mask_frames(path: str, indices: Sequence[int] | None, segment_start: fl
     """
     p = Path(path)
     suffix = p.suffix.lower()
+    n = len(indices) if indices is not None else 1  # frames a static mask is repeated to
     if suffix in (".npz", ".npy"):
         if suffix == ".npz":
             with np.load(p) as z:
@@ -501,7 +502,7 @@ def read_mask_frames(path: str, indices: Sequence[int] | None, segment_start: fl
         else:
             arr = np.load(p)
         if arr.ndim == 2:  # static
-            arr = np.repeat(arr[None], len(indices) if indices is not None else 1, axis=0)
+            arr = np.repeat(arr[None], n, axis=0)
         elif arr.ndim != 3:
             raise ClipError("bad_mask", f"{path}: mask array must be (F, H, W) or (H, W), got {arr.shape}")
         elif indices is not None:
@@ -518,7 +519,7 @@ def read_mask_frames(path: str, indices: Sequence[int] | None, segment_start: fl
 
         with Image.open(p) as im:
             rgb = np.array(im.convert("RGB"))[None]  # (1, H, W, 3): static
-        rgb = np.repeat(rgb, len(indices) if indices is not None else 1, axis=0)
+        rgb = np.repeat(rgb, n, axis=0)
     else:
         rgb = decode_video_frames(str(p), indices if indices is not None else [0], segment_start)
     return rgb.astype(np.float32).mean(-1) / 255.0

@@ -545,7 +545,7 @@ def export_checkpoint(run_dir: Path, step: int | None = None, out: Path | None =
     ckpts = ckpt.list_checkpoints(run_dir / "checkpoints")
     if not ckpts:
         raise FileNotFoundError(f"{run_dir}: no checkpoints under {run_dir / 'checkpoints'}")
-    by_step = {int(json.loads((c / "state.json").read_text())["step"]): c for c in ckpts}
+    by_step = {int(ckpt.STEP_RE.match(c.name).group(1)): c for c in ckpts}  # type: ignore[union-attr]
     if step is not None and step not in by_step:
         raise FileNotFoundError(f"{run_dir}: no checkpoint of step {step} (have {sorted(by_step)})")
     path = by_step[step] if step is not None else ckpts[-1]
