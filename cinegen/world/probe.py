@@ -145,7 +145,7 @@ def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[floa
                 captions[attr] = dense_caption(swapped.truth())
         for name, t, a, x_t in noised:
             sq = {c: (_x0_hat(pipe, x_t, cap, t, a) - x0) ** 2 for c, cap in captions.items()}  # (1, T, C, h, w)
-            for attr in (a for a in captions if a != "true"):
+            for attr in (c for c in captions if c != "true"):
                 m = cells["background" if attr == "background" else "object"]
                 if not m.any():  # e.g. the object is hidden in every frame
                     continue
