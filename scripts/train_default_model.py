@@ -509,17 +509,20 @@ def stage_dit_shift(overrides: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- 5. export
-def _dit_weights() -> tuple[dict, str]:
-    """EMA transformer weights: the trainer's export, else (a run stopped early) its latest checkpoint."""
-    from safetensors.torch import load_file
+def _dit_folder() -> Path:
+    """The transformer's model folder: the trainer's export, else (a run stopped early) its latest checkpoint's EMA
+    exported the same way (`cinegen export-checkpoint`, into RUN/export-step_N)."""
+    import contextlib
+
+    from cinegen.train.trainer import export_checkpoint
 
     if (EXPORT_RUN / "model" / "model_index.json").is_file():
-        return {}, str((EXPORT_RUN / "model").relative_to(ROOT))
-    ckpts = sorted((EXPORT_RUN / "checkpoints").glob("step_*"))
-    if not ckpts:
-        raise SystemExit(f"export: no DiT export and no checkpoint in {EXPORT_RUN.relative_to(ROOT)}")
-    name = "ema.safetensors" if (ckpts[-1] / "ema.safetensors").is_file() else "model.safetensors"
-    return load_file(str(ckpts[-1] / name)), str((ckpts[-1] / name).relative_to(ROOT))
+        return EXPORT_RUN / "model"
+    try:
+        with contextlib.chdir(ROOT):  # the run's config names its VAE / text encoder relative to the repo
+            return export_checkpoint(EXPORT_RUN)
+    except FileNotFoundError as e:
+        raise SystemExit(f"export: no DiT export and no checkpoint in {EXPORT_RUN.relative_to(ROOT)}") from e
 
 
 def stage_export() -> None:
@@ -527,32 +530,11 @@ def stage_export() -> None:
 
     import torch
 
-    from cinegen.models.io import ModelBundle, load_model_folder, read_json, save_model_folder
-    from cinegen.models.presets import cogvideox_scheduler, flow_scheduler
-    from cinegen.models.text import load_t5, load_tokenizer
-    from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig
-    from cinegen.train.trainer import load_vae_folder
+    from cinegen.models.io import load_model_folder, read_json, save_model_folder
 
-    weights, source = _dit_weights()
-    if not weights:
-        bundle = load_model_folder(EXPORT_RUN / "model", dtype=torch.float32)
-    else:
-        state = json.loads(sorted((EXPORT_RUN / "checkpoints").glob("step_*"))[-1].joinpath("state.json").read_text())
-        t_cfg = TransformerConfig.from_dict(state["model_config"])
-        transformer = CogVideoXTransformer(t_cfg)
-        transformer.load_state_dict(weights, strict=True)
-        objective = (state.get("config") or {}).get("objective", {})
-        if objective.get("kind") == "flow":
-            scheduler = flow_scheduler(float(objective.get("shift", 1.0)))
-        else:  # v-prediction: CogVideoX's DDIM scheduler with the run's SNR shift
-            scheduler = cogvideox_scheduler(float(objective.get("snr_shift_scale", 1.0)))
-        bundle = ModelBundle(
-            transformer=transformer.eval(),
-            vae=load_vae_folder(VAE_FINAL),
-            text_encoder=load_t5(TEXT / "text_encoder"),
-            tokenizer=load_tokenizer(TEXT / "tokenizer"),
-            scheduler=scheduler,
-        )
+    dit = _dit_folder()
+    source = str(dit.relative_to(ROOT))
+    bundle = load_model_folder(dit, dtype=torch.float32)
     vae_source = "runs/shapes-vae/final"
     if (VAE_DEC / "state.pt").is_file():  # the decoder fine-tuned on the frozen encoder (stage vae-decoder)
         dec = torch.load(VAE_DEC / "state.pt", weights_only=True)
