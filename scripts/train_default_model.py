@@ -275,23 +275,11 @@ def stage_vae() -> None:
 def export_vae_frames(per_clip: int = 3, seed: int = 0) -> None:
     """`per_clip` random frames of every 64 px VAE clip as PNG images + an image manifest (the image
     pre-training data of configs/shapes-vae-img.yaml; the trainer puts videos only in video buckets)."""
-    import random
+    from cinegen.data.frames import extract_frames
+    from cinegen.data.manifest import read_manifest, write_manifest
 
-    from PIL import Image
-
-    from cinegen.data.manifest import ClipRecord, read_manifest, write_manifest
-    from cinegen.video import read_video
-
-    rng = random.Random(seed)
-    (VAE_FRAMES / "frames").mkdir(parents=True, exist_ok=True)
-    out = []
-    for r in read_manifest(VAE_DATA / "manifest.jsonl"):
-        frames = read_video(VAE_DATA / r.path).frames  # (F, H, W, 3) uint8
-        for k in sorted(rng.sample(range(len(frames)), per_clip)):
-            name = f"frames/{Path(r.path).stem}-{k}.png"
-            Image.fromarray(frames[k]).save(VAE_FRAMES / name)
-            out.append(ClipRecord(path=name, type="image", text=r.text, width=r.width, height=r.height))
-    write_manifest(out, VAE_FRAMES / "manifest.jsonl")
+    stills = extract_frames(read_manifest(VAE_DATA / "manifest.jsonl"), VAE_DATA, VAE_FRAMES, per_clip, seed)
+    write_manifest(stills, VAE_FRAMES / "manifest.jsonl")
 
 
 def _vae_weights() -> tuple[dict, str]:
@@ -484,6 +472,24 @@ def stage_dit(overrides: list[str], runs: tuple[str, ...] = ("vpred", "flow")) -
     train = [PY, "-m", "cinegen.train.cli", "train"]
     jobs = [([*train, config, *_dit_paths(), *overrides], RUNS / f"{run_dir.name}.log") for config, run_dir in todo]
     run_parallel(jobs, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def joint_manifest(per_clip: int = 2, seed: int = 0) -> Path:
+    """The DiT clips plus `per_clip` random stills of each (data/shapes/stills, captions kept) in one manifest,
+    data/shapes/manifest-joint.jsonl: image-video joint training (configs/shapes-dit-joint.yaml)."""
+    import dataclasses
+
+    from cinegen.data.frames import extract_frames
+    from cinegen.data.manifest import read_manifest, write_manifest
+
+    out = DATA / "manifest-joint.jsonl"
+    if not out.is_file():
+        clips = read_manifest(DATA / "manifest-dit.jsonl")
+        stills = extract_frames(clips, DATA, DATA / "stills", per_clip, seed)
+        stills = [dataclasses.replace(r, path=f"stills/{r.path}") for r in stills]  # relative to DATA
+        write_manifest([*clips, *stills], out)
+        log(f"joint manifest: {len(clips)} clips + {len(stills)} stills -> {out.relative_to(ROOT)}")
+    return out
 
 
 def stage_dit_shift(overrides: list[str]) -> None:

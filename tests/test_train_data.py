@@ -22,6 +22,7 @@ from cinegen.train.data import (
     ClipDataset,
     ClipError,
     assign_bucket,
+    bucket_batch_sizes,
     decode_video_frames,
     frame_indices,
     frame_stride,
@@ -301,6 +302,39 @@ def test_sampler_deterministic_homogeneous_and_resumable() -> None:
     assert [s3.next() for _ in range(5)] == seq[4:9]
     other = BatchSampler(groups, batch_size=2, seed=4)
     assert [other.next() for _ in range(5)] != seq[:5]
+
+
+def test_bucket_batch_sizes_even_token_load() -> None:
+    """Images (208 tokens: 64 text + 144 video) take 30 rows where 17-frame clips (784) take 8."""
+    sizes = bucket_batch_sizes({"17x96x96": 784, "9x96x96": 496, "1x96x96": 208}, 8)
+    assert sizes == {"17x96x96": 8, "9x96x96": 12, "1x96x96": 30}
+    assert all(sizes[k] * n <= 8 * 784 for k, n in {"17x96x96": 784, "9x96x96": 496, "1x96x96": 208}.items())
+    assert bucket_batch_sizes({"a": 100, "b": 99}, 4) == {"a": 4, "b": 4}  # never below the base batch
+    assert bucket_batch_sizes({}, 4) == {}
+    with pytest.raises(ValueError, match="batch size"):
+        bucket_batch_sizes({"a": 1}, 0)
+
+
+def test_sampler_per_bucket_batches() -> None:
+    """Each bucket's batches have its own size; an epoch covers every clip once; resume checks the plan."""
+    groups = {"img": list(range(0, 13)), "vid": list(range(13, 20))}
+    s1 = BatchSampler(groups, batch_size=2, seed=1, sizes={"img": 6, "vid": 2})
+    epoch = s1.epoch_batches(0)
+    assert sorted(len(i) for k, i in epoch if k == "img") == [6, 6]  # 13 images: 2 full batches, 1 waits
+    assert sorted(len(i) for k, i in epoch if k == "vid") == [2, 2, 2]
+    assert len({i for _, b in epoch for i in b}) == 18
+    for _ in range(3):
+        s1.next()
+    s2 = BatchSampler(groups, batch_size=2, seed=1, sizes={"img": 6, "vid": 2})
+    s2.load_state_dict(s1.state_dict())
+    assert s2.next() == s1.next()
+    changed = BatchSampler(groups, batch_size=2, seed=1, sizes={"img": 4, "vid": 2})
+    with pytest.raises(ValueError, match="per-bucket batch sizes changed"):
+        changed.load_state_dict(s1.state_dict())
+    with pytest.raises(ValueError, match="per-bucket batch sizes changed"):
+        BatchSampler(groups, batch_size=2, seed=1).load_state_dict(s1.state_dict())
+    small = BatchSampler({"img": list(range(5)), "vid": list(range(5, 9))}, batch_size=2, sizes={"img": 6})
+    assert "img" not in small.groups  # 5 images < a batch of 6: dropped with a warning
 
 
 def test_plan_packs_fit_budget() -> None:

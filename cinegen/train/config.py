@@ -87,6 +87,10 @@ class DataConfig:
     num_frames: int = 49
     fps: float | None = None  # target frame rate for frame sampling (None = the clip's own rate)
     batch_size: int = 1  # per rank, per micro-step
+    # Image-video joint training: buckets of shorter sequences (images, short clips) take proportionally more
+    # clips per step (batch_size x longest / own sequence, text included), so every step carries about as many
+    # tokens as a batch of the longest bucket. False = batch_size clips in every bucket.
+    batch_by_tokens: bool = False
     buckets: bool = True  # aspect x duration buckets; False = every clip resized/cropped to height x width
     aspect_ratios: list[float] = field(
         default_factory=lambda: [0.5, 0.5625, 0.667, 0.75, 1.0, 1.333, 1.5, 1.778, 2.0]

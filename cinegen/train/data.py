@@ -11,7 +11,8 @@ Pieces (each small and testable):
   CogVideoX 1.5; see `valid_frame_counts`) and images are one-frame videos.
 - `BatchSampler`: groups clips by bucket, shuffles within buckets and the batch order per epoch from the seed,
   yields *global* batches (every rank slices its share, so a run's data does not depend on the world size), and
-  its state (epoch, position) is part of the checkpoint.
+  its state (epoch, position) is part of the checkpoint. `bucket_batch_sizes` gives buckets of short sequences
+  (images, short clips) proportionally larger batches, so image-video joint training spends its steps evenly.
 - `load_clip`: fps-aware frame sampling (stride = source fps / target fps), aspect-preserving resize to cover,
   centre or random crop, pixels in [-1, 1]. Any failure raises `ClipError` with a reason; callers skip and count.
   `load_mask` reads a record's region mask with the same frames, crop and resize (one `SamplePlan` for both),
@@ -29,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -316,10 +317,10 @@ class _EpochCursor:
         self.position += 1
         return out
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "batch_size": self.global_batch}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["batch_size"]) != self.global_batch:
             raise ValueError(f"resume: global batch changed from {state['batch_size']} to {self.global_batch}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
@@ -341,18 +342,24 @@ class BatchSampler(_EpochCursor):
     position: int = 0
     _cache: tuple[int, list[tuple[str, list[int]]]] | None = field(default=None, repr=False)
 
+    sizes: dict[str, int] | None = None  # global batch per bucket key (default: batch_size for every bucket)
+
     def __post_init__(self) -> None:
-        usable = {k: v for k, v in self.groups.items() if len(v) >= self.batch_size}
+        usable = {k: v for k, v in self.groups.items() if len(v) >= self.size(k)}
         if not usable:
-            sizes = {k: len(v) for k, v in self.groups.items()}
+            counts = {k: len(v) for k, v in self.groups.items()}
             raise ValueError(
-                f"no bucket holds a full global batch of {self.batch_size} clips (bucket sizes: {sizes}); "
-                "lower data.batch_size or use fewer buckets"
+                f"no bucket holds a full global batch (bucket sizes: {counts}, batch sizes: "
+                f"{ {k: self.size(k) for k in self.groups} }); lower data.batch_size or use fewer buckets"
             )
         for k, v in self.groups.items():
-            if len(v) < self.batch_size:
-                log.warning("bucket %s has %d clips < global batch %d: not used", k, len(v), self.batch_size)
+            if len(v) < self.size(k):
+                log.warning("bucket %s has %d clips < global batch %d: not used", k, len(v), self.size(k))
         self.groups = usable
+
+    def size(self, key: str) -> int:
+        """Global batch of bucket `key`."""
+        return self.batch_size if self.sizes is None else self.sizes.get(key, self.batch_size)
 
     def epoch_batches(self, epoch: int) -> list[tuple[str, list[int]]]:
         if self._cache is not None and self._cache[0] == epoch:
@@ -362,8 +369,9 @@ class BatchSampler(_EpochCursor):
         for key in sorted(self.groups):
             idx = list(self.groups[key])
             rng.shuffle(idx)
-            for i in range(0, len(idx) - self.batch_size + 1, self.batch_size):
-                batches.append((key, idx[i : i + self.batch_size]))
+            n = self.size(key)
+            for i in range(0, len(idx) - n + 1, n):
+                batches.append((key, idx[i : i + n]))
         rng.shuffle(batches)
         self._cache = (epoch, batches)
         return batches
@@ -371,6 +379,35 @@ class BatchSampler(_EpochCursor):
     @property
     def global_batch(self) -> int:
         return self.batch_size
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.sizes is not None:  # the per-bucket plan must match on resume as well (keys sorted: stable)
+            state["bucket_batches"] = ",".join(f"{k}:{self.sizes[k]}" for k in sorted(self.sizes))
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mine = self.state_dict().get("bucket_batches")
+        if state.get("bucket_batches") != mine:
+            raise ValueError(f"resume: per-bucket batch sizes changed from {state.get('bucket_batches')} to {mine}")
+        super().load_state_dict(state)
+
+
+def bucket_batch_sizes(seq_lens: dict[str, int], batch_size: int) -> dict[str, int]:
+    """Batch size per bucket for an even token load: `batch_size` clips of the longest sequence, and
+    floor(batch_size x longest / own) clips of a shorter one (never fewer than batch_size).
+
+    seq_lens maps a bucket key to the transformer sequence of one of its clips (text + video tokens), e.g.
+    {"17x96x96": 784, "9x96x96": 496, "1x96x96": 208} with batch 8 -> {17: 8, 9: 12, 1: 30} (x world size
+    for global batches). Attention grows faster than linearly in the sequence, so short buckets cost a little
+    less than the long one per step.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if not seq_lens:
+        return {}
+    longest = max(seq_lens.values())
+    return {k: max(batch_size, batch_size * longest // n) for k, n in seq_lens.items()}
 
 
 # ------------------------------------------------------------------------------------------------------------

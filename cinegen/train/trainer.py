@@ -37,6 +37,7 @@ from cinegen.train.data import (
     BatchSampler,
     ClipDataset,
     PackSampler,
+    bucket_batch_sizes,
     bucket_spec,
     latent_mask,
     load_pixels_and_masks,
@@ -254,13 +255,21 @@ def build_stage_data(
     groups = {k: [j for j in v if cached is None or cached.ok[j]] for k, v in ds.groups().items()}
     groups = {k: v for k, v in groups.items() if v}
     global_batch = stage.batch_size * info.world  # type: ignore[operator]
+    if cfg.data.pack and cfg.data.batch_by_tokens:
+        raise ValueError("data.batch_by_tokens and data.pack exclude each other (packs already fill the token budget)")
     if cfg.data.pack:  # clips of every shape share sequences of up to the token budget
         text_len = t_cfg.max_text_seq_length
         tokens = {j: text_len + spec.tokens(*_fhw(ds.bucket(j))) for v in groups.values() for j in v}
         budget = cfg.data.token_budget or text_len + spec.budget()
         sampler: BatchSampler | PackSampler = PackSampler(tokens, budget, global_batch, seed=cfg.train.seed)
     else:
-        sampler = BatchSampler(groups, global_batch, seed=cfg.train.seed)
+        sizes = None
+        if cfg.data.batch_by_tokens:
+            text_len = t_cfg.max_text_seq_length
+            seq = {k: text_len + spec.tokens(*_fhw(ds.bucket(v[0]))) for k, v in groups.items()}
+            sizes = {k: n * info.world for k, n in bucket_batch_sizes(seq, stage.batch_size).items()}  # type: ignore[arg-type]
+            log.info("batch by tokens: global batch per bucket %s", sizes)
+        sampler = BatchSampler(groups, global_batch, seed=cfg.train.seed, sizes=sizes)
     return StageData(ds, sampler, cached)
 
 
@@ -687,8 +696,6 @@ def _train(
         data = stage_data.pop(si)
         if sampler_state is not None and si == stage_at_ckpt:
             data.sampler.load_state_dict(sampler_state)
-        B = stage.batch_size
-        assert B is not None
         log.info(
             "stage %d: %d steps at %sx%sx%s, %d clips, skipped %s",
             si,
@@ -705,11 +712,16 @@ def _train(
             loss_sum = torch.zeros((), device=info.device)
             tokens = 0
             accum = cfg.optim.grad_accum
-            for micro in range(accum):
-                _, global_idx = data.sampler.next()
+            # The step's micro-batches up front: with data.batch_by_tokens a short bucket's micro-batch has more
+            # rows than B, and the stratified timesteps run over the whole step's global batch.
+            micros = [data.sampler.next()[1] for _ in range(accum)]
+            total_g = sum(len(m) for m in micros)
+            rows = total_g // info.world  # this rank's rows in the step
+            for micro, global_idx in enumerate(micros):
+                B = len(global_idx) // info.world
                 local = global_idx[info.rank * B : (info.rank + 1) * B]
-                first_g = micro * B * info.world + info.rank * B
-                args = (objective, data, local, comps, cfg, step, micro, first_g, B * info.world * accum, info.device)
+                first_g = sum(len(m) for m in micros[:micro]) + info.rank * B
+                args = (objective, data, local, comps, cfg, step, micro, first_g, total_g, info.device)
                 # gradient sync only on the last micro-step: DDP `no_sync`, FSDP2 `set_requires_gradient_sync`
                 last = micro == accum - 1
                 if hasattr(model, "set_requires_gradient_sync"):
@@ -719,7 +731,7 @@ def _train(
                         loss, n_tok = pack_micro_loss(packed, *args, autocast)
                     else:
                         loss, n_tok = bucket_micro_loss(model, *args, autocast)
-                    loss = loss / B / accum  # mean over this rank's B samples (rows); DDP averages the ranks
+                    loss = loss / rows  # mean over this rank's rows of the step; DDP averages the ranks
                     loss.backward()
                     if proxy is not None:
                         proxy.mask = None
@@ -738,8 +750,8 @@ def _train(
 
             # ---- observability ----
             tok_global = tokens * info.world
-            seq = tokens // max(1, B * accum)
-            flops = 3 * dit_forward_flops(n_lin, t_cfg.num_layers, t_cfg.inner_dim, seq) * B * accum * info.world
+            seq = tokens // max(1, rows)
+            flops = 3 * dit_forward_flops(n_lin, t_cfg.num_layers, t_cfg.inner_dim, seq) * rows * info.world
             metrics.step(
                 step,
                 {
