@@ -71,3 +71,27 @@ def test_extract_frames_honours_time_ranges(tmp_path: Path) -> None:
     imgs = extract_frames([ranged], man.parent, tmp_path / "f", per_clip=9, read_frames=fake_reader)
     assert seen == [(0.5, 1.0)] and len(imgs) == 4
     assert all(r.start is None and r.end is None and (r.width, r.height) == (8, 8) for r in imgs)
+
+
+def test_cli_stills_joint_manifest_trains_as_one_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cinegen data stills --joint`: stills + the clips in one manifest whose paths all resolve; bad input
+    fails with a message."""
+    from cinegen.cli import main
+
+    man = make_toy_set(tmp_path / "data", n_videos=3, frames=9, h=32, w=32)
+    out = tmp_path / "joint"
+    assert main(["data", "stills", str(man), "-o", str(out), "--per-clip", "2", "--joint"]) == 0
+    assert "wrote 6 stills of 3 clips + 3 records" in capsys.readouterr().out
+    recs = load_records(out / "manifest.jsonl")
+    assert [r.type for r in recs] == ["video"] * 3 + ["image"] * 6
+    assert all(Path(r.path).is_file() for r in recs)  # load_records made them absolute; all exist
+    spec = BucketSpec(height=32, width=32, num_frames=9, vae_spatial=4, patch=2)
+    ds = ClipDataset(recs, spec)
+    assert ds.skips.total == 0 and sorted(ds.groups()) == ["1x32x32", "9x32x32"]
+
+    assert main(["data", "stills", str(tmp_path / "missing.jsonl"), "-o", str(out)]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    images_only = tmp_path / "images.jsonl"
+    write_manifest([r for r in read_manifest(man)][:0], images_only)
+    assert main(["data", "stills", str(images_only), "-o", str(out)]) == 1
+    assert "has no video clips" in capsys.readouterr().err

@@ -1,9 +1,10 @@
-"""`cinegen data {scan,split,score,filter,caption,bucket,export,report,run}`.
+"""`cinegen data {scan,split,score,filter,caption,bucket,export,report,run,stills}`.
 
     cinegen data run RAW_DIR --workdir work/ [--config configs/data/default.yaml] [--set score.ocr=false]
                      [--workers 2] [--engine ray] [--dry-run]
     cinegen data score --workdir work/          # one stage on the previous stage's table
     cinegen data report --workdir work/
+    cinegen data stills clips.jsonl -o stills/ --per-clip 2 --joint   # image-video joint training set
 
 Every stage is resumable: re-running skips finished items (see cinegen.data.pipeline). Ctrl-C exits with
 code 130 after the finished items are journaled.
@@ -101,8 +102,47 @@ HELP = {
 }
 
 
+def _stills(args: argparse.Namespace) -> int:
+    """`cinegen data stills`: random frames of a manifest's clips as image records (+ the clips with --joint)."""
+    import dataclasses
+    import os
+
+    from tqdm import tqdm
+
+    from cinegen.data.frames import extract_frames
+    from cinegen.data.manifest import read_manifest, write_manifest
+
+    src, out = Path(args.manifest), Path(args.out)
+    try:
+        records = [r for r in read_manifest(src) if r.ok]
+    except (FileNotFoundError, ValueError) as e:
+        print(f"cinegen data stills: cannot read {src}: {e}", file=sys.stderr)
+        return 1
+    if not any(r.type == "video" for r in records):
+        print(f"cinegen data stills: {src} has no video clips", file=sys.stderr)
+        return 1
+    videos = [r for r in records if r.type == "video"]
+    with tqdm(total=len(videos), desc="stills", unit="clip") as bar:
+        try:
+            stills = extract_frames(
+                videos, src.parent, out, args.per_clip, args.seed, progress=lambda i, n: bar.update(1)
+            )
+        except (FileNotFoundError, ValueError, OSError) as e:
+            print(f"cinegen data stills: {e}", file=sys.stderr)
+            return 1
+    rows = stills
+    if args.joint:  # the clips too, their paths made relative to the output folder
+        rel = os.path.relpath(src.parent.resolve(), out.resolve())
+        clips = [r if Path(r.path).is_absolute() else dataclasses.replace(r, path=f"{rel}/{r.path}") for r in records]
+        rows = [*clips, *stills]
+    path = write_manifest(rows, out / "manifest.jsonl")
+    print(f"wrote {len(stills)} stills of {len(videos)} clips" + (f" + {len(records)} records" if args.joint else ""))
+    print(f"wrote {path}")
+    return 0
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    """Add `data` with one sub-subcommand per stage; each sets func=_handler."""
+    """Add `data` with one sub-subcommand per stage (each sets func=_handler) and `stills`."""
     data = subparsers.add_parser("data", help="video data pipeline: raw videos -> training manifest")
     sub = data.add_subparsers(dest="stage", required=True)
     for name in (*STAGES, "report", "run"):
@@ -111,6 +151,17 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         if name == "run":
             p.add_argument("--no-report", action="store_true", help="skip the report at the end")
         p.set_defaults(func=_handler, stage=name)
+    desc = (
+        "random frames of a training manifest's clips as PNG image records with the clip's caption, for "
+        "image-video joint training (images train as one-frame videos; see data.batch_by_tokens)"
+    )
+    p = sub.add_parser("stills", help="random frames of clips as image records", description=desc)
+    p.add_argument("manifest", help="training manifest (JSONL/CSV/Parquet/JSON) with video clips")
+    p.add_argument("--out", "-o", required=True, help="output folder: frames/*.png + manifest.jsonl")
+    p.add_argument("--per-clip", type=int, default=1, help="stills per clip (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the frame choice")
+    p.add_argument("--joint", action="store_true", help="the manifest's own records too: one joint manifest")
+    p.set_defaults(func=_stills, stage="stills")
     return data
 
 
