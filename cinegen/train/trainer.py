@@ -240,6 +240,7 @@ def build_stage_data(
             p = next(vae.parameters())
             return vae.encode_moments(x.to(p.device, p.dtype))
 
+        bar = _CacheBar() if info.is_main and cfg.log.progress else None
         cached = precompute(
             ds,
             cache,
@@ -251,7 +252,10 @@ def build_stage_data(
             world=info.world,
             barrier=barrier,
             mask_grid=(spec.vae_temporal, spec.vae_spatial) if cfg.objective.mask_weight != 1.0 else None,
+            progress=bar.update if bar is not None else None,
         )
+        if bar is not None:
+            bar.close()
     groups = {k: [j for j in v if cached is None or cached.ok[j]] for k, v in ds.groups().items()}
     groups = {k: v for k, v in groups.items() if v}
     global_batch = stage.batch_size * info.world  # type: ignore[operator]
@@ -271,6 +275,24 @@ def build_stage_data(
             log.info("batch by tokens: global batch per bucket %s", sizes)
         sampler = BatchSampler(groups, global_batch, seed=cfg.train.seed, sizes=sizes)
     return StageData(ds, sampler, cached)
+
+
+class _CacheBar:
+    """Progress of the feature cache fill (a tqdm bar opened on the first encoded clip; none when all is cached)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def update(self, n: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="caching latents", unit="clip", dynamic_ncols=True)
+        self.bar.update(n - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _fhw(b: Any) -> tuple[int, int, int]:
