@@ -63,6 +63,27 @@ def _round_dirs(config: str) -> tuple[Path, Path]:
     return ROOT / cfg.train.run_dir, ROOT / str(cfg.model.transformer_init)
 
 
+def _round_output(config: str) -> Path | None:
+    """The finished model folder of a dit-shift round, or None while it has not reached its end: the trainer's
+    export, or for a round with `train.stop_at` the EMA export of that checkpoint (made here when missing)."""
+    import contextlib
+
+    from cinegen.train.config import TrainConfig, load_config
+    from cinegen.train.trainer import export_checkpoint
+
+    cfg = load_config(TrainConfig, ROOT / config)
+    run_dir = ROOT / cfg.train.run_dir
+    if (run_dir / "model" / "model_index.json").is_file():
+        return run_dir / "model"
+    if cfg.train.stop_at is None or not (run_dir / "checkpoints" / f"step_{cfg.train.stop_at:08d}").is_dir():
+        return None
+    out = run_dir / f"export-step_{cfg.train.stop_at:08d}"
+    if not (out / "model_index.json").is_file():
+        with contextlib.chdir(ROOT):  # the run's config names its VAE / text encoder relative to the repo
+            export_checkpoint(run_dir, cfg.train.stop_at, out)
+    return out
+
+
 EXPORT_RUN = _round_dirs(SHIFT_ROUNDS[-1])[0]  # the run stage export takes its transformer from (--dit-run)
 STAGES = ("data", "text", "vae", "dit", "dit-shift", "export", "eval", "card")
 EXTRA_STAGES = ("vae-decoder",)  # run only with --only
@@ -500,8 +521,8 @@ def stage_dit_shift(overrides: list[str]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for config in SHIFT_ROUNDS:
         run_dir, init = _round_dirs(config)
-        if (run_dir / "model" / "model_index.json").is_file():
-            log(f"dit-shift: {run_dir.relative_to(ROOT)} done")
+        if (done := _round_output(config)) is not None:
+            log(f"dit-shift: {run_dir.relative_to(ROOT)} done ({done.relative_to(ROOT)})")
             continue
         if not (init / "model_index.json").is_file():
             raise SystemExit(f"dit-shift: {config} starts from {init.relative_to(ROOT)}, which is missing")
@@ -512,6 +533,8 @@ def stage_dit_shift(overrides: list[str]) -> None:
             rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         if rc != 0:
             raise SystemExit(f"dit-shift failed with exit code {rc}; see runs/shapes/{run_dir.name}.log")
+        if _round_output(config) is None:
+            raise SystemExit(f"dit-shift: {config} ended without its model export or stop checkpoint")
 
 
 # ------------------------------------------------------------------------------------------------- 5. export

@@ -260,3 +260,21 @@ def test_export_checkpoint_equals_the_runs_own_export(tiny_2b_folder: Path, tmp_
     assert not all(torch.equal(early[k], ours.transformer.state_dict()[k]) for k in ema2)
     assert main(["export-checkpoint", str(run), "--step", "3"]) == 2  # no such checkpoint
     assert main(["export-checkpoint", str(tmp_path / "nothing")]) == 2
+
+
+def test_stop_at_keeps_the_schedule_and_resumes(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """`train.stop_at`: the run ends at that step with a checkpoint (off the checkpoint.every grid), keeps the
+    full run's LR schedule, does nothing when re-run with the same stop, and goes on to the end without it,
+    equal to a run that never stopped."""
+    man = make_toy_set(tmp_path / "data", n_videos=4, frames=9, h=32, w=40)
+    over = COMMON + [f"model.path={tiny_2b_folder}", f"data.manifest={man}", "data.cache=false"]
+    full = train(load_config(TrainConfig, None, over + [f"train.run_dir={tmp_path / 'a'}"]))
+    stopped = over + [f"train.run_dir={tmp_path / 'b'}", "train.stop_at=3"]
+    assert train(load_config(TrainConfig, None, stopped)).step == 3
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step_00000003"  # every=2: off the grid
+    assert train(load_config(TrainConfig, None, stopped)).step == 3  # already there: nothing to do
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")[:3]
+    assert train(load_config(TrainConfig, None, over + [f"train.run_dir={tmp_path / 'b'}"])).step == 5
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a") and full.step == 5
+    with pytest.raises(ValueError, match="stop_at must be in 1..5"):
+        train(load_config(TrainConfig, None, over + [f"train.run_dir={tmp_path / 'c'}", "train.stop_at=9"]))

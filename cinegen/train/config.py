@@ -171,6 +171,9 @@ class RunConfig:
     run_dir: str = "runs/train"
     seed: int = 0
     steps: int = 1000  # total optimizer steps (the sum of stage steps when stages are given)
+    # End this run early at step N with a checkpoint (the LR schedule stays that of `steps`; re-running with a
+    # larger or no stop_at resumes from it). None = run to `steps`.
+    stop_at: int | None = None
     stages: list[StageConfig] = field(default_factory=list)
     precision: Literal["fp32", "bf16"] = "fp32"
     device: str = "auto"  # auto: cuda if available, else cpu

@@ -681,6 +681,12 @@ def _train(
     if path is not None:
         state = ckpt.load_checkpoint(path, raw, opt, sched, ema)
         step, sampler_state, stage_at_ckpt = state["step"], state["sampler"], state["stage"]
+    if cfg.train.stop_at is not None:
+        if not 0 < cfg.train.stop_at <= total:
+            raise ValueError(f"train.stop_at must be in 1..{total} (train.steps), got {cfg.train.stop_at}")
+        if step >= cfg.train.stop_at:
+            log.info("train.stop_at %d: the run is already at step %d; nothing to do", cfg.train.stop_at, step)
+            return TrainResult(step=step)
     metrics = MetricsLogger(run_dir, cfg.log, info.is_main, resume_step=step, total_steps=total)
 
     # validation prompts are encoded once (the text encoder may be dropped after caching)
@@ -790,7 +796,8 @@ def _train(
             )
             if val_emb is not None and step % val.every == 0:
                 _validate(cfg, model, raw, comps, ema, val_emb, step, run_dir, info, autocast)
-            if cfg.checkpoint.every > 0 and (step % cfg.checkpoint.every == 0 or step == total):
+            planned_stop = step == cfg.train.stop_at
+            if (cfg.checkpoint.every > 0 and (step % cfg.checkpoint.every == 0 or step == total)) or planned_stop:
                 state = {
                     "sampler": data.sampler.state_dict(),
                     "stage": si,
@@ -803,7 +810,11 @@ def _train(
                 result.checkpoint = ckpt.save_checkpoint(
                     ckpt_dir, step, raw, opt, sched, ema, state, cfg.checkpoint.keep_last
                 )
-            if stop_at is not None and step >= stop_at:
+            if (stop_at is not None and step >= stop_at) or planned_stop:
+                if planned_stop:
+                    log.info(
+                        "train.stop_at: stopped at step %d of %d (checkpoint written; re-run to go on)", step, total
+                    )
                 result.step = step
                 metrics.close()
                 return result
