@@ -344,3 +344,14 @@ def test_plan_packs_fit_budget() -> None:
     for p in packs:
         assert sum(tokens[i] for i in p) <= 64 or len(p) == 1
     assert len(packs) <= math.ceil(sum(tokens) / 64) + 2
+
+
+def test_rank_slice_covers_the_batch_once() -> None:
+    from cinegen.train.trainer import rank_slice
+
+    for n, world in ((8, 2), (7, 2), (35, 2), (5, 3), (3, 3)):
+        parts = [rank_slice(n, world, r) for r in range(world)]
+        assert parts[0][0] == 0 and parts[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))  # contiguous, no overlap
+        assert max(hi - lo for lo, hi in parts) - min(hi - lo for lo, hi in parts) <= 1
+    assert rank_slice(7, 2, 0) == (0, 4) and rank_slice(7, 2, 1) == (4, 7)

@@ -94,3 +94,43 @@ def test_ddp_and_fsdp_two_processes_equal_one(tiny_2b_folder: Path, tmp_path: Pa
         assert loss_err <= TOL * max(1.0, max(ref)), (name, ref, got)
         assert w_err <= W_TOL, (name, w_err)
     assert torch.tensor(ref).isfinite().all()
+
+
+@pytest.mark.slow
+def test_ddp_token_batches_split_unevenly_equal_one_process(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """`data.batch_by_tokens` under DDP: the per-bucket plan comes from the global batch (4 clips of 17 frames,
+    7 images), so 2 processes x 2 reproduce 1 process x 4 although 7 images split 4 + 3 between the ranks."""
+    man = make_toy_set(tmp_path / "data", n_videos=4, frames=17, h=32, w=32, images=7)
+    common = [
+        f"model.path={tiny_2b_folder}",
+        f"data.manifest={man}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.height=32",
+        "data.width=32",
+        "data.num_frames=17",
+        "data.aspect_ratios=[1.0]",
+        "data.batch_by_tokens=true",
+        "objective.kind=vpred",
+        "objective.timesteps=explicit_uniform",
+        "train.steps=2",
+        "optim.lr=1e-3",
+        "optim.grad_accum=2",
+        "log.every=1",
+        "log.tensorboard=false",
+        "log.progress=false",
+        "checkpoint.every=2",
+        "checkpoint.export=false",
+    ]
+    train(load_config(TrainConfig, None, [*common, "data.batch_size=4", f"train.run_dir={tmp_path / 'single'}"]))
+    config = tmp_path / "run.yaml"
+    config.write_text(to_yaml(load_config(TrainConfig, None, common)))
+    _run(2, config, ["data.batch_size=2", "parallel.strategy=ddp", f"train.run_dir={tmp_path / 'ddp'}"], tmp_path / "l")
+    assert "global batch per bucket {'17x32x32': 4, '1x32x32': 7}" in (tmp_path / "l").read_text()
+    ref, got = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
+    w_ref = load_file(str(tmp_path / "single" / "checkpoints" / "step_00000002" / "model.safetensors"))
+    w = load_file(str(tmp_path / "ddp" / "checkpoints" / "step_00000002" / "model.safetensors"))
+    loss_err = max(abs(a - b) for a, b in zip(ref, got, strict=True))
+    w_err = max(float((w[k] - w_ref[k]).abs().max()) for k in w_ref if not k.endswith("norm_k.bias"))
+    print(f"ddp, token batches: max |loss - 1 proc| = {loss_err:.2e}, max |weights - 1 proc| = {w_err:.2e}")
+    assert len(got) == 2 and loss_err <= TOL * max(1.0, max(ref)), (ref, got)
+    assert w_err <= W_TOL, w_err

@@ -271,7 +271,8 @@ def build_stage_data(
         if cfg.data.batch_by_tokens:
             text_len = t_cfg.max_text_seq_length
             seq = {k: text_len + spec.tokens(*_fhw(ds.bucket(v[0]))) for k, v in groups.items()}
-            sizes = {k: n * info.world for k, n in bucket_batch_sizes(seq, stage.batch_size).items()}  # type: ignore[arg-type]
+            # from the global batch, so the plan (and a run's data) does not depend on the world size
+            sizes = bucket_batch_sizes(seq, global_batch)
             log.info("batch by tokens: global batch per bucket %s", sizes)
         sampler = BatchSampler(groups, global_batch, seed=cfg.train.seed, sizes=sizes)
     return StageData(ds, sampler, cached)
@@ -293,6 +294,14 @@ class _CacheBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def rank_slice(n: int, world: int, rank: int) -> tuple[int, int]:
+    """[lo, hi) of rank's share of a global micro-batch of n rows: n // world each, the first n % world ranks
+    one more (an even split whenever world divides n)."""
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
 
 
 def _fhw(b: Any) -> tuple[int, int, int]:
@@ -744,11 +753,13 @@ def _train(
             # rows than B, and the stratified timesteps run over the whole step's global batch.
             micros = [data.sampler.next()[1] for _ in range(accum)]
             total_g = sum(len(m) for m in micros)
-            rows = total_g // info.world  # this rank's rows in the step
+            rows = total_g / info.world  # mean rows per rank in the step (a short bucket may not split evenly)
+            local_rows = 0
             for micro, global_idx in enumerate(micros):
-                B = len(global_idx) // info.world
-                local = global_idx[info.rank * B : (info.rank + 1) * B]
-                first_g = sum(len(m) for m in micros[:micro]) + info.rank * B
+                lo, hi = rank_slice(len(global_idx), info.world, info.rank)
+                local = global_idx[lo:hi]
+                local_rows += hi - lo
+                first_g = sum(len(m) for m in micros[:micro]) + lo
                 args = (objective, data, local, comps, cfg, step, micro, first_g, total_g, info.device)
                 # gradient sync only on the last micro-step: DDP `no_sync`, FSDP2 `set_requires_gradient_sync`
                 last = micro == accum - 1
@@ -759,7 +770,9 @@ def _train(
                         loss, n_tok = pack_micro_loss(packed, *args, autocast)
                     else:
                         loss, n_tok = bucket_micro_loss(model, *args, autocast)
-                    loss = loss / rows  # mean over this rank's rows of the step; DDP averages the ranks
+                    # DDP averages the ranks' gradients: dividing every rank's sum by the mean row count makes
+                    # that average the mean over the step's global batch, also for uneven splits
+                    loss = loss / rows
                     loss.backward()
                     if proxy is not None:
                         proxy.mask = None
@@ -778,8 +791,8 @@ def _train(
 
             # ---- observability ----
             tok_global = tokens * info.world
-            seq = tokens // max(1, rows)
-            flops = 3 * dit_forward_flops(n_lin, t_cfg.num_layers, t_cfg.inner_dim, seq) * rows * info.world
+            seq = tokens // max(1, local_rows)  # mean tokens per row on this rank
+            flops = 3 * dit_forward_flops(n_lin, t_cfg.num_layers, t_cfg.inner_dim, seq) * total_g
             metrics.step(
                 step,
                 {
