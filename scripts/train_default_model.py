@@ -63,6 +63,12 @@ def _round_dirs(config: str) -> tuple[Path, Path]:
     return ROOT / cfg.train.run_dir, ROOT / str(cfg.model.transformer_init)
 
 
+def _config_manifest(config: str) -> Path:
+    from cinegen.train.config import TrainConfig, load_config
+
+    return ROOT / str(load_config(TrainConfig, ROOT / config).data.manifest)
+
+
 def _round_output(config: str) -> Path | None:
     """The finished model folder of a dit-shift round, or None while it has not reached its end: the trainer's
     export, or for a round with `train.stop_at` the EMA export of that checkpoint (made here when missing)."""
@@ -526,6 +532,8 @@ def stage_dit_shift(overrides: list[str]) -> None:
             continue
         if not (init / "model_index.json").is_file():
             raise SystemExit(f"dit-shift: {config} starts from {init.relative_to(ROOT)}, which is missing")
+        if _config_manifest(config) == DATA / "manifest-joint.jsonl":  # image-video joint round: clips + stills
+            joint_manifest()
         cmd = [*torchrun, "-m", "cinegen.train.cli", "train", config, *_dit_paths()]
         log(f"$ {' '.join(cmd)}  (log: runs/shapes/{run_dir.name}.log)")
         with open(RUNS / f"{run_dir.name}.log", "a") as f:

@@ -132,3 +132,36 @@ def test_vae_ceiling_cli_runs_the_suite_through_the_models_vae(tmp_path, tiny_2b
     # A random VAE destroys the picture: nothing like the ground truth's 100 %.
     assert data["summary"]["all"]["color"] < 1.0
     assert main(["eval", "shapes", "--oracle", "--vae-ceiling", "--out", str(out)]) == 2
+
+
+def test_compare_table_and_cli(tmp_path, capsys) -> None:
+    """`cinegen eval compare`: two real (tiny) bench runs side by side as held-out / seen; other suites and bad
+    input are refused with a message."""
+    from cinegen.cli import main
+    from cinegen.world.bench import compare_table
+
+    fixed = render_item(default_suite()[0])
+    run_shapes_bench(
+        lambda p, f, h, w, s: render_item({it.prompt(): it for it in default_suite()}[p]), tmp_path / "a", limit=4
+    )
+    run_shapes_bench(lambda p, f, h, w, s: fixed, tmp_path / "b", limit=4)
+    a, b = (json.loads((tmp_path / x / "results.json").read_text()) for x in "ab")
+    table = compare_table([a, b], ["truth", "fixed"], ["color", "motion"])
+    lines = table.splitlines()
+    assert lines[0] == "| run | color | motion |" and lines[2] == "| truth | 100.0 / 100.0 | 100.0 / 100.0 |"
+    hb, sb = b["summary"]["held_out"]["color"], b["summary"]["seen"]["color"]
+    assert lines[3].startswith(f"| fixed | {100 * hb:.1f} / {100 * sb:.1f} |")
+    assert lines[4] == "| bar (held-out / seen) | >= 90 / higher | >= 80 / higher |"
+    with pytest.raises(ValueError, match="different suites"):
+        compare_table([a, {**b, "prompt_style": "short"}], ["x", "y"])
+    with pytest.raises(ValueError, match="unknown attributes"):
+        compare_table([a], ["x"], ["colour"])
+
+    out = tmp_path / "cmp.md"
+    assert main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == out.read_text() and f"| {tmp_path / 'a'} |" in printed
+    assert main(["eval", "compare", str(tmp_path / "missing")]) == 2
+    assert "no ShapesBench results" in capsys.readouterr().err
+    assert main(["eval", "compare", str(tmp_path / "a"), "--labels", "x,y"]) == 2
+    assert "1 results for 2 labels" in capsys.readouterr().err

@@ -240,6 +240,42 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+# The default model's bar on held-out compositions (issue 4); seen compositions should score higher.
+HELD_OUT_BAR = {"color": 0.90, "shape": 0.80, "count": 0.85, "motion": 0.80}
+
+
+def compare_table(
+    results: Sequence[dict[str, Any]], labels: Sequence[str], attributes: Sequence[str] | None = None
+) -> str:
+    """Markdown table of several ShapesBench `results.json`: one row per run, "held-out / seen" per attribute,
+    then the held-out bar. Runs of different suites (size, version, prompt style) are refused: their numbers
+    are not comparable."""
+    if len(results) != len(labels) or not results:
+        raise ValueError(f"{len(results)} results for {len(labels)} labels")
+    key = {(r.get("suite_size"), r.get("version"), r.get("prompt_style")) for r in results}
+    if len(key) > 1:
+        raise ValueError(f"results of different suites (suite size, version, prompt style): {sorted(key, key=str)}")
+    attrs = list(attributes or ATTRIBUTES)
+    unknown = [a for a in attrs if a not in ATTRIBUTES]
+    if unknown:
+        raise ValueError(f"unknown attributes {unknown} (known: {list(ATTRIBUTES)})")
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
+    lines = [
+        "| run | " + " | ".join(attrs) + " |",
+        "|---|" + "---:|" * len(attrs),
+    ]
+    for label, r in zip(labels, results, strict=True):
+        s = r["summary"]
+        cells = [f"{pct(s['held_out'][a])} / {pct(s['seen'][a])}" for a in attrs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    bar = [f">= {100 * HELD_OUT_BAR[a]:.0f} / higher" if a in HELD_OUT_BAR else "" for a in attrs]
+    lines.append("| bar (held-out / seen) | " + " | ".join(bar) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _by_motion(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Motion accuracy per truth motion type (object level, matched as in `score_video`)."""
     acc: dict[str, list[float]] = {m: [] for m in V.MOTIONS}

@@ -121,6 +121,16 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16")
     p.set_defaults(func=_cmd_eval_shapes)
     p = esub.add_parser(
+        "compare",
+        help="ShapesBench results side by side (held-out / seen per attribute, and the bar)",
+        description="Read several ShapesBench results.json (or folders holding one) and print one Markdown table.",
+    )
+    p.add_argument("results", nargs="+", help="results.json files or ShapesBench output folders")
+    p.add_argument("--labels", default=None, help="comma-separated row labels (default: the paths)")
+    p.add_argument("--attributes", default=None, help="comma-separated attributes (default: all)")
+    p.add_argument("--out", default=None, help="also write the table to this Markdown file")
+    p.set_defaults(func=_cmd_eval_compare)
+    p = esub.add_parser(
         "probe",
         help="text-conditioning probes: x0 error with the true caption vs the empty one / one word swapped",
         description="cinegen.world.probe.caption_use and attribute_use on fresh Shapes-world clips (v-prediction "
@@ -132,6 +142,30 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="write the full result as JSON here")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_eval_probe)
+
+
+def _cmd_eval_compare(args: argparse.Namespace) -> int:
+    from cinegen.world.bench import compare_table
+
+    paths = [Path(r) / "results.json" if Path(r).is_dir() else Path(r) for r in args.results]
+    labels = (
+        args.labels.split(",") if args.labels else [str(p.parent if p.name == "results.json" else p) for p in paths]
+    )
+    try:
+        results = [json.loads(p.read_text()) for p in paths]
+        attrs = args.attributes.split(",") if args.attributes else None
+        table = compare_table(results, labels, attrs)
+    except FileNotFoundError as e:
+        print(f"error: no ShapesBench results at {e.filename}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as e:  # bad JSON, other suites, label count, unknown attribute
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table, end="")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table)
+    return 0
 
 
 def _cmd_eval_probe(args: argparse.Namespace) -> int:
