@@ -98,6 +98,17 @@ def test_resume_equals_uninterrupted_with_token_batches(
     assert len(la) == 6 and la == lb, (la, lb)  # bitwise
     sa = json.loads((tmp_path / "a" / "checkpoints" / "step_00000006" / "state.json").read_text())
     assert sa["sampler"]["bucket_batches"] == "17x32x32:2,1x32x32:3"
+    # each kind's mean sample loss is logged; a step's loss is the mean over its rows of both kinds
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_image" in r for r in rows) and any("loss_video" in r for r in rows)
+    for r in rows:
+        if "loss_image" in r and "loss_video" in r:  # one micro-batch of each: rows 3 + 2
+            assert abs(r["loss"] - (3 * r["loss_image"] + 2 * r["loss_video"]) / 5) < 1e-5 * r["loss"]
+        elif "loss_image" in r or "loss_video" in r:
+            assert abs(r["loss"] - r.get("loss_image", r.get("loss_video"))) < 1e-5 * r["loss"]
+    from cinegen.train.plot import plot_run
+
+    assert plot_run(tmp_path / "a").stat().st_size > 10_000  # with each kind's curve
 
 
 class _NaNAfter(torch.nn.Module):

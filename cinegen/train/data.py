@@ -676,6 +676,11 @@ class ClipDataset:
     def has_masks(self) -> bool:
         return any(self.record(j).mask for j in range(len(self)))
 
+    @property
+    def kinds(self) -> set[str]:
+        """{"image", "video"}: the kinds of items the dataset holds."""
+        return {"image" if b.is_image else "video" for _, b in self.items}
+
 
 def load_pixels(
     ds: ClipDataset, local: Sequence[int], rngs: Sequence[random.Random | None]

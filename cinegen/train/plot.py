@@ -36,6 +36,11 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
         if key == "loss" and len(vals) > 5:
             ax.plot(steps, ema_smooth(vals), lw=1.6, label="loss (smoothed)")
             ax.set_yscale("log")
+        if key == "loss":  # image-video joint training: each kind's loss (smoothed)
+            for kind in ("loss_image", "loss_video"):
+                kp = [(r["step"], r[kind]) for r in rows if r.get(kind) is not None]
+                if len(kp) > 5:
+                    ax.plot([p[0] for p in kp], ema_smooth([p[1] for p in kp]), lw=1.2, label=f"{kind} (smoothed)")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize=8)

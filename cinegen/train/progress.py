@@ -84,8 +84,12 @@ class MetricsLogger:
             if "mfu" in values:
                 post["mfu"] = f"{100 * values['mfu']:.1f}%"
             self.bar.set_postfix(post, refresh=False)
-        if self.cfg.every > 0 and (step % self.cfg.every == 0 or step == 1):
+        if self.writes(step):
             self.write(step, values)
+
+    def writes(self, step: int) -> bool:
+        """Whether `step` goes to metrics.jsonl (every `log.every` steps and the first)."""
+        return self.is_main and self.cfg.every > 0 and (step % self.cfg.every == 0 or step == 1)
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         if not self.is_main:

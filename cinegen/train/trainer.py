@@ -743,6 +743,9 @@ def _train(
             len(data.ds),
             dict(data.ds.skips.counts),
         )
+        # image-video joint training: rank 0 logs each kind's mean sample loss since the last metrics record
+        track_kinds = info.is_main and packed is None and len(data.ds.kinds) > 1
+        by_kind: dict[str, list[float]] = {}  # kind -> [sum of sample losses, samples]
         while step < stage_end:
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
@@ -751,7 +754,8 @@ def _train(
             accum = cfg.optim.grad_accum
             # The step's micro-batches up front: with data.batch_by_tokens a short bucket's micro-batch has more
             # rows than B, and the stratified timesteps run over the whole step's global batch.
-            micros = [data.sampler.next()[1] for _ in range(accum)]
+            keyed = [data.sampler.next() for _ in range(accum)]
+            micros = [idx for _, idx in keyed]
             total_g = sum(len(m) for m in micros)
             rows = total_g / info.world  # mean rows per rank in the step (a short bucket may not split evenly)
             local_rows = 0
@@ -778,6 +782,11 @@ def _train(
                         proxy.mask = None
                 loss_sum += loss.detach()
                 tokens += n_tok
+                if track_kinds and local:
+                    kind = "image" if data.ds.bucket(local[0]).is_image else "video"
+                    by_kind.setdefault(kind, [0.0, 0])
+                    by_kind[kind][0] += float(loss.detach()) * rows
+                    by_kind[kind][1] += len(local)
             loss_val = float(all_reduce_mean(loss_sum))
             ckpt.check_finite(loss_val, step + 1, ckpt_dir)
             gnorm = float(ckpt._full(torch.nn.utils.clip_grad_norm_(params, max_norm)))
@@ -793,6 +802,10 @@ def _train(
             tok_global = tokens * info.world
             seq = tokens // max(1, local_rows)  # mean tokens per row on this rank
             flops = 3 * dit_forward_flops(n_lin, t_cfg.num_layers, t_cfg.inner_dim, seq) * total_g
+            kind_means = {}
+            if track_kinds and metrics.writes(step):
+                kind_means = {f"loss_{k}": v[0] / v[1] for k, v in sorted(by_kind.items()) if v[1]}
+                by_kind.clear()
             metrics.step(
                 step,
                 {
@@ -805,6 +818,7 @@ def _train(
                     "stage": si,
                     "epoch": data.sampler.epoch,
                     "skipped": data.ds.skips.total,
+                    **kind_means,
                 },
             )
             if val_emb is not None and step % val.every == 0:
