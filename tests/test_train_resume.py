@@ -289,3 +289,18 @@ def test_stop_at_keeps_the_schedule_and_resumes(tiny_2b_folder: Path, tmp_path: 
     assert _losses(tmp_path / "b") == _losses(tmp_path / "a") and full.step == 5
     with pytest.raises(ValueError, match="stop_at must be in 1..5"):
         train(load_config(TrainConfig, None, over + [f"train.run_dir={tmp_path / 'c'}", "train.stop_at=9"]))
+
+
+def test_cache_fill_shows_progress_once(
+    tiny_2b_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The feature cache fill shows a progress bar on its first run; a run that finds everything cached does not."""
+    man = make_toy_set(tmp_path / "data", n_videos=3, frames=9, h=32, w=32)
+    over = [f"model.path={tiny_2b_folder}", f"data.manifest={man}", "data.height=32", "data.width=32"]
+    over += ["data.num_frames=9", "data.aspect_ratios=[1.0]", "train.steps=1", "data.batch_size=1"]
+    over += ["checkpoint.export=false", "log.tensorboard=false", f"data.cache_dir={tmp_path / 'cache'}"]
+    train(load_config(TrainConfig, None, [*over, f"train.run_dir={tmp_path / 'a'}"]))
+    err = capsys.readouterr().err
+    assert "caching latents" in err and "3/3" in err
+    train(load_config(TrainConfig, None, [*over, f"train.run_dir={tmp_path / 'b'}"]))
+    assert "caching latents" not in capsys.readouterr().err
