@@ -24,7 +24,9 @@ last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`
 4b. dit-shift  `cinegen train configs/shapes-dit-shift.yaml` (two DDP processes, one core each): the stage-4
             transformer continued at SNR shift 10 -> runs/shapes-dit-shift/model, then twice more with the
             learning rate re-warmed, `configs/shapes-dit-long.yaml` -> runs/shapes-dit-long/model and
-            `configs/shapes-dit-long2.yaml` -> runs/shapes-dit-long2/model (the shipped transformer)
+            `configs/shapes-dit-long2.yaml` (stopped at step 4,200 -> runs/shapes-dit-long2/export-step_00004200),
+            then image-video joint training, `configs/shapes-dit-joint.yaml` (the 4,000 clips + 2 stills of each,
+            data/shapes/manifest-joint.jsonl, made here) -> runs/shapes-dit-joint/model (the shipped transformer)
 5. export   assemble models/cinegen-shapes (diffusers layout + `_cinegen_defaults`), check it loads
 6. eval     VAE reconstruction on held-out clips, caption use, ShapesBench (seen + held-out), generation benchmark
 7. card     plots + numbers into models/cinegen-shapes/README.md (the prose parts are maintained by hand)
@@ -50,7 +52,12 @@ VAE_RUN = ROOT / "runs" / "shapes-vae"
 DIT_RUN = ROOT / "runs" / "shapes-dit"  # v-prediction at SNR shift 1 (release 3's transformer)
 # Stage dit-shift: DIT_RUN continued at SNR shift 10, then twice more with the learning rate re-warmed; each
 # config names its run_dir and warm start (model.transformer_init). The last round is the shipped transformer.
-SHIFT_ROUNDS = ("configs/shapes-dit-shift.yaml", "configs/shapes-dit-long.yaml", "configs/shapes-dit-long2.yaml")
+SHIFT_ROUNDS = (
+    "configs/shapes-dit-shift.yaml",
+    "configs/shapes-dit-long.yaml",
+    "configs/shapes-dit-long2.yaml",  # stops at 4,200 (train.stop_at)
+    "configs/shapes-dit-joint.yaml",  # image-video joint training from round 3's step-4,200 EMA (session 7 A/B)
+)
 FLOW_RUN = ROOT / "runs" / "shapes-dit-flow"  # its flow-matching ablation partner (equal compute)
 MODEL = ROOT / "models" / "cinegen-shapes"
 

@@ -163,5 +163,5 @@ def test_compare_table_and_cli(tmp_path, capsys) -> None:
     assert printed == out.read_text() and f"| {tmp_path / 'a'} |" in printed
     assert main(["eval", "compare", str(tmp_path / "missing")]) == 2
     assert "no ShapesBench results" in capsys.readouterr().err
-    assert main(["eval", "compare", str(tmp_path / "a"), "--labels", "x,y"]) == 2
+    assert main(["eval", "compare", str(tmp_path / "a"), "--label", "x, 1", "--label", "y"]) == 2
     assert "1 results for 2 labels" in capsys.readouterr().err

@@ -126,7 +126,9 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         description="Read several ShapesBench results.json (or folders holding one) and print one Markdown table.",
     )
     p.add_argument("results", nargs="+", help="results.json files or ShapesBench output folders")
-    p.add_argument("--labels", default=None, help="comma-separated row labels (default: the paths)")
+    p.add_argument(
+        "--label", action="append", default=None, help="row label, once per result in order (default: the paths)"
+    )
     p.add_argument("--attributes", default=None, help="comma-separated attributes (default: all)")
     p.add_argument("--out", default=None, help="also write the table to this Markdown file")
     p.set_defaults(func=_cmd_eval_compare)
@@ -148,9 +150,7 @@ def _cmd_eval_compare(args: argparse.Namespace) -> int:
     from cinegen.world.bench import compare_table
 
     paths = [Path(r) / "results.json" if Path(r).is_dir() else Path(r) for r in args.results]
-    labels = (
-        args.labels.split(",") if args.labels else [str(p.parent if p.name == "results.json" else p) for p in paths]
-    )
+    labels = args.label or [str(p.parent if p.name == "results.json" else p) for p in paths]
     try:
         results = [json.loads(p.read_text()) for p in paths]
         attrs = args.attributes.split(",") if args.attributes else None
