@@ -48,16 +48,15 @@ def _losses(run: Path) -> list[float]:
     return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
-def test_ddp_and_fsdp_two_processes_equal_one(tiny_2b_folder: Path, tmp_path: Path) -> None:
-    man = make_toy_set(tmp_path / "data", n_videos=8, frames=9, h=32, w=32)
-    common = [
-        f"model.path={tiny_2b_folder}",
-        f"data.manifest={man}",
-        f"data.cache_dir={tmp_path / 'cache'}",
+def _common(folder: Path, manifest: Path, cache: Path, frames: int) -> list[str]:
+    """Overrides of a tiny 2-step v-prediction run at 32x32 with grad accumulation 2 (rank count and batch apart)."""
+    return [
+        f"model.path={folder}",
+        f"data.manifest={manifest}",
+        f"data.cache_dir={cache}",
         "data.height=32",
         "data.width=32",
-        "data.num_frames=9",
+        f"data.num_frames={frames}",
         "data.aspect_ratios=[1.0]",
         "objective.kind=vpred",
         "objective.timesteps=explicit_uniform",
@@ -70,6 +69,12 @@ def test_ddp_and_fsdp_two_processes_equal_one(tiny_2b_folder: Path, tmp_path: Pa
         "checkpoint.every=2",
         "checkpoint.export=false",
     ]
+
+
+@pytest.mark.slow
+def test_ddp_and_fsdp_two_processes_equal_one(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    man = make_toy_set(tmp_path / "data", n_videos=8, frames=9, h=32, w=32)
+    common = _common(tiny_2b_folder, man, tmp_path / "cache", frames=9)
     # the 1-process reference runs in this process (it also fills the shared feature cache)
     train(load_config(TrainConfig, None, [*common, "data.batch_size=4", f"train.run_dir={tmp_path / 'single'}"]))
     config = tmp_path / "run.yaml"
@@ -101,26 +106,7 @@ def test_ddp_token_batches_split_unevenly_equal_one_process(tiny_2b_folder: Path
     """`data.batch_by_tokens` under DDP: the per-bucket plan comes from the global batch (4 clips of 17 frames,
     7 images), so 2 processes x 2 reproduce 1 process x 4 although 7 images split 4 + 3 between the ranks."""
     man = make_toy_set(tmp_path / "data", n_videos=4, frames=17, h=32, w=32, images=7)
-    common = [
-        f"model.path={tiny_2b_folder}",
-        f"data.manifest={man}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.height=32",
-        "data.width=32",
-        "data.num_frames=17",
-        "data.aspect_ratios=[1.0]",
-        "data.batch_by_tokens=true",
-        "objective.kind=vpred",
-        "objective.timesteps=explicit_uniform",
-        "train.steps=2",
-        "optim.lr=1e-3",
-        "optim.grad_accum=2",
-        "log.every=1",
-        "log.tensorboard=false",
-        "log.progress=false",
-        "checkpoint.every=2",
-        "checkpoint.export=false",
-    ]
+    common = [*_common(tiny_2b_folder, man, tmp_path / "cache", frames=17), "data.batch_by_tokens=true"]
     train(load_config(TrainConfig, None, [*common, "data.batch_size=4", f"train.run_dir={tmp_path / 'single'}"]))
     config = tmp_path / "run.yaml"
     config.write_text(to_yaml(load_config(TrainConfig, None, common)))
