@@ -398,9 +398,10 @@ def bucket_batch_sizes(seq_lens: dict[str, int], batch_size: int) -> dict[str, i
     floor(batch_size x longest / own) clips of a shorter one (never fewer than batch_size).
 
     seq_lens maps a bucket key to the transformer sequence of one of its clips (text + video tokens), e.g.
-    {"17x96x96": 784, "9x96x96": 496, "1x96x96": 208} with batch 8 -> {17: 8, 9: 12, 1: 30} (x world size
-    for global batches). Attention grows faster than linearly in the sequence, so short buckets cost a little
-    less than the long one per step.
+    {"17x96x96": 784, "9x96x96": 496, "1x96x96": 208} with batch 8 -> {17: 8, 9: 12, 1: 30}. The trainer
+    passes the global batch, so the plan does not depend on the world size (ranks split a batch as evenly as
+    they can). Attention grows faster than linearly in the sequence, so short buckets cost a little less than
+    the long one per step.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
