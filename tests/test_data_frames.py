@@ -78,13 +78,14 @@ def test_cli_stills_joint_manifest_trains_as_one_set(tmp_path: Path, capsys: pyt
     fails with a message."""
     from cinegen.cli import main
 
-    man = make_toy_set(tmp_path / "data", n_videos=3, frames=9, h=32, w=32)
+    man = make_toy_set(tmp_path / "data", n_videos=3, frames=9, h=32, w=32, masks=True)
     out = tmp_path / "joint"
     assert main(["data", "stills", str(man), "-o", str(out), "--per-clip", "2", "--joint"]) == 0
     assert "wrote 6 stills of 3 clips + 3 records" in capsys.readouterr().out
     recs = load_records(out / "manifest.jsonl")
     assert [r.type for r in recs] == ["video"] * 3 + ["image"] * 6
     assert all(Path(r.path).is_file() for r in recs)  # load_records made them absolute; all exist
+    assert all((out / str(r.mask)).is_file() for r in read_manifest(out / "manifest.jsonl")[:3])  # masks rebased
     spec = BucketSpec(height=32, width=32, num_frames=9, vae_spatial=4, patch=2)
     ds = ClipDataset(recs, spec)
     assert ds.skips.total == 0 and sorted(ds.groups()) == ["1x32x32", "9x32x32"]

@@ -133,7 +133,11 @@ def _stills(args: argparse.Namespace) -> int:
     rows = stills
     if args.joint:  # the clips too, their paths made relative to the output folder
         rel = os.path.relpath(src.parent.resolve(), out.resolve())
-        clips = [r if Path(r.path).is_absolute() else dataclasses.replace(r, path=f"{rel}/{r.path}") for r in records]
+
+        def rebase(path: str | None) -> str | None:  # clip and mask paths are relative to their manifest
+            return path if path is None or Path(path).is_absolute() else f"{rel}/{path}"
+
+        clips = [dataclasses.replace(r, path=rebase(r.path), mask=rebase(r.mask)) for r in records]
         rows = [*clips, *stills]
     path = write_manifest(rows, out / "manifest.jsonl")
     print(f"wrote {len(stills)} stills of {len(videos)} clips" + (f" + {len(records)} records" if args.joint else ""))
