@@ -35,6 +35,7 @@ last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -62,29 +64,39 @@ FLOW_RUN = ROOT / "runs" / "shapes-dit-flow"  # its flow-matching ablation partn
 MODEL = ROOT / "models" / "cinegen-shapes"
 
 
-def _round_dirs(config: str) -> tuple[Path, Path]:
-    """(run_dir, warm-start folder) of a dit-shift round, as its config states them."""
+@functools.cache
+def _round_cfg(config: str) -> Any:
+    """The TrainConfig of a dit-shift round (read once per config)."""
     from cinegen.train.config import TrainConfig, load_config
 
-    cfg = load_config(TrainConfig, ROOT / config)
+    return load_config(TrainConfig, ROOT / config)
+
+
+def _round_dirs(config: str) -> tuple[Path, Path]:
+    """(run_dir, warm-start folder) of a dit-shift round, as its config states them."""
+    cfg = _round_cfg(config)
     return ROOT / cfg.train.run_dir, ROOT / str(cfg.model.transformer_init)
 
 
 def _config_manifest(config: str) -> Path:
-    from cinegen.train.config import TrainConfig, load_config
+    return ROOT / str(_round_cfg(config).data.manifest)
 
-    return ROOT / str(load_config(TrainConfig, ROOT / config).data.manifest)
+
+def _export_checkpoint(run_dir: Path, step: int | None = None, out: Path | None = None) -> Path:
+    """`cinegen export-checkpoint` of a run (EMA weights), inside the repo root: the run's config names its VAE
+    and text encoder relative to it."""
+    import contextlib
+
+    from cinegen.train.trainer import export_checkpoint
+
+    with contextlib.chdir(ROOT):
+        return export_checkpoint(run_dir, step, out)
 
 
 def _round_output(config: str) -> Path | None:
     """The finished model folder of a dit-shift round, or None while it has not reached its end: the trainer's
     export, or for a round with `train.stop_at` the EMA export of that checkpoint (made here when missing)."""
-    import contextlib
-
-    from cinegen.train.config import TrainConfig, load_config
-    from cinegen.train.trainer import export_checkpoint
-
-    cfg = load_config(TrainConfig, ROOT / config)
+    cfg = _round_cfg(config)
     run_dir = ROOT / cfg.train.run_dir
     if (run_dir / "model" / "model_index.json").is_file():
         return run_dir / "model"
@@ -92,8 +104,7 @@ def _round_output(config: str) -> Path | None:
         return None
     out = run_dir / f"export-step_{cfg.train.stop_at:08d}"
     if not (out / "model_index.json").is_file():
-        with contextlib.chdir(ROOT):  # the run's config names its VAE / text encoder relative to the repo
-            export_checkpoint(run_dir, cfg.train.stop_at, out)
+        _export_checkpoint(run_dir, cfg.train.stop_at, out)
     return out
 
 
@@ -556,15 +567,10 @@ def stage_dit_shift(overrides: list[str]) -> None:
 def _dit_folder() -> Path:
     """The transformer's model folder: the trainer's export, else (a run stopped early) its latest checkpoint's EMA
     exported the same way (`cinegen export-checkpoint`, into RUN/export-step_N)."""
-    import contextlib
-
-    from cinegen.train.trainer import export_checkpoint
-
     if (EXPORT_RUN / "model" / "model_index.json").is_file():
         return EXPORT_RUN / "model"
     try:
-        with contextlib.chdir(ROOT):  # the run's config names its VAE / text encoder relative to the repo
-            return export_checkpoint(EXPORT_RUN)
+        return _export_checkpoint(EXPORT_RUN)
     except FileNotFoundError as e:
         raise SystemExit(f"export: no DiT export and no checkpoint in {EXPORT_RUN.relative_to(ROOT)}") from e
 

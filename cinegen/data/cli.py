@@ -107,10 +107,9 @@ def _stills(args: argparse.Namespace) -> int:
     import dataclasses
     import os
 
-    from tqdm import tqdm
-
     from cinegen.data.frames import extract_frames
     from cinegen.data.manifest import read_manifest, write_manifest
+    from cinegen.train.progress import CountBar
 
     src, out = Path(args.manifest), Path(args.out)
     try:
@@ -118,18 +117,17 @@ def _stills(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"cinegen data stills: cannot read {src}: {e}", file=sys.stderr)
         return 1
-    if not any(r.type == "video" for r in records):
+    videos = [r for r in records if r.type == "video"]
+    if not videos:
         print(f"cinegen data stills: {src} has no video clips", file=sys.stderr)
         return 1
-    videos = [r for r in records if r.type == "video"]
-    with tqdm(total=len(videos), desc="stills", unit="clip") as bar:
-        try:
-            stills = extract_frames(
-                videos, src.parent, out, args.per_clip, args.seed, progress=lambda i, n: bar.update(1)
-            )
-        except (FileNotFoundError, ValueError, OSError) as e:
-            print(f"cinegen data stills: {e}", file=sys.stderr)
-            return 1
+    bar = CountBar("stills")
+    try:
+        stills = extract_frames(videos, src.parent, out, args.per_clip, args.seed, progress=bar)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        bar.close()
+        print(f"cinegen data stills: {e}", file=sys.stderr)
+        return 1
     rows = stills
     if args.joint:  # the clips too, their paths made relative to the output folder
         rel = os.path.relpath(src.parent.resolve(), out.resolve())

@@ -19,6 +19,35 @@ from cinegen.train.config import LogConfig
 METRICS_FILE = "metrics.jsonl"
 
 
+class CountBar:
+    """A `(done, total)` progress callback drawn as a tqdm bar, for loops that report counts (cache fill, data
+    export, ShapesBench). The bar opens at the first call, so work with nothing to do draws none (`open_now`
+    draws it at once), and closes when done reaches total or on `close()`."""
+
+    def __init__(self, label: str, unit: str = "clip", open_now: bool = False) -> None:
+        self.label, self.unit, self.bar = label, unit, None
+        if open_now:
+            self._open(None)
+
+    def _open(self, total: int | None) -> Any:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=self.label, unit=self.unit, dynamic_ncols=True)
+        return self.bar
+
+    def __call__(self, done: int, total: int, *_: object) -> None:
+        bar = self.bar if self.bar is not None else self._open(total)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None and not self.bar.disable:
+            self.bar.close()
+
+
 def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(line, parsed record) of every complete line of a metrics file."""
     for line in path.read_text().splitlines():

@@ -47,7 +47,7 @@ from cinegen.train.metrics import dit_forward_flops, linear_params, measure_matm
 from cinegen.train.objectives import Objective, noisy_input, objective_loss, region_weights, timestep_fraction
 from cinegen.train.optim import EMA, build_optimizer, build_scheduler, lr_factor
 from cinegen.train.parallel import DistInfo, all_reduce_mean, barrier, init_distributed, parallelize, unwrap
-from cinegen.train.progress import MetricsLogger
+from cinegen.train.progress import CountBar, MetricsLogger
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def build_stage_data(
             p = next(vae.parameters())
             return vae.encode_moments(x.to(p.device, p.dtype))
 
-        bar = _CacheBar() if info.is_main and cfg.log.progress else None
+        bar = CountBar("caching latents") if info.is_main and cfg.log.progress else None  # none if all cached
         cached = precompute(
             ds,
             cache,
@@ -252,7 +252,7 @@ def build_stage_data(
             world=info.world,
             barrier=barrier,
             mask_grid=(spec.vae_temporal, spec.vae_spatial) if cfg.objective.mask_weight != 1.0 else None,
-            progress=bar.update if bar is not None else None,
+            progress=bar,
         )
         if bar is not None:
             bar.close()
@@ -276,24 +276,6 @@ def build_stage_data(
             log.info("batch by tokens: global batch per bucket %s", sizes)
         sampler = BatchSampler(groups, global_batch, seed=cfg.train.seed, sizes=sizes)
     return StageData(ds, sampler, cached)
-
-
-class _CacheBar:
-    """Progress of the feature cache fill (a tqdm bar opened on the first encoded clip; none when all is cached)."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-
-    def update(self, n: int, total: int) -> None:
-        if self.bar is None:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="caching latents", unit="clip", dynamic_ncols=True)
-        self.bar.update(n - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def rank_slice(n: int, world: int, rank: int) -> tuple[int, int]:
@@ -754,16 +736,16 @@ def _train(
             accum = cfg.optim.grad_accum
             # The step's micro-batches up front: with data.batch_by_tokens a short bucket's micro-batch has more
             # rows than B, and the stratified timesteps run over the whole step's global batch.
-            keyed = [data.sampler.next() for _ in range(accum)]
-            micros = [idx for _, idx in keyed]
+            micros = [data.sampler.next()[1] for _ in range(accum)]
             total_g = sum(len(m) for m in micros)
             rows = total_g / info.world  # mean rows per rank in the step (a short bucket may not split evenly)
-            local_rows = 0
+            local_rows, offset = 0, 0  # offset: the micro-batch's first row in the step's global batch
             for micro, global_idx in enumerate(micros):
                 lo, hi = rank_slice(len(global_idx), info.world, info.rank)
                 local = global_idx[lo:hi]
                 local_rows += hi - lo
-                first_g = sum(len(m) for m in micros[:micro]) + lo
+                first_g = offset + lo
+                offset += len(global_idx)
                 args = (objective, data, local, comps, cfg, step, micro, first_g, total_g, info.device)
                 # gradient sync only on the last micro-step: DDP `no_sync`, FSDP2 `set_requires_gradient_sync`
                 last = micro == accum - 1
@@ -774,6 +756,7 @@ def _train(
                         loss, n_tok = pack_micro_loss(packed, *args, autocast)
                     else:
                         loss, n_tok = bucket_micro_loss(model, *args, autocast)
+                    sample_sum = loss.detach()  # this rank's summed sample losses
                     # DDP averages the ranks' gradients: dividing every rank's sum by the mean row count makes
                     # that average the mean over the step's global batch, also for uneven splits
                     loss = loss / rows
@@ -785,7 +768,7 @@ def _train(
                 if track_kinds and local:
                     kind = "image" if data.ds.bucket(local[0]).is_image else "video"
                     by_kind.setdefault(kind, [0.0, 0])
-                    by_kind[kind][0] += float(loss.detach()) * rows
+                    by_kind[kind][0] += float(sample_sum)
                     by_kind[kind][1] += len(local)
             loss_val = float(all_reduce_mean(loss_sum))
             ckpt.check_finite(loss_val, step + 1, ckpt_dir)

@@ -19,22 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cinegen.train.progress import CountBar
+
 __all__ = ["register_cli", "main"]
-
-
-def _progress(label: str):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, desc=label, unit="clip")
-
-    def update(done: int, total: int, *_: object) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-
-    return update
 
 
 # ------------------------------------------------------------------------------------------- eval shapes
@@ -71,7 +58,7 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
                 return video.frames
 
     out = Path(args.out)
-    bar = _progress("ShapesBench")
+    bar = CountBar("ShapesBench", open_now=True)
     result = run_shapes_bench(
         generate,
         out,
@@ -211,7 +198,7 @@ def _cmd_world_render(args: argparse.Namespace) -> int:
         camera_prob=args.camera_prob,
         crf=args.crf,
         masks=not args.no_masks,
-        progress=_progress("rendering"),
+        progress=CountBar("rendering", open_now=True),
     )
     print(f"wrote {args.num} clips and {manifest}")
     return 0
