@@ -21,6 +21,7 @@ from cinegen.train.objectives import (
     objective_loss,
     region_weights,
     shift_sigma,
+    temporal_diff_loss,
     timestep_fraction,
     vpred_loss,
     vpred_noisy,
@@ -184,6 +185,60 @@ def test_flow_objective_convention() -> None:
 
     x = euler_flow_step(n.x_t[1:2], perfect[1:2], float(sigma[1]), 0.0)
     assert (x - x0[1:2]).abs().max() < 1e-5
+
+
+def test_temporal_difference_term() -> None:
+    """objective.temporal_weight: loss += λ·mean((Δ_t r)²) of the objective's own residual; zero for images, for a
+    perfect prediction and for an error that is the same in every frame; hand-computed for vpred and flow."""
+    from cinegen.models.presets import cogvideox_scheduler
+    from cinegen.sampling import alphas_cumprod
+
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(3, 4, 2, 3, 3, generator=g)  # (B, T, C, H, W)
+    noise, pred = torch.randn(x0.shape, generator=g), torch.randn(x0.shape, generator=g)
+    # the term itself: frame pairs, images, region weights (mean of each pair's two frames)
+    r = torch.randn(x0.shape, generator=g)
+    d = r[:, 1:] - r[:, :-1]
+    assert torch.allclose(temporal_diff_loss(r), (d**2).flatten(1).mean(1))
+    assert torch.equal(temporal_diff_loss(r[:, :1]), torch.zeros(3))
+    region = 1.0 + 3.0 * (torch.rand(3, 4, 1, 3, 3, generator=g) > 0.5).float()
+    pw = 0.5 * (region[:, 1:] + region[:, :-1]).expand_as(d)
+    ref = (pw * d**2).flatten(1).sum(1) / pw.flatten(1).sum(1)
+    assert torch.allclose(temporal_diff_loss(r, region), ref)
+    # vpred: residual sqrt(w)·(x0_hat − x0), w = 1/(1 − a)
+    alphas = alphas_cumprod(cogvideox_scheduler(3.0))
+    base, lam = Objective(kind="vpred", alphas_cumprod=alphas), 2.5
+    obj = Objective(kind="vpred", alphas_cumprod=alphas, temporal_weight=lam)
+    n = noisy_input(base, x0, noise, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+    a = n.level.float().view(-1, 1, 1, 1, 1)
+    res = (a.sqrt() * n.x_t - (1 - a).sqrt() * pred - x0) / (1 - a).sqrt()
+    want = vpred_loss(pred, x0, n.x_t, n.level) + lam * ((res[:, 1:] - res[:, :-1]) ** 2).flatten(1).mean(1)
+    assert torch.allclose(objective_loss(obj, pred, x0, noise, n), want, rtol=1e-5)
+    assert torch.equal(objective_loss(base, pred, x0, noise, n), vpred_loss(pred, x0, n.x_t, n.level))
+    v = vpred_target(x0, noise, n.level)
+    assert float(objective_loss(obj, v, x0, noise, n).abs().max()) < 1e-4  # perfect prediction
+    static = v + torch.randn(3, 1, 2, 3, 3, generator=g)  # the same error in every frame: no extra loss
+    assert torch.allclose(objective_loss(obj, static, x0, noise, n), objective_loss(base, static, x0, noise, n))
+    moving = v + torch.randn(x0.shape, generator=g)
+    assert bool((objective_loss(obj, moving, x0, noise, n) > objective_loss(base, moving, x0, noise, n)).all())
+    # flow: residual v_hat − (eps − x0); images (T = 1) are unchanged
+    fobj = Objective(kind="flow", temporal_weight=lam)
+    fn = noisy_input(fobj, x0, noise, torch.tensor([0.2, 0.5, 0.7], dtype=torch.float64))
+    fres = pred - (noise - x0)
+    want = flow_loss(pred, x0, noise, region) + lam * temporal_diff_loss(fres, region)
+    assert torch.allclose(objective_loss(fobj, pred, x0, noise, fn, region), want)
+    img = noisy_input(fobj, x0[:, :1], noise[:, :1], torch.tensor([0.2, 0.5, 0.7], dtype=torch.float64))
+    assert torch.equal(
+        objective_loss(fobj, pred[:, :1], x0[:, :1], noise[:, :1], img), flow_loss(pred[:, :1], x0[:, :1], noise[:, :1])
+    )
+    with pytest.raises(ValueError, match="temporal_weight"):
+        Objective(kind="flow", temporal_weight=-1.0)
+    # the config key reaches the objective the trainer builds
+    from cinegen.train.trainer import make_objective
+
+    cfg = TrainConfig()
+    cfg.objective.temporal_weight = lam
+    assert make_objective(cfg, cogvideox_scheduler(1.0)).temporal_weight == lam
 
 
 def test_timestep_samplers() -> None:

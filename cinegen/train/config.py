@@ -61,6 +61,9 @@ class ObjectiveConfig:
     # Region-weighted loss: latent cells inside a clip's mask (manifest `mask`) weigh this much, the rest 1, each
     # clip's loss normalised by its total weight; 1 = masks unused. E.g. 4 for small objects on large backgrounds.
     mask_weight: float = 1.0
+    # Temporal-difference term λ (cinegen.train.objectives): loss += λ·mean of the squared frame-to-frame change of
+    # the residual; same optimum, more weight on what moves. 0 = off (the reference objective).
+    temporal_weight: float = 0.0
 
 
 @dataclass

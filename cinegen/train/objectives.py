@@ -13,6 +13,12 @@ Two objectives share one interface (`noisy_input` then `loss`):
 - **flow** (rectified flow, shared_api.md convention): x_σ = (1 − σ)·x0 + σ·eps, target v = eps − x0, model
   timestep = σ·1000; σ from the sampled fraction, optionally shifted σ' = sσ / (1 + (s − 1)σ) (SD3).
 
+Optional temporal-difference term (`Objective.temporal_weight` = λ > 0): with r the objective's residual
+(x0_hat − x0 for vpred, v_hat − v for flow, times the same weight), loss += λ·mean((r[:, t+1] − r[:, t])²) over
+the T − 1 latent frame pairs (0 for images). Both terms are minimised by the same prediction (the conditional
+mean; frame differences are linear), so it reweights the objective toward what changes between frames (motion)
+without moving its optimum.
+
 Timestep samplers return a fraction in [0, 1):
 - uniform: u ~ U(0, 1);
 - explicit_uniform (CogVideoX "explicit uniform sampling"): stratified over the *global* batch, sample g of G
@@ -94,16 +100,34 @@ def weighted_mean(err: torch.Tensor, region: torch.Tensor | None) -> torch.Tenso
     return (w * err).flatten(1).sum(1) / w.flatten(1).sum(1)
 
 
+def temporal_diff_loss(residual: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample mean (B,) of the squared frame-to-frame change of a residual (B, T, ...): mean of
+    (r[:, t+1] − r[:, t])² over the T − 1 frame pairs, zeros for T == 1; `region` (B, T, ...) weighs each pair by
+    the mean of its two frames' weights (see `weighted_mean`)."""
+    if residual.shape[1] < 2:
+        return residual.new_zeros(residual.shape[0], dtype=torch.float32)
+    diff = residual[:, 1:] - residual[:, :-1]  # (B, T-1, ...)
+    pair = None if region is None else 0.5 * (region[:, 1:] + region[:, :-1])
+    return weighted_mean(diff.float() ** 2, pair)
+
+
+def _vpred_residual(
+    pred_v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0_hat − x0, w) with x0_hat = sqrt(a)·x_t − sqrt(1 − a)·v_hat and w = 1/(1 − a) as (B, 1, ..., 1)."""
+    pred_v, x0, x_t = pred_v.float(), x0.float(), x_t.float()
+    a = _bcast(alpha, x0)
+    x0_hat = a.sqrt() * x_t - (1 - a).sqrt() * pred_v
+    return x0_hat - x0, 1.0 / (1.0 - a)
+
+
 def vpred_loss(
     pred_v: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Per-sample loss (B,): mean over non-batch dims of (1/(1 − a))·(x0_hat − x0)²,
     with x0_hat = sqrt(a)·x_t − sqrt(1 − a)·v_hat (weighted by `region`, see `weighted_mean`)."""
-    pred_v, x0, x_t = pred_v.float(), x0.float(), x_t.float()
-    a = _bcast(alpha, x0)
-    x0_hat = a.sqrt() * x_t - (1 - a).sqrt() * pred_v
-    w = 1.0 / (1.0 - a)
-    return weighted_mean(w * (x0_hat - x0) ** 2, region)
+    res, w = _vpred_residual(pred_v, x0, x_t, alpha)
+    return weighted_mean(w * res**2, region)
 
 
 # --------------------------------------------------------------------------------------------------- flow matching
@@ -132,10 +156,13 @@ class Objective:
     shift: float = 1.0
     num_train_timesteps: int = 1000
     alphas_cumprod: torch.Tensor | None = None  # float64 (N,), vpred only
+    temporal_weight: float = 0.0  # λ of the temporal-difference term (module docstring); 0 = off
 
     def __post_init__(self) -> None:
         if self.kind == "vpred" and self.alphas_cumprod is None:
             raise ValueError("the vpred objective needs alphas_cumprod (cinegen.sampling.alphas_cumprod)")
+        if self.temporal_weight < 0:
+            raise ValueError(f"temporal_weight must be >= 0, got {self.temporal_weight}")
 
 
 @dataclass
@@ -164,7 +191,14 @@ def objective_loss(
     n: Noisy,
     region: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-sample loss (B,) in float32; `region` (B, T, 1, h, w) weighs latent cells (`region_weights`)."""
+    """Per-sample loss (B,) in float32; `region` (B, T, 1, h, w) weighs latent cells (`region_weights`); with
+    `obj.temporal_weight` > 0 plus λ·`temporal_diff_loss` of the same (weighted) residual."""
+    loss = vpred_loss(pred, x0, n.x_t, n.level, region) if obj.kind == "vpred" else flow_loss(pred, x0, noise, region)
+    if obj.temporal_weight == 0:
+        return loss
     if obj.kind == "vpred":
-        return vpred_loss(pred, x0, n.x_t, n.level, region)
-    return flow_loss(pred, x0, noise, region)
+        res, w = _vpred_residual(pred, x0, n.x_t, n.level)
+        res = res * w.sqrt()  # w·(Δr)² == (Δ(sqrt(w)·r))², w is per sample
+    else:
+        res = pred.float() - (noise.float() - x0.float())
+    return loss + obj.temporal_weight * temporal_diff_loss(res, region)

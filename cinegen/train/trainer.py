@@ -169,6 +169,7 @@ def make_objective(cfg: TrainConfig, schedule: Any) -> Objective:
         shift=o.shift,
         num_train_timesteps=schedule.num_train_timesteps,
         alphas_cumprod=alphas,
+        temporal_weight=o.temporal_weight,
     )
 
 
