@@ -77,10 +77,29 @@ def test_bench_run_writes_reports(tmp_path) -> None:
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["summary"] == res["summary"] and len(data["items"]) == 6
     assert {"truth", "scores", "analysis", "prompt", "seed"} <= set(data["items"][0])
+    # the direction diagnostic: every directional object of a ground-truth render moves its stated way
+    d = res["direction"]
+    assert d["objects"] > 0 and d["agree"] == 1.0 and d["mean_projection"] > 0.2
     md = (tmp_path / "results.md").read_text()
+    assert "move along the stated direction (50 % is chance)" in md
     assert "| attribute | seen | held-out | all |" in md and "| motion |" in md and "| color | 100.0 %" in md
     with Image.open(tmp_path / "samples.png") as im:
         assert im.width > 6 * 96 and im.height > 6 * 96
+
+
+def test_direction_diagnostic() -> None:
+    """Projection of the net displacement on the stated direction; undetected objects count as 0 and disagree."""
+    from cinegen.world.bench import direction_projection, direction_summary
+
+    assert direction_projection("left", [-0.3, 0.05]) == pytest.approx(0.3)
+    assert direction_projection("down_right", [0.2, 0.2]) == pytest.approx(0.2 * 2**0.5)
+    assert direction_projection("rotate", [0.3, 0.0]) is None and direction_projection("up", None) is None
+    rows = [
+        {"truth": {"objects": [{"motion": "left"}, {"motion": "grow"}]}, "object_direction": [0.3, None]},
+        {"truth": {"objects": [{"motion": "up"}, {"motion": "right"}]}, "object_direction": [None, -0.1]},
+    ]
+    assert direction_summary(rows) == {"objects": 3, "agree": pytest.approx(1 / 3, abs=1e-4), "mean_projection": 0.0667}
+    assert direction_summary([]) == {"objects": 0, "agree": None, "mean_projection": None}
 
 
 def test_bench_scores_a_bad_generator_low(tmp_path) -> None:
@@ -148,10 +167,13 @@ def test_compare_table_and_cli(tmp_path, capsys) -> None:
     a, b = (json.loads((tmp_path / x / "results.json").read_text()) for x in "ab")
     table = compare_table([a, b], ["truth", "fixed"], ["color", "motion"])
     lines = table.splitlines()
-    assert lines[0] == "| run | color | motion |" and lines[2] == "| truth | 100.0 / 100.0 | 100.0 / 100.0 |"
+    assert lines[0] == "| run | color | motion | direction agree (all) |"
+    assert lines[2] == "| truth | 100.0 / 100.0 | 100.0 / 100.0 | 100.0 |"
     hb, sb = b["summary"]["held_out"]["color"], b["summary"]["seen"]["color"]
     assert lines[3].startswith(f"| fixed | {100 * hb:.1f} / {100 * sb:.1f} |")
-    assert lines[4] == "| bar (held-out / seen) | >= 90 / higher | >= 80 / higher |"
+    assert lines[4] == "| bar (held-out / seen) | >= 90 / higher | >= 80 / higher | (50 = chance) |"
+    old = {k: v for k, v in b.items() if k != "direction"}  # results written before the diagnostic existed
+    assert compare_table([a, old], ["x", "y"], ["color"]).splitlines()[0] == "| run | color |"
     with pytest.raises(ValueError, match="different suites"):
         compare_table([a, {**b, "prompt_style": "short"}], ["x", "y"])
     with pytest.raises(ValueError, match="unknown attributes"):

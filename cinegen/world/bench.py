@@ -263,17 +263,49 @@ def compare_table(
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.1f}"
 
+    # The direction diagnostic (all prompts) when every run has it (results written before it existed do not).
+    direction = all("direction" in r for r in results)
+    extra = ["direction agree (all)"] if direction else []
     lines = [
-        "| run | " + " | ".join(attrs) + " |",
-        "|---|" + "---:|" * len(attrs),
+        "| run | " + " | ".join(attrs + extra) + " |",
+        "|---|" + "---:|" * len(attrs + extra),
     ]
     for label, r in zip(labels, results, strict=True):
         s = r["summary"]
         cells = [f"{pct(s['held_out'][a])} / {pct(s['seen'][a])}" for a in attrs]
+        cells += [pct(r["direction"]["agree"])] if direction else []
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     bar = [f">= {100 * HELD_OUT_BAR[a]:.0f} / higher" if a in HELD_OUT_BAR else "" for a in attrs]
+    bar += ["(50 = chance)"] if direction else []
     lines.append("| bar (held-out / seen) | " + " | ".join(bar) + " |")
     return "\n".join(lines) + "\n"
+
+
+def direction_projection(motion: str | None, displacement: Sequence[float] | None) -> float | None:
+    """Net displacement (in S, the analyzer's unit; slow travel is 0.25) along the stated direction of a
+    directional motion; None for other motions or an undetected object."""
+    if motion not in V.DIRECTIONS or displacement is None:
+        return None
+    ux, uy = V.DIRECTIONS[motion]
+    return float(ux * displacement[0] + uy * displacement[1])
+
+
+def direction_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A graded motion diagnostic over the directional objects of all prompts: the share whose net displacement
+    points along the stated direction ("agree"; 0.5 is chance: a model that ignores the motion words) and the
+    mean projection (0 is chance, slow travel is +0.25). Undetected objects count as 0 projection, no agreement."""
+    proj = [
+        p
+        for r in rows
+        for o, p in zip(r["truth"]["objects"], r["object_direction"], strict=True)
+        if o["motion"] in V.DIRECTIONS
+    ]
+    vals = [0.0 if p is None else p for p in proj]
+    return {
+        "objects": len(vals),
+        "agree": round(float(np.mean([v > 0 for v in vals])), 4) if vals else None,
+        "mean_projection": round(float(np.mean(vals)), 4) if vals else None,
+    }
 
 
 def _by_motion(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -316,7 +348,11 @@ def _markdown(result: dict[str, Any]) -> str:
     lines.append("|---|---:|---:|")
     for m, d in result["by_motion"].items():
         lines.append(f"| {m} | {d['objects']} | {pct(d['motion'])} |")
+    d = result["direction"]
     lines += [
+        "",
+        f"Direction (diagnostic, {d['objects']} directional objects): {pct(d['agree'])} move along the stated"
+        f" direction (50 % is chance), mean projection {d['mean_projection']} S (slow travel 0.25).",
         "",
         "Scores are per-video means of object-level accuracy (objects matched one-to-one to the truth);"
         " count, background, consistency (stable count, area and colour) and dynamic (moves iff the prompt"
@@ -388,6 +424,7 @@ def run_shapes_bench(
             raise ValueError(f"generate_fn must return uint8 (F, H, W, 3); got {frames.dtype} {frames.shape}")
         analysis = analyze_video(frames)
         scores = score_video(analysis, stated)
+        matched = match_objects(analysis, item.truth)
         rows.append(
             {
                 "id": item.id,
@@ -400,8 +437,11 @@ def run_shapes_bench(
                 "stated": stated.to_dict(),
                 "scores": scores,
                 "object_motion_ok": [
-                    d is not None and d.motion == o.motion
-                    for o, d in zip(item.truth.objects, match_objects(analysis, item.truth), strict=True)
+                    d is not None and d.motion == o.motion for o, d in zip(item.truth.objects, matched, strict=True)
+                ],
+                "object_direction": [
+                    direction_projection(o.motion, None if d is None else d.displacement)
+                    for o, d in zip(item.truth.objects, matched, strict=True)
                 ],
                 "analysis": analysis.to_dict(),
                 "seconds": round(seconds, 3),
@@ -423,6 +463,7 @@ def run_shapes_bench(
             "suite_size": len(order),
             "summary": summarize(rows),
             "by_motion": _by_motion(rows),
+            "direction": direction_summary(rows),
             "seconds_total": round(sum(r["seconds"] for r in rows), 2),
             "items": rows,
         }
