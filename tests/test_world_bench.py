@@ -81,14 +81,14 @@ def test_bench_run_writes_reports(tmp_path) -> None:
     d = res["direction"]
     assert d["objects"] > 0 and d["agree"] == 1.0 and d["mean_projection"] > 0.2
     md = (tmp_path / "results.md").read_text()
-    assert "move along the stated direction (50 % is chance)" in md
+    assert d["detected"] == d["objects"] and "move along the stated direction (50 % is chance)" in md
     assert "| attribute | seen | held-out | all |" in md and "| motion |" in md and "| color | 100.0 %" in md
     with Image.open(tmp_path / "samples.png") as im:
         assert im.width > 6 * 96 and im.height > 6 * 96
 
 
 def test_direction_diagnostic() -> None:
-    """Projection of the net displacement on the stated direction; undetected objects count as 0 and disagree."""
+    """Projection of the net displacement on the stated direction, summarised over the detected objects."""
     from cinegen.world.bench import direction_projection, direction_summary
 
     assert direction_projection("left", [-0.3, 0.05]) == pytest.approx(0.3)
@@ -98,8 +98,8 @@ def test_direction_diagnostic() -> None:
         {"truth": {"objects": [{"motion": "left"}, {"motion": "grow"}]}, "object_direction": [0.3, None]},
         {"truth": {"objects": [{"motion": "up"}, {"motion": "right"}]}, "object_direction": [None, -0.1]},
     ]
-    assert direction_summary(rows) == {"objects": 3, "agree": pytest.approx(1 / 3, abs=1e-4), "mean_projection": 0.0667}
-    assert direction_summary([]) == {"objects": 0, "agree": None, "mean_projection": None}
+    assert direction_summary(rows) == {"objects": 3, "detected": 2, "agree": 0.5, "mean_projection": 0.1}
+    assert direction_summary([]) == {"objects": 0, "detected": 0, "agree": None, "mean_projection": None}
 
 
 def test_bench_scores_a_bad_generator_low(tmp_path) -> None:

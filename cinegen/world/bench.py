@@ -291,20 +291,21 @@ def direction_projection(motion: str | None, displacement: Sequence[float] | Non
 
 
 def direction_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A graded motion diagnostic over the directional objects of all prompts: the share whose net displacement
-    points along the stated direction ("agree"; 0.5 is chance: a model that ignores the motion words) and the
-    mean projection (0 is chance, slow travel is +0.25). Undetected objects count as 0 projection, no agreement."""
+    """A graded motion diagnostic over the directional objects of all prompts that were detected: the share whose
+    net displacement points along the stated direction ("agree"; 0.5 is chance, a model that ignores its motion
+    words) and the mean projection (0 is chance, slow travel is +0.25)."""
     proj = [
         p
         for r in rows
         for o, p in zip(r["truth"]["objects"], r["object_direction"], strict=True)
         if o["motion"] in V.DIRECTIONS
     ]
-    vals = [0.0 if p is None else p for p in proj]
+    found = [p for p in proj if p is not None]
     return {
-        "objects": len(vals),
-        "agree": round(float(np.mean([v > 0 for v in vals])), 4) if vals else None,
-        "mean_projection": round(float(np.mean(vals)), 4) if vals else None,
+        "objects": len(proj),
+        "detected": len(found),
+        "agree": round(float(np.mean([p > 0 for p in found])), 4) if found else None,
+        "mean_projection": round(float(np.mean(found)), 4) if found else None,
     }
 
 
@@ -351,8 +352,9 @@ def _markdown(result: dict[str, Any]) -> str:
     d = result["direction"]
     lines += [
         "",
-        f"Direction (diagnostic, {d['objects']} directional objects): {pct(d['agree'])} move along the stated"
-        f" direction (50 % is chance), mean projection {d['mean_projection']} S (slow travel 0.25).",
+        f"Direction (diagnostic, {d['detected']} of {d['objects']} directional objects detected): {pct(d['agree'])}"
+        f" of them move along the stated direction (50 % is chance), mean projection {d['mean_projection']} S"
+        " (slow travel 0.25).",
         "",
         "Scores are per-video means of object-level accuracy (objects matched one-to-one to the truth);"
         " count, background, consistency (stable count, area and colour) and dynamic (moves iff the prompt"
