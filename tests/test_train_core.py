@@ -16,6 +16,7 @@ from cinegen.train.metrics import dit_forward_flops, flicker, psnr, ssim, ssim_f
 from cinegen.train.objectives import (
     Objective,
     discrete_timesteps,
+    draw_history,
     flow_loss,
     noisy_input,
     objective_loss,
@@ -27,6 +28,7 @@ from cinegen.train.objectives import (
     vpred_noisy,
     vpred_target,
     weighted_mean,
+    with_history,
 )
 from cinegen.train.optim import EMA, lr_factor
 
@@ -239,6 +241,45 @@ def test_temporal_difference_term() -> None:
     cfg = TrainConfig()
     cfg.objective.temporal_weight = lam
     assert make_objective(cfg, cogvideox_scheduler(1.0)).temporal_weight == lam
+
+
+def test_history_frames() -> None:
+    """objective.history_prob: k whole temporal patches (>= 1, one patch left) re-noised at frac·s, zero loss
+    weight on them, timesteps unchanged; the loss is the loss of the remaining frames."""
+    gens = [torch.Generator().manual_seed(i) for i in range(400)]
+    draws = [draw_history(g, 0.5, 5) for g in gens]
+    ks = [k for k, _ in draws]
+    assert set(ks) == {0, 1, 2, 3, 4} and 0.4 < ks.count(0) / len(ks) < 0.6
+    assert all(0.0 <= s < 1.0 for k, s in draws if k)
+    assert {draw_history(torch.Generator().manual_seed(i), 1.0, 6, patch_t=2)[0] for i in range(100)} == {2, 4}
+    assert draw_history(torch.Generator().manual_seed(0), 1.0, 1) == (0, 1.0)  # images: never
+    assert draw_history(torch.Generator().manual_seed(0), 0.0, 5) == (0, 1.0)
+    from cinegen.models.presets import cogvideox_scheduler
+    from cinegen.sampling import alphas_cumprod
+
+    obj = Objective(kind="vpred", alphas_cumprod=alphas_cumprod(cogvideox_scheduler(3.0)), history_prob=0.5)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(3, 4, 2, 3, 3, generator=g)  # (B, T, C, H, W)
+    noise, pred = torch.randn(x0.shape, generator=g), torch.randn(x0.shape, generator=g)
+    frac = torch.tensor([0.9, 0.6, 0.8], dtype=torch.float64)
+    n = noisy_input(obj, x0, noise, frac)
+    h, region = with_history(obj, x0, noise, n, frac, [(2, 0.25), (0, 1.0), (1, 0.5)])
+    assert torch.equal(h.timestep, n.timestep) and torch.equal(h.level, n.level)
+    assert torch.equal(h.x_t[0, :2], noisy_input(obj, x0[:1, :2], noise[:1, :2], frac[:1] * 0.25).x_t[0])
+    assert torch.equal(h.x_t[0, 2:], n.x_t[0, 2:]) and torch.equal(h.x_t[1], n.x_t[1])
+    assert (h.x_t[0, :2] - x0[0, :2]).abs().mean() < (n.x_t[0, :2] - x0[0, :2]).abs().mean()  # less noisy
+    assert region is not None and region.shape == (3, 4, 1, 3, 3)
+    assert region[0, :2].eq(0).all() and region[0, 2:].eq(1).all() and region[1].eq(1).all()
+    loss = objective_loss(obj, pred, x0, noise, h, region)
+    rest = vpred_loss(pred[:1, 2:], x0[:1, 2:], h.x_t[:1, 2:], h.level[:1])
+    assert torch.allclose(loss[0], rest[0]) and torch.allclose(loss[1], vpred_loss(pred, x0, n.x_t, n.level)[1])
+    m = torch.rand(3, 4, 1, 3, 3, generator=g)  # an existing region map is multiplied, not replaced
+    assert torch.equal(with_history(obj, x0, noise, n, frac, [(1, 0.5)] * 3, m)[1][:, 1:], m[:, 1:])
+    assert with_history(obj, x0, noise, n, frac, [(0, 1.0)] * 3) == (n, None)
+    with pytest.raises(ValueError, match="history_prob must be in"):
+        Objective(kind="flow", history_prob=1.5)
+    with pytest.raises(ValueError, match="exclude each other"):
+        Objective(kind="flow", history_prob=0.5, temporal_weight=1.0)
 
 
 def test_timestep_samplers() -> None:

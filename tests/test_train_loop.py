@@ -180,6 +180,23 @@ def test_region_weighted_loss_needs_masks_and_changes_the_loss(tiny_2b_folder: P
         train(_cfg(tiny_2b_folder, masked, tmp_path / "neg", "train.steps=1", "objective.mask_weight=0"))
 
 
+def test_history_frames_train_and_keep_the_main_stream(tiny_2b_folder: Path, toy: Path, tmp_path: Path) -> None:
+    """objective.history_prob trains (finite losses, not the plain ones) from the same sample stream: with
+    probability 0 the run is bitwise the plain run; frame packs refuse it."""
+    runs = {}
+    for name, p in (("plain", None), ("zero", "0.0"), ("history", "1.0")):
+        extra = [] if p is None else [f"objective.history_prob={p}"]
+        runs[name] = train(_cfg(tiny_2b_folder, toy, tmp_path / name, "train.steps=2", *extra)).losses
+    assert runs["zero"] == runs["plain"]
+    assert all(math.isfinite(v) for v in runs["history"]) and runs["history"][0] != runs["plain"][0]
+    with pytest.raises(ValueError, match="history_prob needs bucketed"):
+        train(
+            _cfg(
+                tiny_2b_folder, toy, tmp_path / "pack", "train.steps=1", "objective.history_prob=0.5", "data.pack=true"
+            )
+        )
+
+
 def test_activation_checkpointing_changes_nothing(tiny_2b_folder: Path, toy: Path, tmp_path: Path) -> None:
     """Activation checkpointing applied from outside the model gives bitwise the same losses and weights."""
     runs = []

@@ -64,6 +64,9 @@ class ObjectiveConfig:
     # Temporal-difference term λ (cinegen.train.objectives): loss += λ·mean of the squared frame-to-frame change of
     # the residual; same optimum, more weight on what moves. 0 = off (the reference objective).
     temporal_weight: float = 0.0
+    # History frames (cinegen.train.objectives): with this probability a clip's first latent frames are noised
+    # less and carry no loss, so the rest is predicted from them and the caption. 0 = off.
+    history_prob: float = 0.0
 
 
 @dataclass

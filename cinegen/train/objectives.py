@@ -19,6 +19,12 @@ the T − 1 latent frame pairs (0 for images). Both terms are minimised by the s
 mean; frame differences are linear), so it reweights the objective toward what changes between frames (motion)
 without moving its optimum.
 
+Optional history frames (`Objective.history_prob` = p > 0; Diffusion Forcing / video-continuation training):
+with probability p a clip's first k latent frames (k uniform over whole temporal patches, at least one patch left)
+are noised less, at fraction s·frac with s ~ U(0, 1), and weigh 0 in the loss. The transformer keeps the clip's
+timestep and must read the cleaner frames from their content; the remaining frames then depend on the caption's
+motion words far more than under one shared noise level, where the trajectory is as hidden as the objects.
+
 Timestep samplers return a fraction in [0, 1):
 - uniform: u ~ U(0, 1);
 - explicit_uniform (CogVideoX "explicit uniform sampling"): stratified over the *global* batch, sample g of G
@@ -157,12 +163,17 @@ class Objective:
     num_train_timesteps: int = 1000
     alphas_cumprod: torch.Tensor | None = None  # float64 (N,), vpred only
     temporal_weight: float = 0.0  # λ of the temporal-difference term (module docstring); 0 = off
+    history_prob: float = 0.0  # probability of history frames per clip (module docstring); 0 = off
 
     def __post_init__(self) -> None:
         if self.kind == "vpred" and self.alphas_cumprod is None:
             raise ValueError("the vpred objective needs alphas_cumprod (cinegen.sampling.alphas_cumprod)")
         if self.temporal_weight < 0:
             raise ValueError(f"temporal_weight must be >= 0, got {self.temporal_weight}")
+        if not 0.0 <= self.history_prob <= 1.0:
+            raise ValueError(f"history_prob must be in [0, 1], got {self.history_prob}")
+        if self.history_prob > 0 and self.temporal_weight > 0:
+            raise ValueError("history_prob and temporal_weight exclude each other (a history frame has no residual)")
 
 
 @dataclass
@@ -202,3 +213,35 @@ def objective_loss(
     else:
         res = pred.float() - (noise.float() - x0.float())
     return loss + obj.temporal_weight * temporal_diff_loss(res, region)
+
+
+def draw_history(g: torch.Generator, prob: float, num_frames: int, patch_t: int = 1) -> tuple[int, float]:
+    """(k, s) of one clip: k history latent frames (0 = none; whole temporal patches, at least one patch left to
+    predict, so images never get any) and their noise scale s ~ U(0, 1); three draws from g in a fixed order."""
+    b, j, s = (float(torch.rand((), generator=g, dtype=torch.float64)) for _ in range(3))
+    patches = num_frames // patch_t
+    if patches < 2 or b >= prob:
+        return 0, 1.0
+    return (1 + int(j * (patches - 1))) * patch_t, s
+
+
+def with_history(
+    obj: Objective,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    n: Noisy,
+    frac: torch.Tensor,
+    history: list[tuple[int, float]],
+    region: torch.Tensor | None = None,
+) -> tuple[Noisy, torch.Tensor | None]:
+    """Apply `draw_history` results to a batch: clip i's first k_i latent frames re-noised at frac_i·s_i (same
+    noise draw), and a loss weight map (B, T, 1, h, w) that is 0 on them (`region` times it). Timesteps unchanged."""
+    if not any(k for k, _ in history):
+        return n, region
+    x_t = n.x_t.clone()
+    w = torch.ones_like(x0[:, :, :1]) if region is None else region.clone()  # (B, T, 1, h, w)
+    for i, (k, s) in enumerate(history):
+        if k:
+            x_t[i, :k] = noisy_input(obj, x0[i : i + 1, :k], noise[i : i + 1, :k], frac[i : i + 1] * s).x_t[0]
+            w[i, :k] = 0.0
+    return Noisy(x_t, n.timestep, n.level), w

@@ -44,7 +44,15 @@ from cinegen.train.data import (
     load_records,
 )
 from cinegen.train.metrics import dit_forward_flops, linear_params, measure_matmul_peak
-from cinegen.train.objectives import Objective, noisy_input, objective_loss, region_weights, timestep_fraction
+from cinegen.train.objectives import (
+    Objective,
+    draw_history,
+    noisy_input,
+    objective_loss,
+    region_weights,
+    timestep_fraction,
+    with_history,
+)
 from cinegen.train.optim import EMA, build_optimizer, build_scheduler, lr_factor
 from cinegen.train.parallel import DistInfo, all_reduce_mean, barrier, init_distributed, parallelize, unwrap
 from cinegen.train.progress import CountBar, MetricsLogger
@@ -170,6 +178,7 @@ def make_objective(cfg: TrainConfig, schedule: Any) -> Objective:
         num_train_timesteps=schedule.num_train_timesteps,
         alphas_cumprod=alphas,
         temporal_weight=o.temporal_weight,
+        history_prob=o.history_prob,
     )
 
 
@@ -260,6 +269,8 @@ def build_stage_data(
     groups = {k: [j for j in v if cached is None or cached.ok[j]] for k, v in ds.groups().items()}
     groups = {k: v for k, v in groups.items() if v}
     global_batch = stage.batch_size * info.world  # type: ignore[operator]
+    if cfg.data.pack and cfg.objective.history_prob > 0:
+        raise ValueError("objective.history_prob needs bucketed batches, not data.pack")
     if cfg.data.pack and cfg.data.batch_by_tokens:
         raise ValueError("data.batch_by_tokens and data.pack exclude each other (packs already fill the token budget)")
     if cfg.data.pack:  # clips of every shape share sequences of up to the token budget
@@ -406,6 +417,18 @@ def bucket_micro_loss(
     if clips.region is not None:  # clips without a mask weigh 1 everywhere
         ones = [torch.ones_like(x[:, :1]) for x in clips.x0]  # (T, 1, h, w)
         region = torch.stack([o if r is None else r for o, r in zip(ones, clips.region, strict=True)])
+    if objective.history_prob > 0:  # own generators: the main stream (timesteps, noise) stays as without history
+        pt = unwrap(comps.transformer).config.patch_size_t or 1
+        hist = [
+            draw_history(
+                sample_generator(cfg.train.seed, step, micro, f"{first_g + i}/history"),
+                objective.history_prob,
+                x0.shape[1],
+                pt,
+            )
+            for i in range(len(local))
+        ]
+        noisy, region = with_history(objective, x0, noise, noisy, frac.to(device), hist, region)
     with autocast():
         pred = model(noisy.x_t, text, noisy.timestep)  # (B, T, C, h, w)
     per = objective_loss(objective, pred, x0, noise, noisy, region)  # (B,); region (B, T, 1, h, w) or None
