@@ -13,6 +13,7 @@ import cinegen
 from cinegen.world import probe
 from cinegen.world import vocab as V
 from cinegen.world.dataset import clip_spec
+from cinegen.world.render import render_clip
 
 
 @pytest.mark.parametrize("attr", ["color", "shape", "motion"])
@@ -63,6 +64,29 @@ def test_probes_measure_text_use_and_read_zero_for_a_text_blind_model(tiny_2b_fo
     assert all(g == 0.0 for g in probe.attribute_use(pipe, n=2, snrs=(0.01,))["gain"].values())
 
 
+def test_attribute_probe_with_clean_history_frames(tiny_2b_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """history=k: the transformer gets the clip's clean latents in the first k frames (the noisy ones after) and
+    only the later frames are scored; a history covering the whole clip is refused."""
+    pipe = cinegen.load_pipeline(tiny_2b_folder, device="cpu", dtype=torch.float32)
+    seen: list[torch.Tensor] = []
+    real = probe._x0_hat
+
+    def spy(pipe_, x_t, caption, t, a):  # type: ignore[no-untyped-def]
+        seen.append(x_t.clone())
+        return real(pipe_, x_t, caption, t, a)
+
+    monkeypatch.setattr(probe, "_x0_hat", spy)
+    attr = probe.attribute_use(pipe, n=1, snrs=(0.01,), history=1)
+    spec, _ = clip_spec(777, 0, frame_counts=[17], include_held_out=True)
+    x0 = probe._clip_latents(pipe, render_clip(spec))  # (1, T, C, h, w)
+    assert attr["history"] == 1 and attr["clips"]["color"] == 1 and "snr_0.01/color" in attr["gain"]
+    assert all(torch.equal(x[:, :1], x0[:, :1]) for x in seen)
+    assert not torch.allclose(seen[0][:, 1:], x0[:, 1:])  # pure noise after the history
+    monkeypatch.setattr(probe, "_x0_hat", real)
+    with pytest.raises(ValueError, match="leaves none"):
+        probe.attribute_use(pipe, n=1, snrs=(0.01,), history=x0.shape[1])
+
+
 def test_probe_cli_writes_json_and_prints_the_gains(tiny_2b_folder: Path, tmp_path: Path, capsys) -> None:
     from cinegen.world.cli import main
 
@@ -71,3 +95,6 @@ def test_probe_cli_writes_json_and_prints_the_gains(tiny_2b_folder: Path, tmp_pa
     data = json.loads(out.read_text())
     assert set(data) == {"model", "caption_use", "attribute_use"} and data["attribute_use"]["clips"]["color"] == 1
     assert "pure_noise/background" in capsys.readouterr().out
+    assert main(["eval", "probe", "--model", str(tiny_2b_folder), "--n", "1", "--history", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["attribute_use_history"]["history"] == 1 and "history/pure_noise/color" in capsys.readouterr().out

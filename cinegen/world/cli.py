@@ -129,6 +129,12 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=24, help="clips (default 24)")
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--out", default=None, help="write the full result as JSON here")
+    p.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="also probe the object words with the first K latent frames given clean (continuation)",
+    )
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_eval_probe)
 
@@ -168,6 +174,8 @@ def _cmd_eval_probe(args: argparse.Namespace) -> int:
             "caption_use": probe.caption_use(pipe, n=args.n, seed=args.seed),
             "attribute_use": probe.attribute_use(pipe, n=args.n, seed=args.seed),
         }
+        if args.history:  # continuation: the first latent frames given clean
+            result["attribute_use_history"] = probe.attribute_use(pipe, n=args.n, seed=args.seed, history=args.history)
     except ValueError as e:  # a flow-matching model
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -176,6 +184,7 @@ def _cmd_eval_probe(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     gains = {f"caption/{k}": v for k, v in result["caption_use"]["gain"].items()} | result["attribute_use"]["gain"]
+    gains |= {f"history/{k}": v for k, v in result.get("attribute_use_history", {}).get("gain", {}).items()}
     for k, v in gains.items():
         print(f"{k:<28} {v:+.4f}")
     return 0

@@ -9,6 +9,8 @@ estimate under two captions, so they measure the model directly (no sampler, no 
   another word, over that object's latent footprint only. A model that ignores the word scores 0. The
   background colour word, swapped the same way and scored over the background's footprint, is the control: a
   model that reads its background words scores well above 0 there.
+  With `history=k` the first k latent frames are given clean (continuation, as `objective.history_prob`
+  trains) and only the later frames are scored: does the motion word decide where the object goes next?
 
 Gain = 1 - error(true caption) / error(other caption): 0 when the words make no difference, > 0 when the right
 words help (negative: the wrong words help, i.e. noise).
@@ -128,9 +130,14 @@ def _footprint(pipe: Pipeline, frames: np.ndarray, spec: ClipSpec, attr: str) ->
 
 
 @torch.no_grad()
-def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[float, ...] = (0.003, 0.03)) -> dict:
+def attribute_use(
+    pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[float, ...] = (0.003, 0.03), history: int = 0
+) -> dict:
     """x0 MSE over an attribute's latent footprint (`_footprint`) with the true dense caption vs the caption with
-    that attribute's word swapped (`swap_attribute`), on `n` fresh clips (as `caption_use`)."""
+    that attribute's word swapped (`swap_attribute`), on `n` fresh clips (as `caption_use`); with `history` > 0
+    the first `history` latent frames are clean in the input and left out of the error."""
+    if history < 0:
+        raise ValueError(f"history must be >= 0, got {history}")
     levels = _levels(pipe, snrs)
     err: dict[str, list[float]] = {}
     for spec, frames, x0, noised in _noised_clips(pipe, n, seed, levels):
@@ -143,7 +150,12 @@ def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[floa
             swapped = swap_attribute(spec, attr)
             if swapped is not None:
                 captions[attr] = dense_caption(swapped.truth())
+        if history >= x0.shape[1]:
+            raise ValueError(f"history {history} leaves none of the clip's {x0.shape[1]} latent frames to score")
+        for m in cells.values():
+            m[:history] = False  # given frames are not scored
         for name, t, a, x_t in noised:
+            x_t = torch.cat([x0[:, :history], x_t[:, history:]], dim=1)  # (1, T, C, h, w): the history is clean
             sq = {c: (_x0_hat(pipe, x_t, cap, t, a) - x0) ** 2 for c, cap in captions.items()}  # (1, T, C, h, w)
             for attr in (c for c in captions if c != "true"):
                 m = cells["background" if attr == "background" else "object"]
@@ -160,4 +172,5 @@ def attribute_use(pipe: Pipeline, n: int = 24, seed: int = 777, snrs: tuple[floa
         if f"{lv}/{attr}/true" in mean
     }
     clips = {attr: len(err.get(f"pure_noise/{attr}/true", [])) for attr in ATTRIBUTES}
-    return {"seed": seed, "clips": clips, "t": {k: t for k, (t, _) in levels.items()}, "x0_mse": mean, "gain": gain}
+    levels_t = {k: t for k, (t, _) in levels.items()}
+    return {"seed": seed, "history": history, "clips": clips, "t": levels_t, "x0_mse": mean, "gain": gain}
