@@ -8,7 +8,8 @@ user-style short caption instead and scores only what it states).
 
 `run_shapes_bench(generate_fn, out_dir)` generates every prompt, analyzes each video (analyze.py, no access
 to the prompt) and scores it against the truth, then writes `results.json`, `results.md` (attribute x
-seen / held-out table, by-motion table) and `samples.png` (a contact sheet).
+seen / held-out table, by-motion table, the direction diagnostic of `direction_summary`) and `samples.png`
+(a contact sheet).
 """
 
 from __future__ import annotations
