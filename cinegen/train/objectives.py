@@ -146,8 +146,12 @@ def flow_loss(
     pred_v: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, region: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Per-sample loss (B,): mean of (v_hat − (eps − x0))² (weighted by `region`, see `weighted_mean`)."""
-    target = noise.float() - x0.float()
-    return weighted_mean((pred_v.float() - target) ** 2, region)
+    return weighted_mean(_flow_residual(pred_v, x0, noise) ** 2, region)
+
+
+def _flow_residual(pred_v: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """v_hat − v with the flow target v = eps − x0, in float32."""
+    return pred_v.float() - (noise.float() - x0.float())
 
 
 # ---------------------------------------------------------------------------------------------------- interface
@@ -204,14 +208,18 @@ def objective_loss(
 ) -> torch.Tensor:
     """Per-sample loss (B,) in float32; `region` (B, T, 1, h, w) weighs latent cells (`region_weights`); with
     `obj.temporal_weight` > 0 plus λ·`temporal_diff_loss` of the same (weighted) residual."""
-    loss = vpred_loss(pred, x0, n.x_t, n.level, region) if obj.kind == "vpred" else flow_loss(pred, x0, noise, region)
-    if obj.temporal_weight == 0:
-        return loss
+    # the residual once, for the loss (the same ops as vpred_loss / flow_loss) and the temporal term
+    w: torch.Tensor | None = None
     if obj.kind == "vpred":
         res, w = _vpred_residual(pred, x0, n.x_t, n.level)
-        res = res * w.sqrt()  # w·(Δr)² == (Δ(sqrt(w)·r))², w is per sample
+        loss = weighted_mean(w * res**2, region)
     else:
-        res = pred.float() - (noise.float() - x0.float())
+        res = _flow_residual(pred, x0, noise)
+        loss = weighted_mean(res**2, region)
+    if obj.temporal_weight == 0:
+        return loss
+    if w is not None:
+        res = res * w.sqrt()  # w·(Δr)² == (Δ(sqrt(w)·r))², w is per sample
     return loss + obj.temporal_weight * temporal_diff_loss(res, region)
 
 
