@@ -178,20 +178,27 @@ def stage_data() -> None:
 
 
 # --------------------------------------------------------------------------------------------------- 2. text
-def caption_corpus(n: int = 20000, seed: int = 123) -> list[str]:
-    """Dense and short captions of random Shapes-world clips (held-out compositions included: the vocabulary
-    must cover every word a ShapesBench prompt uses; no clip is rendered)."""
+def caption_pairs(n: int = 20000, seed: int = 123) -> list[tuple[str, str]]:
+    """(caption, `scene_target` of what it states) for the dense and a short caption of `n` random Shapes-world
+    clips (held-out compositions included: the vocabulary must cover every word a ShapesBench prompt uses; no
+    clip is rendered)."""
     import numpy as np
 
-    from cinegen.world.captions import dense_caption, short_caption
+    from cinegen.world.captions import dense_caption, scene_target, short_caption_and_stated
     from cinegen.world.render import sample_spec
 
     out = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
         truth = sample_spec(rng, exclude_held_out=False).truth()
-        out += [dense_caption(truth), short_caption(truth, rng)]
+        short, stated = short_caption_and_stated(truth, rng)
+        out += [(dense_caption(truth), scene_target(truth)), (short, scene_target(stated))]
     return out
+
+
+def caption_corpus(n: int = 20000, seed: int = 123) -> list[str]:
+    """The captions of `caption_pairs` (dense, short, dense, ...)."""
+    return [c for c, _ in caption_pairs(n, seed)]
 
 
 def word_vocabulary(corpus: list[str]) -> list[str]:
@@ -226,13 +233,17 @@ def make_tokenizer(words: list[str]):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def build_text_encoder(out: Path, seed: int = 0) -> None:
-    """Tokenizer + random-init frozen T5 encoder (d_model TEXT_WIDTH) -> out/{tokenizer,text_encoder}."""
+def build_text_encoder(out: Path, seed: int = 0, parse_steps: int = 0) -> None:
+    """Tokenizer + T5 encoder (d_model TEXT_WIDTH) -> out/{tokenizer,text_encoder,stats.json}: random-init when
+    `parse_steps` is 0 (releases 1-4), else parse pre-trained for that many steps
+    (`cinegen.train.text_encoder`; the vocabulary then also covers the parse targets' words), with its exact-match
+    rate on fresh captions in stats.json."""
     import torch
     from transformers import T5Config, T5EncoderModel
 
-    corpus = caption_corpus()
-    words = word_vocabulary(corpus)
+    pairs = caption_pairs()
+    corpus = [c for c, _ in pairs]
+    words = word_vocabulary(corpus + ([t for _, t in pairs] if parse_steps else []))
     tokenizer = make_tokenizer(words)
     longest = max(len(tokenizer(t).input_ids) for t in corpus)
     if longest > TEXT_LENGTH:
@@ -256,12 +267,40 @@ def build_text_encoder(out: Path, seed: int = 0) -> None:
     )
     torch.manual_seed(seed)
     model = T5EncoderModel(cfg).eval()
+    stats: dict[str, Any] = {"words": len(words), "longest_caption_tokens": longest, "vocab_size": cfg.vocab_size}
+    if parse_steps:
+        model, stats["parse"] = parse_pretrain(model, tokenizer, pairs, parse_steps, seed)
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    stats = {"words": len(words), "longest_caption_tokens": longest, "vocab_size": cfg.vocab_size}
     (tmp / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     os.replace(tmp, out)
+
+
+def parse_pretrain(encoder: Any, tokenizer: Any, pairs: list[tuple[str, str]], steps: int, seed: int) -> tuple:
+    """`cinegen.train.text_encoder.pretrain_text_encoder` on `pairs` -> (trained `T5EncoderModel`, stats: loss
+    curve every 50 steps, exact-match on 300 fresh clips' dense and short captions, wall time)."""
+    from cinegen.train.text_encoder import TextPretrainConfig, encoder_of, exact_match, pretrain_text_encoder
+
+    t0 = time.time()
+    cfg = TextPretrainConfig(steps=steps, seed=seed)
+
+    def show(step: int, loss: float) -> None:
+        if step % 100 == 0 or step == steps:
+            log(f"text: parse pre-training step {step}/{steps} loss {loss:.4f}")
+
+    seq2seq, losses = pretrain_text_encoder(encoder, tokenizer, pairs, cfg, log=show)
+    fresh = caption_pairs(300, seed=999)
+    stats = {
+        "steps": steps,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "loss_every_50": [round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, steps, 50)],
+        "exact_match_dense": round(exact_match(seq2seq, tokenizer, fresh[0::2]), 4),
+        "exact_match_short": round(exact_match(seq2seq, tokenizer, fresh[1::2]), 4),
+        "seconds": round(time.time() - t0, 1),
+    }
+    return encoder_of(seq2seq), stats
 
 
 def adopt_base(folder: Path) -> None:

@@ -9,6 +9,7 @@ from cinegen.world.captions import (
     dense_caption,
     enhance_prompt,
     parse_prompt,
+    scene_target,
     short_caption,
     short_caption_and_stated,
 )
@@ -115,3 +116,26 @@ def test_enhance_prompt_expands_to_the_dense_caption() -> None:
     assert dense == dense_caption(t)
     with pytest.raises(ValueError, match="complete truth"):
         dense_caption(SceneTruth((ObjectTruth("star", "blue"),)))
+
+
+def test_scene_target_is_the_fixed_order_record_of_what_is_stated() -> None:
+    t = SceneTruth(
+        (
+            ObjectTruth("star", "blue", "small", "up_left", "fast"),
+            ObjectTruth("circle", "red", "large", "still"),
+            ObjectTruth("star", "blue", "small", "up_left", "fast"),
+        ),
+        "white",
+        "stripes",
+        "pan_right",
+    )
+    assert scene_target(t) == "2 blue small star up left fast ; 1 red large circle still - | white stripes pan right"
+    stated = SceneTruth((ObjectTruth("ring", "green", None, "down", None),), "navy")
+    assert scene_target(stated) == "1 green - ring down - | navy - -"
+    # Objects come in the order the captions mention them, so a caption and its target line up.
+    rng = np.random.default_rng(5)
+    for truth in _truths(200, 6):
+        text, st = short_caption_and_stated(truth, rng)
+        colors = [g.split()[1] for g in scene_target(st).split(" | ")[0].split(" ; ")]
+        mentioned = [w for w in text.lower().replace(",", " ").replace(".", " ").split() if w in colors]
+        assert list(dict.fromkeys(mentioned)) == list(dict.fromkeys(colors)) or len(set(colors)) < len(colors)

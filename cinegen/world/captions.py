@@ -11,6 +11,8 @@
 - `parse_prompt(text)`: text -> `SceneTruth` with `None` for anything unstated. Reads both caption styles
   and reasonable free phrasing ("two red circles sliding left on a grey backdrop").
 - `enhance_prompt(text)`: the prompt rewriter: parse, fill the gaps, re-emit the dense caption.
+- `scene_target(truth)`: the caption's meaning as a fixed-order record ("1 red small triangle up fast ; ..."),
+  the target of the text encoder's parse pre-training (`cinegen.train.text_encoder`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import numpy as np
 from cinegen.world import vocab as V
 from cinegen.world.render import ObjectTruth, SceneTruth, complete_truth
 
-__all__ = ["dense_caption", "short_caption", "short_caption_and_stated", "parse_prompt", "enhance_prompt"]
+__all__ = [
+    "dense_caption",
+    "short_caption",
+    "short_caption_and_stated",
+    "parse_prompt",
+    "enhance_prompt",
+    "scene_target",
+]
 
 _NUMBER = {1: "one", 2: "two", 3: "three"}
 
@@ -98,6 +107,27 @@ def dense_caption(truth: SceneTruth) -> str:
     style = _DENSE_STYLE[truth.background_style or "solid"].capitalize()
     parts.append(f"{style} {truth.background} background, {_DENSE_CAMERA[truth.camera or 'still']}.")
     return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------- scene target
+_UNSTATED = "-"
+
+
+def _word(value: str | None) -> str:
+    return _UNSTATED if value is None else value.replace("_", " ")
+
+
+def scene_target(truth: SceneTruth) -> str:
+    """What a caption of `truth` states, as a fixed-order record: one group per distinct object in the order
+    captions mention them (count, colour, size, shape, motion, speed; "-" = not stated), then the background
+    colour, style and camera. Motion and camera names are split at "_" ("up left", "pan right") so every word
+    is a caption word. The parse target of `cinegen.train.text_encoder`: to write it, a text encoder must tie
+    each object's words to each other (which colour goes with which motion), which a random one cannot."""
+    groups = [
+        f"{k} {_word(o.color)} {_word(o.size)} {o.shape} {_word(o.motion)} {_word(o.speed)}" for o, k in _groups(truth)
+    ]
+    scene = f"{_word(truth.background)} {_word(truth.background_style)} {_word(truth.camera)}"
+    return " ; ".join(groups) + f" | {scene}"
 
 
 # ------------------------------------------------------------------------------------------ short caption
