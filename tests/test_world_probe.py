@@ -98,3 +98,40 @@ def test_probe_cli_writes_json_and_prints_the_gains(tiny_2b_folder: Path, tmp_pa
     assert main(["eval", "probe", "--model", str(tiny_2b_folder), "--n", "1", "--history", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["attribute_use_history"]["history"] == 1 and "history/pure_noise/color" in capsys.readouterr().out
+
+
+def test_bag_distance_ignores_order_and_sees_new_words() -> None:
+    from cinegen.world.probe import bag_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 8, generator=g)
+    assert bag_distance(a, a[torch.randperm(6, generator=g)]) == 0.0
+    assert bag_distance(a, torch.cat([a[:5], torch.randn(1, 8, generator=g)])) > 0.05
+
+
+def test_text_binding_is_zero_for_a_bag_of_words_and_positive_with_context() -> None:
+    from cinegen.world.probe import text_binding
+
+    table: dict[str, torch.Tensor] = {}
+    g = torch.Generator().manual_seed(1)
+
+    def word(w: str) -> torch.Tensor:
+        if w not in table:
+            table[w] = torch.randn(16, generator=g)
+        return table[w]
+
+    def bag(text: str) -> torch.Tensor:  # context-free: each token is its word's vector
+        return torch.stack([word(w) for w in text.lower().replace(".", " .").split()])
+
+    def context(text: str) -> torch.Tensor:  # each token also carries its sentence's colour word
+        rows = []
+        for s in (s.split() for s in text.lower().split(".") if s.strip()):
+            key = sum((word(w) for w in s if w in V.COLORS), torch.zeros(16))
+            rows += [word(w) + 0.5 * key for w in s]
+        return torch.stack(rows)
+
+    flat = text_binding(bag, n=8)
+    assert flat["bag_distance"]["motion_swap"] < 1e-3 and flat["bag_distance"]["color_swap"] < 1e-3
+    assert flat["bag_distance"]["word"] > 0.05 and flat["binding"]["motion_swap"] < 1e-2
+    bound = text_binding(context, n=8)
+    assert bound["binding"]["motion_swap"] > 0.2

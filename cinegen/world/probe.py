@@ -11,6 +11,8 @@ estimate under two captions, so they measure the model directly (no sampler, no 
   model that reads its background words scores well above 0 there.
   With `history=k` the first k latent frames are given clean (continuation, as `objective.history_prob`
   trains) and only the later frames are scored: does the motion word decide where the object goes next?
+- `text_binding`: a text-encoder probe (no transformer): do two objects' captions with their motions (or colours)
+  swapped give different bags of token features? A frozen random T5 barely tells them apart.
 
 Gain = 1 - error(true caption) / error(other caption): 0 when the words make no difference, > 0 when the right
 words help (negative: the wrong words help, i.e. noise).
@@ -19,7 +21,7 @@ words help (negative: the wrong words help, i.e. noise).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +34,7 @@ from cinegen.video import frames_to_tensor
 from cinegen.world import vocab as V
 from cinegen.world.captions import dense_caption
 from cinegen.world.dataset import clip_spec
-from cinegen.world.render import ClipSpec, render_clip
+from cinegen.world.render import ClipSpec, ObjectTruth, complete_truth, render_clip, sample_truth
 
 if TYPE_CHECKING:
     from cinegen.pipeline import Pipeline
@@ -174,3 +176,49 @@ def attribute_use(
     clips = {attr: len(err.get(f"pure_noise/{attr}/true", [])) for attr in ATTRIBUTES}
     levels_t = {k: t for k, (t, _) in levels.items()}
     return {"seed": seed, "history": history, "clips": clips, "t": levels_t, "x0_mse": mean, "gain": gain}
+
+
+# ------------------------------------------------------------------------------------------- text binding
+def bag_distance(a: Tensor, b: Tensor) -> float:
+    """How far apart two token-feature sequences (La, D) and (Lb, D) are as unordered bags (the transformer's
+    view: CogVideoX gives text tokens no positions): the mean distance of each token to its nearest token of the
+    other bag, both ways, relative to the mean token norm. 0 for the same bag in any order."""
+    d = torch.cdist(a.float(), b.float())  # (La, Lb)
+    return float((d.min(dim=1).values.mean() + d.min(dim=0).values.mean()) / 2 / a.float().norm(dim=-1).mean())
+
+
+def _swap(o1: ObjectTruth, o2: ObjectTruth, fields: tuple[str, ...]) -> tuple[ObjectTruth, ObjectTruth]:
+    new1 = dataclasses.replace(o1, **{f: getattr(o2, f) for f in fields})
+    new2 = dataclasses.replace(o2, **{f: getattr(o1, f) for f in fields})
+    return new1, new2
+
+
+@torch.no_grad()
+def text_binding(encode: Callable[[str], Tensor], n: int = 48, seed: int = 5) -> dict:
+    """Does a text encoder tie each object's words together? On `n` random two-object scenes (different colours,
+    shapes and straight directions, one speed), the bag distance (`bag_distance`) between the dense caption's
+    token features (`encode(text)` -> (L, D)) and the caption with the two objects' motions swapped, or their
+    colours swapped (the same words, rebound), against the caption with one motion word replaced by an unused
+    direction (a different word). `binding` = swap / word: ~0 when the features are a bag of context-free words,
+    so that "red up, blue down" and "red down, blue up" look alike to the transformer."""
+    rng = np.random.default_rng(seed)
+    dirs = ("left", "right", "up", "down")
+    dist: dict[str, list[float]] = {"motion_swap": [], "color_swap": [], "word": []}
+    while len(dist["word"]) < n:
+        truth = complete_truth(sample_truth(rng, num_objects=2, group_prob=0.0, camera_prob=0.0), rng)
+        o1, o2 = truth.objects
+        if o1.color == o2.color or o1.shape == o2.shape:
+            continue
+        m1, m2, m3 = (dirs[i] for i in rng.permutation(len(dirs))[:3])
+        o1, o2 = dataclasses.replace(o1, motion=m1, speed="fast"), dataclasses.replace(o2, motion=m2, speed="fast")
+        base = encode(dense_caption(dataclasses.replace(truth, objects=(o1, o2))))
+        variants = {
+            "motion_swap": _swap(o1, o2, ("motion",)),
+            "color_swap": _swap(o1, o2, ("color",)),
+            "word": (dataclasses.replace(o1, motion=m3), o2),
+        }
+        for key, objs in variants.items():
+            dist[key].append(bag_distance(base, encode(dense_caption(dataclasses.replace(truth, objects=objs)))))
+    mean = {k: round(float(np.mean(v)), 4) for k, v in dist.items()}
+    binding = {k: round(mean[k] / mean["word"], 4) for k in ("motion_swap", "color_swap")}
+    return {"scenes": n, "seed": seed, "bag_distance": mean, "binding": binding}
