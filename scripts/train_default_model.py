@@ -238,8 +238,7 @@ def build_text_encoder(out: Path, seed: int = 0, parse_steps: int = 0) -> None:
     `parse_steps` is 0 (releases 1-4), else parse pre-trained for that many steps
     (`cinegen.train.text_encoder`; the vocabulary then also covers the parse targets' words), with its exact-match
     rate on fresh captions in stats.json."""
-    import torch
-    from transformers import T5Config, T5EncoderModel
+    from cinegen.models.presets import small_t5
 
     pairs = caption_pairs()
     corpus = [c for c, _ in pairs]
@@ -250,24 +249,9 @@ def build_text_encoder(out: Path, seed: int = 0, parse_steps: int = 0) -> None:
         raise SystemExit(f"the longest caption has {longest} tokens > TEXT_LENGTH={TEXT_LENGTH}")
     unk = sum(tokenizer(t).input_ids.count(2) for t in corpus)
     assert unk == 0, f"{unk} unknown tokens in the caption corpus"
-    cfg = T5Config(
-        vocab_size=64 * ((len(words) + 3 + 63) // 64),
-        d_model=TEXT_WIDTH,
-        d_kv=32,
-        d_ff=2 * TEXT_WIDTH,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=16,
-        relative_attention_max_distance=64,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    torch.manual_seed(seed)
-    model = T5EncoderModel(cfg).eval()
-    stats: dict[str, Any] = {"words": len(words), "longest_caption_tokens": longest, "vocab_size": cfg.vocab_size}
+    vocab_size = 64 * ((len(words) + 3 + 63) // 64)
+    model = small_t5(vocab_size, TEXT_WIDTH, d_kv=32, num_buckets=16, max_distance=64, seed=seed)
+    stats: dict[str, Any] = {"words": len(words), "longest_caption_tokens": longest, "vocab_size": vocab_size}
     if parse_steps:
         model, stats["parse"] = parse_pretrain(model, tokenizer, pairs, parse_steps, seed)
     stats["text_binding"] = binding_probe(model, tokenizer)

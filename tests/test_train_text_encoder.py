@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
+from cinegen.models.presets import small_t5  # noqa: E402
 from cinegen.train.text_encoder import (  # noqa: E402
     TextPretrainConfig,
     build_seq2seq,
@@ -30,22 +31,7 @@ def _tokenizer():
 
 
 def _encoder(seed: int = 0):
-    cfg = transformers.T5Config(
-        vocab_size=len(WORDS) + 3,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    torch.manual_seed(seed)
-    return transformers.T5EncoderModel(cfg).eval()
+    return small_t5(len(WORDS) + 3, 32, seed=seed)
 
 
 def _pairs() -> list[tuple[str, str]]:

@@ -166,24 +166,43 @@ def get_preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
 
 
-def tiny_t5(d_model: int = 32, seed: int = 0):
-    """A tiny random T5 encoder (byte-level vocabulary size) and a ByT5 tokenizer, which needs no vocab file."""
+def small_t5(
+    vocab_size: int,
+    d_model: int,
+    d_kv: int = 8,
+    num_buckets: int = 8,
+    max_distance: int = 128,
+    seed: int = 0,
+):
+    """A small random-init `T5EncoderModel` (2 layers, 4 heads, gated-GELU FF 2 x d_model, no dropout; pad 0,
+    eos 1), in eval mode: the tiny test encoders and the default model's text encoder."""
     import torch
-    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+    from transformers import T5Config, T5EncoderModel
 
     cfg = T5Config(
-        vocab_size=384,  # ByT5: 3 special + 256 bytes + 125 extra ids
+        vocab_size=vocab_size,
         d_model=d_model,
-        d_kv=8,
+        d_kv=d_kv,
         d_ff=2 * d_model,
         num_layers=2,
         num_heads=4,
-        relative_attention_num_buckets=8,
+        relative_attention_num_buckets=num_buckets,
+        relative_attention_max_distance=max_distance,
         feed_forward_proj="gated-gelu",
         dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
     torch.manual_seed(seed)
-    return T5EncoderModel(cfg).eval(), ByT5Tokenizer()
+    return T5EncoderModel(cfg).eval()
+
+
+def tiny_t5(d_model: int = 32, seed: int = 0):
+    """A tiny random T5 encoder (byte-level vocabulary size) and a ByT5 tokenizer, which needs no vocab file."""
+    from transformers import ByT5Tokenizer
+
+    return small_t5(384, d_model, seed=seed), ByT5Tokenizer()  # ByT5: 3 special + 256 bytes + 125 extra ids
 
 
 def build_bundle(preset: Preset | str, seed: int = 0):
