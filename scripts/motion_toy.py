@@ -25,32 +25,51 @@ from cinegen.world.captions import dense_caption
 from cinegen.world.render import ObjectTruth, SceneTruth, render_truth
 
 MOTIONS = ("left", "right", "up", "down")
+SPEEDS = ("fast",)
 SHAPES = ("circle", "square", "triangle")
 COLORS = ("red", "blue", "green", "yellow")
 SIZE, FRAMES = 64, 9
 
 
-def toy_truth(rng: np.random.Generator, motions: tuple[str, ...] | None = None, objects: int = 1) -> SceneTruth:
-    """`objects` fast, small objects (distinct colours and shapes) on plain white, still camera; their motions
-    drawn from MOTIONS unless given. With two objects the caption names both, so only a text encoder that ties
-    each motion word to its object's words lets the transformer move the right object the right way."""
+def motion_sets(directions: int, speeds: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The toy's directions (4: the straight ones; 8: with the diagonals, as in the Shapes world) and speeds
+    ("fast", or "both": slow and fast, as in the Shapes world)."""
+    motions = MOTIONS if directions == 4 else tuple(V.DIRECTIONS)
+    return motions, (SPEEDS if speeds == "fast" else V.SPEEDS)
+
+
+def toy_truth(
+    rng: np.random.Generator,
+    motions: tuple[str, ...] | None = None,
+    objects: int = 1,
+    pool: tuple[str, ...] = MOTIONS,
+    speed: str | None = None,
+    speeds: tuple[str, ...] = SPEEDS,
+) -> SceneTruth:
+    """`objects` small objects (distinct colours and shapes) on plain white, still camera; their motions
+    drawn from `pool` unless given, their speed drawn from `speeds` unless given (one speed per clip). With two
+    objects the caption names both, so only a text encoder that ties each motion word to its object's words lets
+    the transformer move the right object the right way."""
     shapes = rng.permutation(len(SHAPES))[:objects]
     colors = rng.permutation(len(COLORS))[:objects]
+    if speed is None:
+        speed = speeds[int(rng.integers(len(speeds)))] if len(speeds) > 1 else speeds[0]
     objs = tuple(
         ObjectTruth(
             shape=SHAPES[int(shapes[i])],
             color=COLORS[int(colors[i])],
             size="small",
-            motion=motions[i] if motions else MOTIONS[int(rng.integers(len(MOTIONS)))],
-            speed="fast",
+            motion=motions[i] if motions else pool[int(rng.integers(len(pool)))],
+            speed=speed,
         )
         for i in range(objects)
     )
     return SceneTruth(objs, "white", "solid", "still")
 
 
-def make_data(out: Path, num: int, seed: int, objects: int = 1) -> Path:
+def make_data(out: Path, num: int, seed: int, objects: int = 1, directions: int = 4, speeds: str = "fast") -> Path:
     """Render `num` toy clips into out/clips and write out/manifest.jsonl (the trainer's format)."""
+    pool, speed_set = motion_sets(directions, speeds)
     from cinegen.data.manifest import ClipRecord, format_bucket, write_manifest
     from cinegen.world.dataset import write_clip
 
@@ -59,7 +78,7 @@ def make_data(out: Path, num: int, seed: int, objects: int = 1) -> Path:
     for i in range(num):
         rng = np.random.default_rng([seed, i])
         while True:  # redraw until the objects fit without touching
-            truth = toy_truth(rng, objects=objects)
+            truth = toy_truth(rng, objects=objects, pool=pool, speeds=speed_set)
             try:
                 frames, spec = render_truth(truth, SIZE, SIZE, FRAMES, seed=int(rng.integers(2**31)))
                 break
@@ -86,11 +105,20 @@ def make_data(out: Path, num: int, seed: int, objects: int = 1) -> Path:
     return manifest
 
 
-def evaluate(model: Path, seeds: int, steps: int, guidance: float | None, objects: int = 1) -> dict[str, Any]:
+def evaluate(
+    model: Path,
+    seeds: int,
+    steps: int,
+    guidance: float | None,
+    objects: int = 1,
+    directions: int = 4,
+    speeds: str = "fast",
+) -> dict[str, Any]:
     """Sample every direction (for two objects: every ordered pair of different directions) with `seeds`
-    seeds; each stated object is matched to the detected object of its colour, and its net displacement
-    (analyzer, in S; fast travel is ~0.5) is projected on its stated direction. Reports the share that agrees
-    (0.5 = motion words ignored) and, for two objects, the share of videos where both agree."""
+    seeds (with both speeds: even seeds slow, odd seeds fast); each stated object is matched to the detected
+    object of its colour, and its net displacement (analyzer, in S; fast travel is ~0.5) is projected on its
+    stated direction. Reports the share that agrees (0.5 = motion words ignored), per direction and speed, and
+    for two objects the share of videos where both agree."""
     import itertools
 
     import torch
@@ -100,12 +128,14 @@ def evaluate(model: Path, seeds: int, steps: int, guidance: float | None, object
     from cinegen.world.bench import direction_projection
 
     pipe = load_pipeline(model, dtype=torch.float32)
-    combos = [(m,) for m in MOTIONS] if objects == 1 else list(itertools.permutations(MOTIONS, objects))
-    per_combo = max(1, seeds if objects == 1 else seeds * len(MOTIONS) // len(combos))
+    pool, speed_set = motion_sets(directions, speeds)
+    combos = [(m,) for m in pool] if objects == 1 else list(itertools.permutations(pool, objects))
+    per_combo = max(1, seeds if objects == 1 else seeds * len(pool) // len(combos))
     rows = []
     for combo in combos:
         for s in range(per_combo):
-            truth = toy_truth(np.random.default_rng([999, s, *map(MOTIONS.index, combo)]), combo, objects)
+            rng = np.random.default_rng([999, s, *map(pool.index, combo)])
+            truth = toy_truth(rng, combo, objects, speed=speed_set[s % len(speed_set)])
             req = GenerateRequest(
                 prompt=dense_caption(truth), num_frames=FRAMES, height=SIZE, width=SIZE, seed=s, steps=steps
             )
@@ -118,13 +148,18 @@ def evaluate(model: Path, seeds: int, steps: int, guidance: float | None, object
             for o in truth.objects:
                 same = [d for d in found if d.color == o.color]
                 proj.append(direction_projection(o.motion, same[0].displacement) if len(same) == 1 else None)
-            rows.append({"motions": list(combo), "seed": s, "detected": len(found), "proj": proj})
+            speed = truth.objects[0].speed
+            rows.append({"motions": list(combo), "speed": speed, "seed": s, "detected": len(found), "proj": proj})
     found_proj = [p for r in rows for p in r["proj"] if p is not None]
     complete = [r for r in rows if None not in r["proj"]]
-    per = {}
-    for m in MOTIONS:
+    per: dict[str, float | None] = {}
+    for m in pool:
         hits = [p > 0 for r in rows for mm, p in zip(r["motions"], r["proj"], strict=True) if mm == m and p is not None]
         per[m] = float(np.mean(hits)) if hits else None
+    by_speed: dict[str, float | None] = {}
+    for sp in speed_set:
+        hits = [p > 0 for r in rows if r["speed"] == sp for p in r["proj"] if p is not None]
+        by_speed[sp] = float(np.mean(hits)) if hits else None
     return {
         "model": str(model),
         "objects": objects,
@@ -134,6 +169,7 @@ def evaluate(model: Path, seeds: int, steps: int, guidance: float | None, object
         "mean_projection": float(np.mean(found_proj)) if found_proj else None,
         "all_agree": float(np.mean([all(p > 0 for p in r["proj"]) for r in complete])) if complete else None,
         "agree_by_motion": per,
+        "agree_by_speed": by_speed,
         "rows": rows,
     }
 
@@ -147,6 +183,9 @@ def main() -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--objects", type=int, default=1, choices=(1, 2))
     e = sub.add_parser("eval")
+    for q in (d, e):
+        q.add_argument("--directions", type=int, default=4, choices=(4, 8), help="8: with the diagonals")
+        q.add_argument("--speeds", default="fast", choices=("fast", "both"), help="both: slow and fast clips")
     e.add_argument("model", type=Path)
     e.add_argument("--seeds", type=int, default=8)
     e.add_argument("--steps", type=int, default=25)
@@ -155,12 +194,12 @@ def main() -> None:
     e.add_argument("--out", type=Path, default=None, help="results JSON (default: MODEL/../motion_toy.json)")
     args = p.parse_args()
     if args.cmd == "data":
-        print(make_data(args.out, args.num, args.seed, args.objects))
+        print(make_data(args.out, args.num, args.seed, args.objects, args.directions, args.speeds))
         return
-    res = evaluate(args.model, args.seeds, args.steps, args.guidance, args.objects)
+    res = evaluate(args.model, args.seeds, args.steps, args.guidance, args.objects, args.directions, args.speeds)
     out = args.out or args.model.parent / "motion_toy.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
-    keys = ("videos", "objects_matched", "agree", "mean_projection", "all_agree", "agree_by_motion")
+    keys = ("videos", "objects_matched", "agree", "mean_projection", "all_agree", "agree_by_motion", "agree_by_speed")
     print(json.dumps({k: res[k] for k in keys}))
 
 
