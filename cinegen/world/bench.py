@@ -241,6 +241,11 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _pct(v: float | None, unit: str = " %") -> str:
+    """A share as a percentage with one decimal ("n/a" for None)."""
+    return "n/a" if v is None else f"{100 * v:.1f}{unit}"
+
+
 # The default model's bar on held-out compositions (issue 4); seen compositions should score higher.
 HELD_OUT_BAR = {"color": 0.90, "shape": 0.80, "count": 0.85, "motion": 0.80}
 
@@ -261,9 +266,6 @@ def compare_table(
     if unknown:
         raise ValueError(f"unknown attributes {unknown} (known: {list(ATTRIBUTES)})")
 
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{100 * v:.1f}"
-
     # The direction diagnostic (all prompts) when every run has it (results written before it existed do not).
     direction = all("direction" in r for r in results)
     extra = ["direction agree (all)"] if direction else []
@@ -273,8 +275,8 @@ def compare_table(
     ]
     for label, r in zip(labels, results, strict=True):
         s = r["summary"]
-        cells = [f"{pct(s['held_out'][a])} / {pct(s['seen'][a])}" for a in attrs]
-        cells += [pct(r["direction"]["agree"])] if direction else []
+        cells = [f"{_pct(s['held_out'][a], '')} / {_pct(s['seen'][a], '')}" for a in attrs]
+        cells += [_pct(r["direction"]["agree"], "")] if direction else []
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     bar = [f">= {100 * HELD_OUT_BAR[a]:.0f} / higher" if a in HELD_OUT_BAR else "" for a in attrs]
     bar += ["(50 = chance)"] if direction else []
@@ -332,11 +334,8 @@ def _markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
 
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{100 * v:.1f} %"
-
     for a in ATTRIBUTES:
-        lines.append(f"| {a} | {pct(s['seen'][a])} | {pct(s['held_out'][a])} | {pct(s['all'][a])} |")
+        lines.append(f"| {a} | {_pct(s['seen'][a])} | {_pct(s['held_out'][a])} | {_pct(s['all'][a])} |")
     lines.append(
         f"| dynamic degree (mean) | {s['seen']['dynamic_degree']} | {s['held_out']['dynamic_degree']} |"
         f" {s['all']['dynamic_degree']} |"
@@ -349,11 +348,11 @@ def _markdown(result: dict[str, Any]) -> str:
     ]
     lines.append("|---|---:|---:|")
     for m, d in result["by_motion"].items():
-        lines.append(f"| {m} | {d['objects']} | {pct(d['motion'])} |")
+        lines.append(f"| {m} | {d['objects']} | {_pct(d['motion'])} |")
     d = result["direction"]
     lines += [
         "",
-        f"Direction (diagnostic, {d['detected']} of {d['objects']} directional objects detected): {pct(d['agree'])}"
+        f"Direction (diagnostic, {d['detected']} of {d['objects']} directional objects detected): {_pct(d['agree'])}"
         f" of them move along the stated direction (50 % is chance), mean projection {d['mean_projection']} S"
         " (slow travel 0.25).",
         "",
