@@ -337,8 +337,17 @@ class Pipeline:
         spec = SamplerSpec(kind=r.sampler, num_steps=int(r.steps), flow_schedule=r.flow_schedule)  # type: ignore[arg-type]
         return generator, embeds, make_plan(spec, self.scheduler, strength=strength)
 
-    def generate_latents(self, r: GenerateRequest, progress: Progress | None = None) -> torch.Tensor:
-        """Denoised latents (B, T, C, h, w) with the 1.5 padding frames dropped, before decoding (tests, UI)."""
+    def generate_latents(
+        self, r: GenerateRequest, progress: Progress | None = None, history: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Denoised latents (B, T, C, h, w) with the 1.5 padding frames dropped, before decoding (tests, UI).
+
+        `history` (1, k, C, h, w), text-to-video only: clean scaled latents that stand in for the first k latent
+        frames before every model call and in the result, so the rest is generated from them and the caption
+        (two-stage sampling: a still first, then the clip from it; what `objective.history_prob` trains).
+        """
+        if history is not None and (r.video is not None or self.is_i2v):
+            raise RequestError("history latents are for text-to-video requests only")
         device, c = self.device, self.config
         generator, embeds, plan = self.prepare_sampling(r, strength=r.strength if r.video is not None else 1.0)
         cfg = _uses_cfg(r)  # embeds are [negative; positive]
@@ -363,8 +372,11 @@ class Pipeline:
         if image_latents is not None:
             image_in = torch.cat([image_latents] * 2) if cfg else image_latents
         denoise = self.guided_predictor(r, embeds, len(plan.timesteps), image_in=image_in)
-        latents = sample(denoise, latents, plan, generator=generator, callback=progress)
-        return latents[:, extra:]
+        if history is None:
+            return sample(denoise, latents, plan, generator=generator, callback=progress)[:, extra:]
+        given = _with_history(history.to(device=device, dtype=dtype), extra, tuple(latents.shape))
+        latents = sample(lambda x, t, i: denoise(given(x), t, i), latents, plan, generator=generator, callback=progress)
+        return given(latents)[:, extra:]
 
     def guided_predictor(
         self, r: GenerateRequest, embeds: torch.Tensor, num_steps: int, image_in: torch.Tensor | None = None
@@ -462,6 +474,20 @@ class Pipeline:
         z = self.vae.scale(z.to(dtype)).permute(0, 2, 1, 3, 4)  # (1, T, C, h, w)
         noise = torch.randn(tuple(z.shape), generator=generator, dtype=dtype).to(self.device)
         return noise_latents(z, noise, plan).to(dtype)
+
+
+def _with_history(history: torch.Tensor, offset: int, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x (B, T, C, h, w) -> x with frames [offset, offset + k) replaced by `history` (1, k, C, h, w)."""
+    if history.dim() != 5 or history.shape[0] != 1 or history.shape[2:] != torch.Size(shape[2:]):
+        raise RequestError(f"history latents of shape {tuple(history.shape)} do not fit latents of shape {shape}")
+    k = history.shape[1]
+    if not 0 < k < shape[1] - offset:
+        raise RequestError(f"history of {k} latent frames leaves nothing to generate in {shape[1] - offset}")
+
+    def given(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x[:, :offset], history.to(x.dtype), x[:, offset + k :]], dim=1)
+
+    return given
 
 
 def _read_defaults(root: Path) -> PipelineDefaults | None:
