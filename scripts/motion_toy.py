@@ -52,7 +52,7 @@ def toy_truth(
     the transformer move the right object the right way."""
     shapes = rng.permutation(len(SHAPES))[:objects]
     colors = rng.permutation(len(COLORS))[:objects]
-    if speed is None:
+    if speed is None:  # one speed draws nothing, so the default data stay byte-identical to session 9's
         speed = speeds[int(rng.integers(len(speeds)))] if len(speeds) > 1 else speeds[0]
     objs = tuple(
         ObjectTruth(
