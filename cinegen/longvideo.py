@@ -196,14 +196,11 @@ def generate_long_latents(
 ) -> Tensor:
     """Denoise the whole long latent video (1, T_long, C, h, w); `r` as returned by `plan_long`.
 
-    Mirrors `Pipeline.generate_latents` (same noise draw: CPU generator, (B, T, C, h, w) order, prompt dtype;
-    same CFG and dynamic-CFG rule; output cast to fp32 before guidance), with the model call replaced by the
-    window merge.
+    Mirrors `Pipeline.generate_latents` (the same noise draw, `Pipeline.initial_noise`, in the prompt dtype; the same
+    guided predictor), with the model call replaced by the window merge.
     """
     generator, embeds, sched = pipe.prepare_sampling(r)  # embeds (B', L, D)
-    h, w = int(r.height) // pipe.vae_spatial, int(r.width) // pipe.vae_spatial  # type: ignore[arg-type]
-    shape = (1, plan.latent_frames, pipe.config.in_channels, h, w)  # (B, T_long, C, h, w)
-    latents = torch.randn(shape, generator=generator, dtype=embeds.dtype).to(pipe.device)  # CPU draw, as the pipeline
+    latents = pipe.initial_noise(r, plan.latent_frames, generator, embeds.dtype)  # (1, T_long, C, h, w)
     starts = list(plan.starts)
     weights = window_weights(plan.latent_frames, plan.window, starts, blend)  # (n_windows, T_long)
     predict = pipe.guided_predictor(r, embeds, len(sched.timesteps))  # one window -> guided fp32 output

@@ -361,12 +361,10 @@ class Pipeline:
             num_frames = int(r.num_frames)  # type: ignore[arg-type]
             t_lat = (num_frames - 1) // self.vae_temporal + 1
             extra = self._pad_frames(t_lat)
-            h, w = int(r.height) // self.vae_spatial, int(r.width) // self.vae_spatial  # type: ignore[arg-type]
             channels = c.in_channels // 2 if self.is_i2v else c.in_channels
             if self.is_i2v:
                 image_latents = self._image_latents(r, t_lat + extra, generator, dtype)  # (B, T, C, h, w)
-            shape = (1, t_lat + extra, channels, h, w)
-            latents = torch.randn(shape, generator=generator, dtype=dtype).to(device)  # CPU draw, as the reference
+            latents = self.initial_noise(r, t_lat + extra, generator, dtype, channels)  # (1, T, C, h, w)
 
         image_in = None
         if image_latents is not None:
@@ -377,6 +375,16 @@ class Pipeline:
         given = _with_history(history.to(device=device, dtype=dtype), extra, tuple(latents.shape))
         latents = sample(lambda x, t, i: denoise(given(x), t, i), latents, plan, generator=generator, callback=progress)
         return given(latents)[:, extra:]
+
+    def initial_noise(
+        self, r: GenerateRequest, latent_frames: int, generator: torch.Generator, dtype: torch.dtype, channels: int = 0
+    ) -> torch.Tensor:
+        """The start latents (1, latent_frames, C, h, w) of a request (C = `channels` or the transformer's input
+        channels): drawn from the CPU `generator` in (B, T, C, h, w) order, as the reference, then moved to the
+        device. `generate_latents` and the long-video sampler draw their noise here, so their seeds agree."""
+        h, w = int(r.height) // self.vae_spatial, int(r.width) // self.vae_spatial  # type: ignore[arg-type]
+        shape = (1, latent_frames, channels or self.config.in_channels, h, w)
+        return torch.randn(shape, generator=generator, dtype=dtype).to(self.device)
 
     def guided_predictor(
         self, r: GenerateRequest, embeds: torch.Tensor, num_steps: int, image_in: torch.Tensor | None = None
