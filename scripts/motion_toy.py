@@ -67,13 +67,21 @@ def toy_truth(
     return SceneTruth(objs, "white", "solid", "still")
 
 
-def make_data(out: Path, num: int, seed: int, objects: int = 1, directions: int = 4, speeds: str = "fast") -> Path:
-    """Render `num` toy clips into out/clips and write out/manifest.jsonl (the trainer's format)."""
+def make_data(
+    out: Path, num: int, seed: int, objects: int = 1, directions: int = 4, speeds: str = "fast", masks: bool = False
+) -> Path:
+    """Render `num` toy clips into out/clips and write out/manifest.jsonl (the trainer's format); with `masks`
+    also each clip's object mask (out/masks/*.npz, the record's `mask`, for `objective.mask_weight`). Existing
+    clips are kept as they are, so adding masks to a set leaves its latent cache valid."""
     pool, speed_set = motion_sets(directions, speeds)
     from cinegen.data.manifest import ClipRecord, format_bucket, write_manifest
+    from cinegen.fsutil import atomic_write
     from cinegen.world.dataset import write_clip
+    from cinegen.world.render import render_clip_and_mask
 
     (out / "clips").mkdir(parents=True, exist_ok=True)
+    if masks:
+        (out / "masks").mkdir(exist_ok=True)
     records = []
     for i in range(num):
         rng = np.random.default_rng([seed, i])
@@ -87,6 +95,10 @@ def make_data(out: Path, num: int, seed: int, objects: int = 1, directions: int 
         rel = f"clips/{i:06d}.mp4"
         if not (out / rel).is_file():
             write_clip(frames, spec.fps, out / rel)
+        mask_rel = f"masks/{i:06d}.npz" if masks else None
+        if mask_rel and not (out / mask_rel).is_file():
+            with atomic_write(out / mask_rel, "wb") as f:
+                np.savez_compressed(f, mask=render_clip_and_mask(spec)[1])  # uint8 (F, H, W)
         records.append(
             ClipRecord(
                 path=rel,
@@ -97,6 +109,7 @@ def make_data(out: Path, num: int, seed: int, objects: int = 1, directions: int 
                 fps=spec.fps,
                 bucket=format_bucket(FRAMES, SIZE, SIZE),
                 id=f"toy-{seed}-{i:06d}",
+                mask=mask_rel,
                 meta={"spec": spec.to_dict()},
             )
         )
@@ -182,6 +195,7 @@ def main() -> None:
     d.add_argument("--num", type=int, default=2000)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--objects", type=int, default=1, choices=(1, 2))
+    d.add_argument("--masks", action="store_true", help="also write the object masks (objective.mask_weight)")
     e = sub.add_parser("eval")
     for q in (d, e):
         q.add_argument("--directions", type=int, default=4, choices=(4, 8), help="8: with the diagonals")
@@ -194,7 +208,7 @@ def main() -> None:
     e.add_argument("--out", type=Path, default=None, help="results JSON (default: MODEL/../motion_toy.json)")
     args = p.parse_args()
     if args.cmd == "data":
-        print(make_data(args.out, args.num, args.seed, args.objects, args.directions, args.speeds))
+        print(make_data(args.out, args.num, args.seed, args.objects, args.directions, args.speeds, args.masks))
         return
     res = evaluate(args.model, args.seeds, args.steps, args.guidance, args.objects, args.directions, args.speeds)
     out = args.out or args.model.parent / "motion_toy.json"
