@@ -1,0 +1,44 @@
+"""The motion toy's data (scripts/motion_toy.py): two-object captions and the optional object masks."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cinegen.data.manifest import read_manifest
+from cinegen.video import read_video
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "motion_toy.py"
+
+
+def _toy():
+    spec = importlib.util.spec_from_file_location("motion_toy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("motion_toy", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_masks_cover_the_objects_and_leave_the_clips_unchanged(tmp_path: Path) -> None:
+    toy = _toy()
+    plain = read_manifest(toy.make_data(tmp_path / "plain", num=3, seed=0, objects=2))
+    masked = read_manifest(toy.make_data(tmp_path / "masked", num=3, seed=0, objects=2, masks=True))
+    assert [r.mask for r in plain] == [None] * 3
+    for p, m in zip(plain, masked, strict=True):
+        assert (p.text, p.id, p.path) == (m.text, m.id, m.path)
+        clip = tmp_path / "masked" / m.path
+        assert (tmp_path / "plain" / p.path).read_bytes() == clip.read_bytes()  # masks do not change the clips
+        assert p.text.startswith("Two shapes:")
+        mask = np.load(tmp_path / "masked" / m.mask)["mask"]  # uint8 (F, H, W)
+        frames = read_video(clip).frames  # uint8 (F, H, W, 3) on white
+        assert mask.shape == frames.shape[:3] == (toy.FRAMES, toy.SIZE, toy.SIZE)
+        ink = (255 - frames.astype(np.int16)).max(axis=-1) > 60  # clearly coloured pixels
+        inside = mask > 127
+        assert 0.02 < inside.mean() < 0.3
+        near = np.stack([cv2.dilate(f.astype(np.uint8), np.ones((3, 3), np.uint8)) for f in inside]) > 0
+        assert (near & ink).sum() >= 0.98 * ink.sum()  # the objects' pixels (+1 px of codec blur) are in the mask
+        assert (inside & ink).sum() >= 0.8 * inside.sum()  # and the mask is on coloured pixels
