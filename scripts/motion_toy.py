@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from cinegen.world import vocab as V
+from cinegen.world.analyze import MOVE_MIN
 from cinegen.world.captions import dense_caption
 from cinegen.world.render import ObjectTruth, SceneTruth, render_truth
 
@@ -118,6 +119,37 @@ def make_data(
     return manifest
 
 
+def nearest_direction(
+    displacement: tuple[float, float], pool: tuple[str, ...], min_travel: float = MOVE_MIN
+) -> str | None:
+    """The direction of `pool` a net displacement (in S) points along most; None when it travels less than
+    `min_travel` (fast travel is ~0.45 S, slow ~0.25 S)."""
+    from cinegen.world.bench import direction_projection
+
+    if float(np.hypot(*displacement)) < min_travel:
+        return None
+    return max(pool, key=lambda m: direction_projection(m, displacement) or 0.0)
+
+
+def binding_summary(rows: list[dict[str, Any]], pool: tuple[str, ...]) -> dict[str, Any]:
+    """Two-object videos: where does each matched object go? "own" (its stated direction), "other" (the other
+    object's stated direction: the motion word was read but bound to the wrong object), "neither" (another
+    direction), "still" (less than the analyzer's MOVE_MIN). Words ignored: own ~ other ~ 1/|pool|; read but unbound:
+    own ~ other; bound: own -> 1."""
+    labels = []
+    for r in rows:
+        for i, d in enumerate(r["disp"]):
+            if d is None:
+                continue
+            own, other = r["motions"][i], r["motions"][1 - i]
+            near = nearest_direction(tuple(d), pool)
+            labels.append(
+                "still" if near is None else "own" if near == own else "other" if near == other else "neither"
+            )
+    n = len(labels)
+    return {"objects": n, **{k: (labels.count(k) / n if n else None) for k in ("own", "other", "neither", "still")}}
+
+
 def evaluate(
     model: Path,
     seeds: int,
@@ -157,12 +189,16 @@ def evaluate(
             with torch.no_grad():
                 frames = pipe.generate(req).frames
             found = analyze_video(frames).objects
-            proj = []
+            proj, disp = [], []
             for o in truth.objects:
                 same = [d for d in found if d.color == o.color]
-                proj.append(direction_projection(o.motion, same[0].displacement) if len(same) == 1 else None)
+                d = same[0].displacement if len(same) == 1 else None
+                proj.append(direction_projection(o.motion, d))
+                disp.append(None if d is None else [round(float(v), 4) for v in d])
             speed = truth.objects[0].speed
-            rows.append({"motions": list(combo), "speed": speed, "seed": s, "detected": len(found), "proj": proj})
+            rows.append(
+                {"motions": list(combo), "speed": speed, "seed": s, "detected": len(found), "proj": proj, "disp": disp}
+            )
     found_proj = [p for r in rows for p in r["proj"] if p is not None]
     complete = [r for r in rows if None not in r["proj"]]
     per: dict[str, float | None] = {}
@@ -183,6 +219,7 @@ def evaluate(
         "all_agree": float(np.mean([all(p > 0 for p in r["proj"]) for r in complete])) if complete else None,
         "agree_by_motion": per,
         "agree_by_speed": by_speed,
+        "binding": binding_summary(rows, pool) if objects == 2 else None,
         "rows": rows,
     }
 
@@ -214,6 +251,7 @@ def main() -> None:
     out = args.out or args.model.parent / "motion_toy.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
     keys = ("videos", "objects_matched", "agree", "mean_projection", "all_agree", "agree_by_motion", "agree_by_speed")
+    keys += ("binding",)
     print(json.dumps({k: res[k] for k in keys}))
 
 
