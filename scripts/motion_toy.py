@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from cinegen.world import vocab as V
-from cinegen.world.analyze import MOVE_MIN
 from cinegen.world.captions import dense_caption
 from cinegen.world.render import ObjectTruth, SceneTruth, render_truth
 
@@ -119,37 +118,6 @@ def make_data(
     return manifest
 
 
-def nearest_direction(
-    displacement: tuple[float, float], pool: tuple[str, ...], min_travel: float = MOVE_MIN
-) -> str | None:
-    """The direction of `pool` a net displacement (in S) points along most; None when it travels less than
-    `min_travel` (fast travel is ~0.45 S, slow ~0.25 S)."""
-    from cinegen.world.bench import direction_projection
-
-    if float(np.hypot(*displacement)) < min_travel:
-        return None
-    return max(pool, key=lambda m: direction_projection(m, displacement) or 0.0)
-
-
-def binding_summary(rows: list[dict[str, Any]], pool: tuple[str, ...]) -> dict[str, Any]:
-    """Two-object videos: where does each matched object go? "own" (its stated direction), "other" (the other
-    object's stated direction: the motion word was read but bound to the wrong object), "neither" (another
-    direction), "still" (less than the analyzer's MOVE_MIN). Words ignored: own ~ other ~ 1/|pool|; read but unbound:
-    own ~ other; bound: own -> 1."""
-    labels = []
-    for r in rows:
-        for i, d in enumerate(r["disp"]):
-            if d is None:
-                continue
-            own, other = r["motions"][i], r["motions"][1 - i]
-            near = nearest_direction(tuple(d), pool)
-            labels.append(
-                "still" if near is None else "own" if near == own else "other" if near == other else "neither"
-            )
-    n = len(labels)
-    return {"objects": n, **{k: (labels.count(k) / n if n else None) for k in ("own", "other", "neither", "still")}}
-
-
 def evaluate(
     model: Path,
     seeds: int,
@@ -163,14 +131,15 @@ def evaluate(
     seeds (with both speeds: even seeds slow, odd seeds fast); each stated object is matched to the detected
     object of its colour, and its net displacement (analyzer, in S; fast travel is ~0.5) is projected on its
     stated direction. Reports the share that agrees (0.5 = motion words ignored), per direction and speed, and
-    for two objects the share of videos where both agree."""
+    for two objects the share of videos where both agree and where each object went (`binding_labels`: its own
+    stated direction, the other object's, another one, or nowhere)."""
     import itertools
 
     import torch
 
     from cinegen.pipeline import GenerateRequest, load_pipeline
     from cinegen.world.analyze import analyze_video
-    from cinegen.world.bench import direction_projection
+    from cinegen.world.bench import binding_labels, binding_summary, direction_projection
 
     pipe = load_pipeline(model, dtype=torch.float32)
     pool, speed_set = motion_sets(directions, speeds)
@@ -219,7 +188,9 @@ def evaluate(
         "all_agree": float(np.mean([all(p > 0 for p in r["proj"]) for r in complete])) if complete else None,
         "agree_by_motion": per,
         "agree_by_speed": by_speed,
-        "binding": binding_summary(rows, pool) if objects == 2 else None,
+        "binding": binding_summary([x for r in rows for x in binding_labels(r["motions"], r["disp"], pool)])
+        if objects == 2
+        else None,
         "rows": rows,
     }
 

@@ -42,19 +42,3 @@ def test_masks_cover_the_objects_and_leave_the_clips_unchanged(tmp_path: Path) -
         near = np.stack([cv2.dilate(f.astype(np.uint8), np.ones((3, 3), np.uint8)) for f in inside]) > 0
         assert (near & ink).sum() >= 0.98 * ink.sum()  # the objects' pixels (+1 px of codec blur) are in the mask
         assert (inside & ink).sum() >= 0.8 * inside.sum()  # and the mask is on coloured pixels
-
-
-def test_binding_summary_tells_swapped_from_ignored_motion_words() -> None:
-    toy = _toy()
-    pool = toy.MOTIONS  # left, right, up, down
-    assert toy.nearest_direction((-0.4, 0.05), pool) == "left"
-    assert toy.nearest_direction((0.0, 0.3), pool) == "down"  # y grows downwards
-    assert toy.nearest_direction((0.05, 0.0), pool) is None  # below the analyzer's MOVE_MIN
-    rows = [
-        {"motions": ["left", "up"], "disp": [[-0.4, 0.0], [0.0, -0.4]]},  # both right
-        {"motions": ["left", "up"], "disp": [[0.0, -0.4], [-0.4, 0.0]]},  # swapped
-        {"motions": ["right", "down"], "disp": [[0.0, 0.02], None]},  # still; second object unmatched
-        {"motions": ["right", "down"], "disp": [[-0.3, 0.0], [0.0, 0.4]]},  # another direction; right
-    ]
-    s = toy.binding_summary(rows, pool)
-    assert s == {"objects": 7, "own": 3 / 7, "other": 2 / 7, "neither": 1 / 7, "still": 1 / 7}

@@ -47,12 +47,22 @@ def test_suite_is_fixed_and_covers_the_world() -> None:
 
 def test_analyzer_validation_on_ground_truth_suite() -> None:
     """The analyzer must score >= 98 % on every attribute, seen and held-out, on real renders of the suite."""
+    from cinegen.world.analyze import match_objects
+    from cinegen.world.bench import binding_labels, binding_summary
+
     per_group: dict[str, dict[str, list[float]]] = {"seen": {}, "held_out": {}}
+    labels: list[str | None] = []
     for it in default_suite():
-        scores = score_video(analyze_video(render_item(it)), it.truth)
+        analysis = analyze_video(render_item(it))
+        scores = score_video(analysis, it.truth)
         for a, v in scores.items():
             if v is not None:
                 per_group[it.group].setdefault(a, []).append(v)
+        matched = match_objects(analysis, it.truth)
+        disp = [None if d is None else d.displacement for d in matched]
+        labels += binding_labels([o.motion for o in it.truth.objects], disp)
+    # every object of a multi-object scene with stated directions goes its own way (the binding diagnostic)
+    assert binding_summary(labels)["objects"] >= 20 and binding_summary(labels)["own"] == 1.0
     for group, attrs in per_group.items():
         assert set(attrs) == set(ATTRIBUTES)
         for a, vals in attrs.items():
@@ -187,3 +197,31 @@ def test_compare_table_and_cli(tmp_path, capsys) -> None:
     assert "no ShapesBench results" in capsys.readouterr().err
     assert main(["eval", "compare", str(tmp_path / "a"), "--label", "x, 1", "--label", "y"]) == 2
     assert "1 results for 2 labels" in capsys.readouterr().err
+
+
+def test_binding_tells_swapped_from_ignored_motion_words() -> None:
+    """Each object of a multi-object scene goes its own stated way, another object's, another way, or stays."""
+    from cinegen.world.bench import binding_labels, binding_summary, direction_summary, nearest_direction
+
+    four = ("left", "right", "up", "down")
+    assert nearest_direction((-0.4, 0.05), four) == "left"
+    assert nearest_direction((0.0, 0.3), four) == "down"  # y grows downwards
+    assert nearest_direction((0.3, -0.28)) == "up_right"  # all eight directions by default
+    assert nearest_direction((0.05, 0.0)) is None  # below the analyzer's MOVE_MIN
+    assert binding_labels(["left", "up"], [[-0.4, 0.0], [0.0, -0.4]], four) == ["own", "own"]
+    assert binding_labels(["left", "up"], [[0.0, -0.4], [-0.4, 0.0]], four) == ["other", "other"]  # swapped
+    assert binding_labels(["right", "down"], [[0.0, 0.02], None], four) == ["still", None]
+    assert binding_labels(["right", "grow"], [[-0.3, 0.0], [0.0, 0.4]], four) == [None, None]  # one direction only
+    labels = binding_labels(["right", "down", "grow"], [[-0.3, 0.0], [0.0, 0.4], [0.3, 0.0]], four)
+    assert labels == ["neither", "own", None]
+    s = binding_summary(["own", "other", None, "other", "still", "neither", "own", "own"])
+    assert s == {"objects": 7, "own": round(3 / 7, 4), "other": round(2 / 7, 4), "neither": 0.1429, "still": 0.1429}
+    assert binding_summary([None])["own"] is None
+    rows = [
+        {
+            "truth": {"objects": [{"motion": "left"}, {"motion": "up"}]},
+            "object_direction": [-0.4, -0.4],
+            "object_displacement": [[0.0, -0.4], [-0.4, 0.0]],
+        }
+    ]
+    assert direction_summary(rows)["binding"] == {"objects": 2, "own": 0.0, "other": 1.0, "neither": 0.0, "still": 0.0}

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from cinegen.fsutil import atomic_write
 from cinegen.world import vocab as V
-from cinegen.world.analyze import ATTRIBUTES, analyze_video, match_objects, score_video
+from cinegen.world.analyze import ATTRIBUTES, MOVE_MIN, analyze_video, match_objects, score_video
 from cinegen.world.captions import dense_caption, parse_prompt, short_caption_and_stated
 from cinegen.world.render import (
     ObjectTruth,
@@ -293,10 +293,54 @@ def direction_projection(motion: str | None, displacement: Sequence[float] | Non
     return float(ux * displacement[0] + uy * displacement[1])
 
 
+def nearest_direction(
+    displacement: Sequence[float], directions: Sequence[str] = tuple(V.DIRECTIONS), min_travel: float = MOVE_MIN
+) -> str | None:
+    """The direction of `directions` that a net displacement (in S) points along most; None when the object
+    travels less than `min_travel` (the analyzer's threshold for "moves"; slow travel is 0.25 S)."""
+    if float(np.hypot(displacement[0], displacement[1])) < min_travel:
+        return None
+    return max(directions, key=lambda m: float(direction_projection(m, displacement) or 0.0))
+
+
+BINDING_LABELS = ("own", "other", "neither", "still")
+
+
+def binding_labels(
+    motions: Sequence[str], displacements: Sequence[Sequence[float] | None], directions: Sequence[str] | None = None
+) -> list[str | None]:
+    """Where each object of a scene with two or more directional objects went: "own" (along its stated direction),
+    "other" (along another object's stated direction: the motion word was read but bound to the wrong object),
+    "neither" (another direction), "still" (less than MOVE_MIN); None for an undetected object, a non-directional
+    motion or a scene with fewer than two directional objects. `directions`: the candidate directions (default:
+    all of the world's)."""
+    stated = [m for m in motions if m in V.DIRECTIONS]
+    if len(stated) < 2:
+        return [None] * len(motions)
+    out: list[str | None] = []
+    for i, (m, d) in enumerate(zip(motions, displacements, strict=True)):
+        if m not in V.DIRECTIONS or d is None:
+            out.append(None)
+            continue
+        near = nearest_direction(d, directions if directions is not None else tuple(V.DIRECTIONS))
+        others = {o for j, o in enumerate(motions) if j != i and o in V.DIRECTIONS}
+        out.append("still" if near is None else "own" if near == m else "other" if near in others else "neither")
+    return out
+
+
+def binding_summary(labels: Sequence[str | None]) -> dict[str, Any]:
+    """Shares of `binding_labels` over the labelled objects. A model that ignores its motion words spreads over
+    the directions (own ~ other); one that reads them without binding: own ~ other, neither ~ 0; bound: own -> 1."""
+    found = [x for x in labels if x is not None]
+    n = len(found)
+    return {"objects": n, **{k: (round(found.count(k) / n, 4) if n else None) for k in BINDING_LABELS}}
+
+
 def direction_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """A graded motion diagnostic over the directional objects of all prompts that were detected: the share whose
     net displacement points along the stated direction ("agree"; 0.5 is chance, a model that ignores its motion
-    words) and the mean projection (0 is chance, slow travel is +0.25)."""
+    words) and the mean projection (0 is chance, slow travel is +0.25); with the rows' displacements also the
+    binding summary of the scenes with two or more directional objects (`binding_labels`)."""
     proj = [
         p
         for r in rows
@@ -304,12 +348,20 @@ def direction_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if o["motion"] in V.DIRECTIONS
     ]
     found = [p for p in proj if p is not None]
-    return {
+    out = {
         "objects": len(proj),
         "detected": len(found),
         "agree": round(float(np.mean([p > 0 for p in found])), 4) if found else None,
         "mean_projection": round(float(np.mean(found)), 4) if found else None,
     }
+    if rows and all("object_displacement" in r for r in rows):  # results written before it existed have none
+        labels = [
+            x
+            for r in rows
+            for x in binding_labels([o["motion"] for o in r["truth"]["objects"]], r["object_displacement"])
+        ]
+        out["binding"] = binding_summary(labels)
+    return out
 
 
 def _by_motion(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -319,6 +371,16 @@ def _by_motion(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for o, ok in zip(r["truth"]["objects"], r["object_motion_ok"], strict=True):
             acc[o["motion"]].append(float(ok))
     return {m: {"objects": len(v), "motion": round(float(np.mean(v)), 4) if v else None} for m, v in acc.items()}
+
+
+def _binding_line(b: dict[str, Any] | None) -> list[str]:
+    if not b or not b["objects"]:
+        return []
+    return [
+        f"Binding (scenes with two or more directional objects, {b['objects']} detected objects): {_pct(b['own'])}"
+        f" go their own stated way, {_pct(b['other'])} another object's (read but bound to the wrong object),"
+        f" {_pct(b['neither'])} another direction, {_pct(b['still'])} stay."
+    ]
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -355,6 +417,7 @@ def _markdown(result: dict[str, Any]) -> str:
         f"Direction (diagnostic, {d['detected']} of {d['objects']} directional objects detected): {_pct(d['agree'])}"
         f" of them move along the stated direction (50 % is chance), mean projection {d['mean_projection']} S"
         " (slow travel 0.25).",
+        *_binding_line(d.get("binding")),
         "",
         "Scores are per-video means of object-level accuracy (objects matched one-to-one to the truth);"
         " count, background, consistency (stable count, area and colour) and dynamic (moves iff the prompt"
@@ -445,6 +508,7 @@ def run_shapes_bench(
                     direction_projection(o.motion, None if d is None else d.displacement)
                     for o, d in zip(item.truth.objects, matched, strict=True)
                 ],
+                "object_displacement": [None if d is None else list(d.displacement) for d in matched],
                 "analysis": analysis.to_dict(),
                 "seconds": round(seconds, 3),
             }
