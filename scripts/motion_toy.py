@@ -29,6 +29,7 @@ SPEEDS = ("fast",)
 SHAPES = ("circle", "square", "triangle")
 COLORS = ("red", "blue", "green", "yellow")
 SIZE, FRAMES = 64, 9
+FIRST_FRAMES = ("none", "oracle", "oracle-swapped", "still")  # evaluate(first_frame=...)
 
 
 def motion_sets(directions: int, speeds: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -118,6 +119,35 @@ def make_data(
     return manifest
 
 
+def oracle_first_latent(pipe: Any, truth: SceneTruth, seed: int, swap: bool = False) -> Any:
+    """The scaled latent (1, 1, C, h, w) of frame 0 of a render of `truth` (its layout drawn from `seed`; the
+    VAE's posterior mean): a clean first frame with the prompt's objects in place, for history sampling.
+
+    The layout keeps each object in the frame over its motion, so where an object starts hints where it goes
+    (one moving right starts on the left). With `swap` the layout is drawn for the objects' motions reversed
+    (two objects: each placed as the other's motion needs), so that hint points to the other object's motion
+    and only the caption says which object goes where."""
+    import dataclasses
+
+    import torch
+
+    if swap:
+        moves = [o.motion for o in truth.objects][::-1]
+        objs = tuple(dataclasses.replace(o, motion=m) for o, m in zip(truth.objects, moves, strict=True))
+        truth = dataclasses.replace(truth, objects=objs)
+    rng = np.random.default_rng([seed, 7])
+    while True:  # redraw the layout until the objects fit, as make_data does
+        try:
+            frames, _ = render_truth(truth, SIZE, SIZE, FRAMES, seed=int(rng.integers(2**31)))
+            break
+        except ValueError:
+            continue
+    x = torch.from_numpy(frames[:1]).float().div(127.5).sub(1.0)  # (1, H, W, 3) in [-1, 1]
+    x = x.permute(3, 0, 1, 2)[None].to(pipe.device)  # (1, 3, 1, H, W)
+    z = pipe.vae.scale(pipe.vae.encode(x))  # (1, C, 1, h, w)
+    return z.permute(0, 2, 1, 3, 4)  # (1, 1, C, h, w)
+
+
 def evaluate(
     model: Path,
     seeds: int,
@@ -126,22 +156,33 @@ def evaluate(
     objects: int = 1,
     directions: int = 4,
     speeds: str = "fast",
+    first_frame: str = "none",
 ) -> dict[str, Any]:
     """Sample every direction (for two objects: every ordered pair of different directions) with `seeds`
     seeds (with both speeds: even seeds slow, odd seeds fast); each stated object is matched to the detected
     object of its colour, and its net displacement (analyzer, in S; fast travel is ~0.5) is projected on its
     stated direction. Reports the share that agrees (0.5 = motion words ignored), per direction and speed, and
     for two objects the share of videos where both agree and where each object went (`binding_labels`: its own
-    stated direction, the other object's, another one, or nowhere)."""
+    stated direction, the other object's, another one, or nowhere).
+
+    `first_frame`: "none" samples the clip in one go; "oracle" gives the model a rendered first frame of the
+    prompt's scene (VAE posterior mean) as clean history latents, so colours and places are fixed and only
+    the motion is left (does the model bind each motion to the object it sees?; "oracle-swapped": laid out for
+    the objects' motions swapped, see `oracle_first_latent`); "still" samples that first
+    frame from the prompt first (two-stage sampling, `Pipeline.generate_latents(history=...)`)."""
     import itertools
+    from dataclasses import replace
 
     import torch
 
     from cinegen.pipeline import GenerateRequest, load_pipeline
+    from cinegen.video import Video
     from cinegen.world.analyze import analyze_video
     from cinegen.world.bench import binding_labels, binding_summary, direction_projection
 
     pipe = load_pipeline(model, dtype=torch.float32)
+    if first_frame not in FIRST_FRAMES:
+        raise ValueError(f"first_frame must be one of {FIRST_FRAMES}, got {first_frame!r}")
     pool, speed_set = motion_sets(directions, speeds)
     combos = [(m,) for m in pool] if objects == 1 else list(itertools.permutations(pool, objects))
     per_combo = max(1, seeds if objects == 1 else seeds * len(pool) // len(combos))
@@ -156,7 +197,14 @@ def evaluate(
             if guidance is not None:
                 req = GenerateRequest(**{**req.__dict__, "guidance": guidance})
             with torch.no_grad():
-                frames = pipe.generate(req).frames
+                if first_frame == "none":
+                    frames = pipe.generate(req).frames
+                else:
+                    r = pipe.resolve(req)
+                    swap = first_frame == "oracle-swapped"
+                    z = oracle_first_latent(pipe, truth, s, swap) if first_frame != "still" else None
+                    z = pipe.generate_latents(replace(r, num_frames=1)) if z is None else z  # (1, 1, C, h, w)
+                    frames = Video.from_tensor(pipe.decode(pipe.generate_latents(r, history=z))).frames
             found = analyze_video(frames).objects
             proj, disp = [], []
             for o in truth.objects:
@@ -180,6 +228,7 @@ def evaluate(
         by_speed[sp] = float(np.mean(hits)) if hits else None
     return {
         "model": str(model),
+        "first_frame": first_frame,
         "objects": objects,
         "videos": len(rows),
         "objects_matched": len(found_proj),
@@ -214,11 +263,20 @@ def main() -> None:
     e.add_argument("--guidance", type=float, default=None)
     e.add_argument("--objects", type=int, default=1, choices=(1, 2))
     e.add_argument("--out", type=Path, default=None, help="results JSON (default: MODEL/../motion_toy.json)")
+    e.add_argument(
+        "--first-frame",
+        default="none",
+        choices=FIRST_FRAMES,
+        help="oracle: a rendered first frame as clean history latents (oracle-swapped: laid out for the other"
+        " object's motion); still: sample it first (two-stage)",
+    )
     args = p.parse_args()
     if args.cmd == "data":
         print(make_data(args.out, args.num, args.seed, args.objects, args.directions, args.speeds, args.masks))
         return
-    res = evaluate(args.model, args.seeds, args.steps, args.guidance, args.objects, args.directions, args.speeds)
+    res = evaluate(
+        args.model, args.seeds, args.steps, args.guidance, args.objects, args.directions, args.speeds, args.first_frame
+    )
     out = args.out or args.model.parent / "motion_toy.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
     keys = ("videos", "objects_matched", "agree", "mean_projection", "all_agree", "agree_by_motion", "agree_by_speed")
