@@ -30,7 +30,10 @@ def worker_setup() -> None:
     """Per-process setup: quiet FFmpeg logs, one OpenCV thread (parallelism comes from processes)."""
     import av
 
-    av.logging.set_level(av.logging.PANIC)  # broken inputs are reported as rows, not as log noise
+    # No FFmpeg logging at all (PyAV's default): broken inputs are reported as rows, not as log noise. A level
+    # (even PANIC) installs a Python log callback that FFmpeg's decoder threads call with the GIL, which can
+    # deadlock when a frame-threaded decoder is closed early (seen in a test run: closing in avcodec_free_context).
+    av.logging.set_level(None)
     try:
         import cv2
 
