@@ -14,7 +14,9 @@ analyzer whether the object's net displacement points the stated way (50 % = the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,17 @@ def toy_truth(
     return SceneTruth(objs, "white", "solid", "still")
 
 
+def render_fitting(rng: np.random.Generator, draw: Callable[[], SceneTruth]) -> tuple[np.ndarray, Any]:
+    """Render the scene `draw()` returns with a layout seeded from `rng` -> (uint8 frames (F, H, W, 3), ClipSpec),
+    drawing the scene and its layout again until the objects fit without touching."""
+    while True:
+        truth = draw()
+        try:
+            return render_truth(truth, SIZE, SIZE, FRAMES, seed=int(rng.integers(2**31)))
+        except ValueError:
+            continue
+
+
 def make_data(
     out: Path, num: int, seed: int, objects: int = 1, directions: int = 4, speeds: str = "fast", masks: bool = False
 ) -> Path:
@@ -86,13 +99,8 @@ def make_data(
     records = []
     for i in range(num):
         rng = np.random.default_rng([seed, i])
-        while True:  # redraw until the objects fit without touching
-            truth = toy_truth(rng, objects=objects, pool=pool, speeds=speed_set)
-            try:
-                frames, spec = render_truth(truth, SIZE, SIZE, FRAMES, seed=int(rng.integers(2**31)))
-                break
-            except ValueError:
-                continue
+        draw = functools.partial(toy_truth, rng, objects=objects, pool=pool, speeds=speed_set)
+        frames, spec = render_fitting(rng, draw)
         rel = f"clips/{i:06d}.mp4"
         if not (out / rel).is_file():
             write_clip(frames, spec.fps, out / rel)
@@ -135,13 +143,7 @@ def oracle_first_latent(pipe: Any, truth: SceneTruth, seed: int, swap: bool = Fa
         moves = [o.motion for o in truth.objects][::-1]
         objs = tuple(dataclasses.replace(o, motion=m) for o, m in zip(truth.objects, moves, strict=True))
         truth = dataclasses.replace(truth, objects=objs)
-    rng = np.random.default_rng([seed, 7])
-    while True:  # redraw the layout until the objects fit, as make_data does
-        try:
-            frames, _ = render_truth(truth, SIZE, SIZE, FRAMES, seed=int(rng.integers(2**31)))
-            break
-        except ValueError:
-            continue
+    frames, _ = render_fitting(np.random.default_rng([seed, 7]), lambda: truth)  # a fresh layout per try
     x = torch.from_numpy(frames[:1]).float().div(127.5).sub(1.0)  # (1, H, W, 3) in [-1, 1]
     x = x.permute(3, 0, 1, 2)[None].to(pipe.device)  # (1, 3, 1, H, W)
     z = pipe.vae.scale(pipe.vae.encode(x))  # (1, C, 1, h, w)
@@ -180,9 +182,9 @@ def evaluate(
     from cinegen.world.analyze import analyze_video
     from cinegen.world.bench import binding_labels, binding_summary, direction_projection
 
-    pipe = load_pipeline(model, dtype=torch.float32)
     if first_frame not in FIRST_FRAMES:
         raise ValueError(f"first_frame must be one of {FIRST_FRAMES}, got {first_frame!r}")
+    pipe = load_pipeline(model, dtype=torch.float32)
     pool, speed_set = motion_sets(directions, speeds)
     combos = [(m,) for m in pool] if objects == 1 else list(itertools.permutations(pool, objects))
     per_combo = max(1, seeds if objects == 1 else seeds * len(pool) // len(combos))
@@ -201,9 +203,10 @@ def evaluate(
                     frames = pipe.generate(req).frames
                 else:
                     r = pipe.resolve(req)
-                    swap = first_frame == "oracle-swapped"
-                    z = oracle_first_latent(pipe, truth, s, swap) if first_frame != "still" else None
-                    z = pipe.generate_latents(replace(r, num_frames=1)) if z is None else z  # (1, 1, C, h, w)
+                    if first_frame == "still":  # two-stage: sample the first frame from the prompt
+                        z = pipe.generate_latents(replace(r, num_frames=1))  # (1, 1, C, h, w)
+                    else:
+                        z = oracle_first_latent(pipe, truth, s, swap=first_frame == "oracle-swapped")
                     frames = Video.from_tensor(pipe.decode(pipe.generate_latents(r, history=z))).frames
             found = analyze_video(frames).objects
             proj, disp = [], []
@@ -211,7 +214,7 @@ def evaluate(
                 same = [d for d in found if d.color == o.color]
                 d = same[0].displacement if len(same) == 1 else None
                 proj.append(direction_projection(o.motion, d))
-                disp.append(None if d is None else [round(float(v), 4) for v in d])
+                disp.append(None if d is None else list(d))  # the analyzer rounds to 4 decimals
             speed = truth.objects[0].speed
             rows.append(
                 {"motions": list(combo), "speed": speed, "seed": s, "detected": len(found), "proj": proj, "disp": disp}
@@ -279,8 +282,16 @@ def main() -> None:
     )
     out = args.out or args.model.parent / "motion_toy.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
-    keys = ("videos", "objects_matched", "agree", "mean_projection", "all_agree", "agree_by_motion", "agree_by_speed")
-    keys += ("binding",)
+    keys = (
+        "videos",
+        "objects_matched",
+        "agree",
+        "mean_projection",
+        "all_agree",
+        "agree_by_motion",
+        "agree_by_speed",
+        "binding",
+    )
     print(json.dumps({k: res[k] for k in keys}))
 
 

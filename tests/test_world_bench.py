@@ -62,7 +62,8 @@ def test_analyzer_validation_on_ground_truth_suite() -> None:
         disp = [None if d is None else d.displacement for d in matched]
         labels += binding_labels([o.motion for o in it.truth.objects], disp)
     # every object of a multi-object scene with stated directions goes its own way (the binding diagnostic)
-    assert binding_summary(labels)["objects"] >= 20 and binding_summary(labels)["own"] == 1.0
+    binding = binding_summary(labels)
+    assert binding["objects"] >= 20 and binding["own"] == 1.0
     for group, attrs in per_group.items():
         assert set(attrs) == set(ATTRIBUTES)
         for a, vals in attrs.items():
