@@ -11,7 +11,8 @@ last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`
 1. data     `cinegen world render` -> data/shapes (MP4 clips + manifest.jsonl; held-out compositions excluded)
 2. text     the text encoder folder runs/shapes/text: a word-level tokenizer over the Shapes-world vocabulary
             (built here from the world's own caption generators, so it needs no downloaded vocabulary) and a
-            randomly initialised, frozen T5 encoder (`transformers.T5EncoderModel`)
+            randomly initialised, frozen T5 encoder (`transformers.T5EncoderModel`); and runs/shapes/text-parse, the
+            same T5 parse pre-trained for 2,000 steps (~7 min, one thread), which round 5 reads
 3. vae      64 px clips (data/shapes-vae64) and 3 frames of each as images (data/shapes-vae64-img);
             `cinegen train-vae configs/shapes-vae-img.yaml` (image pre-training) -> runs/shapes-vae-img/model, then
             `cinegen train-vae configs/shapes-vae.yaml` (clips, from it) -> runs/shapes-vae/model, then
@@ -49,7 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 DATA = ROOT / "data" / "shapes"
 RUNS = ROOT / "runs" / "shapes"
-TEXT = RUNS / "text"
+TEXT = RUNS / "text"  # random-init frozen T5 (releases 1-4)
+TEXT_PARSE = RUNS / "text-parse"  # the same T5 parse pre-trained (round 5, configs/shapes-dit-parse.yaml)
+PARSE_STEPS = 2000
 VAE_RUN = ROOT / "runs" / "shapes-vae"
 DIT_RUN = ROOT / "runs" / "shapes-dit"  # v-prediction at SNR shift 1 (release 3's transformer)
 # Stage dit-shift: DIT_RUN continued at SNR shift 10, then twice more with the learning rate re-warmed; each
@@ -304,29 +307,35 @@ def parse_pretrain(encoder: Any, tokenizer: Any, pairs: list[tuple[str, str]], s
 
 def adopt_base(folder: Path) -> None:
     """Take the VAE and the text encoder (+ tokenizer) of an earlier release `folder` instead of training them
-    (stages text and vae then count as done), so a session's compute goes to the transformer. The DiT's latent
-    cache is keyed by the VAE's weights, so it is rebuilt only if the VAE differs."""
+    (stages text and vae then count as done), so a session's compute goes to the transformer. The text encoder
+    goes where the last dit-shift round's config reads it (runs/shapes/text, or runs/shapes/text-parse once a
+    round trains on the parse pre-trained T5). The DiT's latent cache is keyed by the VAE's weights, so it is
+    rebuilt only if the VAE differs."""
     import shutil
 
     for part in ("vae", "text_encoder", "tokenizer"):
         if not (folder / part).is_dir():
             raise SystemExit(f"--base: {folder / part} is missing")
-    if not (TEXT / "stats.json").is_file():
+    text = ROOT / str(_round_cfg(SHIFT_ROUNDS[-1]).model.text_encoder_path)
+    if not (text / "stats.json").is_file():
         for part in ("text_encoder", "tokenizer"):
-            shutil.copytree(folder / part, TEXT / part, dirs_exist_ok=True)
-        (TEXT / "stats.json").write_text(json.dumps({"from": str(folder)}) + "\n")
+            shutil.copytree(folder / part, text / part, dirs_exist_ok=True)
+        (text / "stats.json").write_text(json.dumps({"from": str(folder)}) + "\n")
     if not (VAE_FINAL / "vae" / "config.json").is_file():
         shutil.copytree(folder / "vae", VAE_FINAL / "vae", dirs_exist_ok=True)
         (VAE_FINAL / "source.json").write_text(json.dumps({"weights": str(folder / "vae")}) + "\n")
-    log(f"base: VAE and text encoder from {folder}")
+    log(f"base: VAE and text encoder ({text.relative_to(ROOT)}) from {folder}")
 
 
 def stage_text() -> None:
-    if (TEXT / "stats.json").is_file():
-        log("text: done")
-        return
-    build_text_encoder(TEXT)
-    log(f"text: {(TEXT / 'stats.json').read_text()}")
+    """The random-init T5 of rounds 1-4 (runs/shapes/text) and its parse pre-trained twin (runs/shapes/text-parse,
+    ~7 min on one thread) that round 5 reads; each is skipped when it exists."""
+    for out, steps in ((TEXT, 0), (TEXT_PARSE, PARSE_STEPS)):
+        if (out / "stats.json").is_file():
+            log(f"text: {out.relative_to(ROOT)} done")
+            continue
+        build_text_encoder(out, parse_steps=steps)
+        log(f"text: {out.relative_to(ROOT)} {(out / 'stats.json').read_text()}")
 
 
 # ---------------------------------------------------------------------------------------------------- 3. vae
@@ -590,7 +599,7 @@ def stage_dit_shift(overrides: list[str]) -> None:
             raise SystemExit(f"dit-shift: {config} starts from {init.relative_to(ROOT)}, which is missing")
         if _config_manifest(config) == DATA / "manifest-joint.jsonl":  # image-video joint round: clips + stills
             joint_manifest()
-        cmd = [*torchrun, "-m", "cinegen.train.cli", "train", config, *_dit_paths()]
+        cmd = [*torchrun, "-m", "cinegen.train.cli", "train", config]  # its config names its VAE and T5
         log(f"$ {' '.join(cmd)}  (log: runs/shapes/{run_dir.name}.log)")
         with open(RUNS / f"{run_dir.name}.log", "a") as f:
             args = [*cmd, "parallel.strategy=ddp", "data.batch_size=4", *overrides]
