@@ -307,10 +307,10 @@ def parse_pretrain(encoder: Any, tokenizer: Any, pairs: list[tuple[str, str]], s
 
 def adopt_base(folder: Path) -> None:
     """Take the VAE and the text encoder (+ tokenizer) of an earlier release `folder` instead of training them
-    (stages text and vae then count as done), so a session's compute goes to the transformer. The text encoder
-    goes where the last dit-shift round's config reads it (runs/shapes/text, or runs/shapes/text-parse once a
-    round trains on the parse pre-trained T5). The DiT's latent cache is keyed by the VAE's weights, so it is
-    rebuilt only if the VAE differs."""
+    (stage vae and that text folder then count as done), so a session's compute goes to the transformer. The text
+    encoder goes where the last dit-shift round's config reads it (runs/shapes/text, or runs/shapes/text-parse once
+    a round trains on the parse pre-trained T5); stage text still builds the other one. The DiT's latent cache is
+    keyed by the VAE's weights, so it is rebuilt only if the VAE differs."""
     import shutil
 
     for part in ("vae", "text_encoder", "tokenizer"):
