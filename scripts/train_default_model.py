@@ -544,10 +544,7 @@ def _dit_paths() -> list[str]:
 def stage_dit(overrides: list[str], runs: tuple[str, ...] = ("vpred", "flow")) -> None:
     """The shipped v-prediction transformer and its flow-matching ablation (same data, steps and model), trained
     side by side: one process per core (two 1-thread processes train ~2x the samples of one 2-thread process)."""
-    manifest = DATA / "manifest-dit.jsonl"
-    if not manifest.is_file():  # the first DIT_CLIPS clips
-        lines = (DATA / "manifest.jsonl").read_text().splitlines(keepends=True)[:DIT_CLIPS]
-        manifest.write_text("".join(lines))
+    dit_manifest()
     todo = [
         (config, run_dir)
         for name, config, run_dir in (
@@ -566,6 +563,15 @@ def stage_dit(overrides: list[str], runs: tuple[str, ...] = ("vpred", "flow")) -
     run_parallel(jobs, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def dit_manifest() -> Path:
+    """data/shapes/manifest-dit.jsonl: the first DIT_CLIPS clips of the rendered manifest (made once)."""
+    manifest = DATA / "manifest-dit.jsonl"
+    if not manifest.is_file():
+        lines = (DATA / "manifest.jsonl").read_text().splitlines(keepends=True)[:DIT_CLIPS]
+        manifest.write_text("".join(lines))
+    return manifest
+
+
 def joint_manifest(per_clip: int = 2, seed: int = 0) -> Path:
     """The DiT clips plus `per_clip` random stills of each (data/shapes/stills, captions kept) in one manifest,
     data/shapes/manifest-joint.jsonl: image-video joint training (configs/shapes-dit-joint.yaml)."""
@@ -576,7 +582,7 @@ def joint_manifest(per_clip: int = 2, seed: int = 0) -> Path:
 
     out = DATA / "manifest-joint.jsonl"
     if not out.is_file():
-        clips = read_manifest(DATA / "manifest-dit.jsonl")
+        clips = read_manifest(dit_manifest())
         stills = extract_frames(clips, DATA, DATA / "stills", per_clip, seed)
         stills = [dataclasses.replace(r, path=f"stills/{r.path}") for r in stills]  # relative to DATA
         write_manifest([*clips, *stills], out)
