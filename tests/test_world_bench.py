@@ -94,6 +94,13 @@ def test_bench_run_writes_reports(tmp_path) -> None:
     md = (tmp_path / "results.md").read_text()
     assert d["detected"] == d["objects"] and "move along the stated direction (50 % is chance)" in md
     assert "| attribute | seen | held-out | all |" in md and "| motion |" in md and "| color | 100.0 %" in md
+    # ground truth: every confusion cell is on the diagonal, one per truth object
+    objects = sum(len(r["truth"]["objects"]) for r in data["items"])
+    for a in ("shape", "motion"):
+        table = data["confusion"][a]
+        assert all(set(row) == {want} for want, row in table.items()), table
+        assert sum(n for row in table.values() for n in row.values()) == objects
+    assert "Shape confusion (objects; rows: prompted" in md and "Motion confusion" in md
     with Image.open(tmp_path / "samples.png") as im:
         assert im.width > 6 * 96 and im.height > 6 * 96
 
@@ -123,6 +130,23 @@ def test_bench_scores_a_bad_generator_low(tmp_path) -> None:
     res = run_shapes_bench(lazy, tmp_path, limit=12)
     s = res["summary"]["all"]
     assert s["color"] < 0.4 and s["shape"] < 0.5 and s["motion"] < 0.4 and s["background"] < 0.5
+    # one drawn triangle for every shape word: the confusion table has one detected column (plus misses)
+    drawn = {c for row in res["confusion"]["shape"].values() for c in row}
+    assert drawn <= {"triangle", "(missed)"} and len(res["confusion"]["shape"]) >= 4
+
+
+def test_confusion_counts_matches_and_misses() -> None:
+    from cinegen.world.bench import confusion
+
+    rows = [
+        {
+            "truth": {"objects": [{"shape": "star"}, {"shape": "ring"}]},
+            "object_detected": [{"shape": "circle"}, None],
+        },
+        {"truth": {"objects": [{"shape": "star"}]}, "object_detected": [{"shape": "star"}]},
+    ]
+    assert confusion(rows, "shape") == {"star": {"circle": 1, "star": 1}, "ring": {"(missed)": 1}}
+    assert confusion([{"truth": {"objects": []}}], "shape") == {}  # results written before matches were kept
 
 
 def test_oracle_generate_follows_short_prompts(tmp_path) -> None:

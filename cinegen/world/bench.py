@@ -8,7 +8,8 @@ user-style short caption instead and scores only what it states).
 
 `run_shapes_bench(generate_fn, out_dir)` generates every prompt, analyzes each video (analyze.py, no access
 to the prompt) and scores it against the truth, then writes `results.json`, `results.md` (attribute x
-seen / held-out table, by-motion table, the direction diagnostic of `direction_summary`) and `samples.png`
+seen / held-out table, by-motion table, the direction diagnostic of `direction_summary`, shape and motion
+`confusion` tables) and `samples.png`
 (a contact sheet).
 """
 
@@ -373,6 +374,47 @@ def _by_motion(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {m: {"objects": len(v), "motion": round(float(np.mean(v)), 4) if v else None} for m, v in acc.items()}
 
 
+# Object attributes whose confusion (prompted -> detected) results.json and results.md report.
+CONFUSION = ("shape", "motion")
+MISSED = "(missed)"  # the column of truth objects no detection was matched to
+
+
+def confusion(rows: Sequence[dict[str, Any]], attribute: str) -> dict[str, dict[str, int]]:
+    """Prompted value -> {detected value (or MISSED): objects} of one object attribute over all prompts, from
+    the rows' one-to-one matches (`object_detected`); empty for rows written before they were recorded.
+    Tells a model that draws one shape for every word (a column) from one that confuses two (a pair of cells)."""
+    if not rows or not all("object_detected" in r for r in rows):
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        for o, d in zip(r["truth"]["objects"], r["object_detected"], strict=True):
+            if o.get(attribute) is None:
+                continue
+            got = MISSED if d is None or d.get(attribute) is None else d[attribute]
+            cell = out.setdefault(o[attribute], {})
+            cell[got] = cell.get(got, 0) + 1
+    return out
+
+
+def _confusion_lines(attribute: str, table: dict[str, dict[str, int]]) -> list[str]:
+    """Markdown of a `confusion` table: one row per prompted value, one column per detected value."""
+    if not table:
+        return []
+    cols = sorted({c for row in table.values() for c in row if c != MISSED})
+    cols += [MISSED] if any(MISSED in row for row in table.values()) else []
+    lines = [
+        "",
+        f"{attribute.capitalize()} confusion (objects; rows: prompted, columns: detected; diagonal = right):",
+        "",
+        f"| {attribute} | " + " | ".join(cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for want in sorted(table):
+        row = table[want]
+        lines.append(f"| {want} | " + " | ".join(str(row.get(c, 0)) for c in cols) + " |")
+    return lines
+
+
 def _binding_line(b: dict[str, Any] | None) -> list[str]:
     if not b or not b["objects"]:
         return []
@@ -418,6 +460,7 @@ def _markdown(result: dict[str, Any]) -> str:
         f" of them move along the stated direction (50 % is chance), mean projection {d['mean_projection']} S"
         " (slow travel 0.25).",
         *_binding_line(d.get("binding")),
+        *[x for a, t in result.get("confusion", {}).items() for x in _confusion_lines(a, t)],
         "",
         "Scores are per-video means of object-level accuracy (objects matched one-to-one to the truth);"
         " count, background, consistency (stable count, area and colour) and dynamic (moves iff the prompt"
@@ -509,6 +552,7 @@ def run_shapes_bench(
                     for o, d in zip(item.truth.objects, matched, strict=True)
                 ],
                 "object_displacement": [None if d is None else list(d.displacement) for d in matched],
+                "object_detected": [None if d is None else {a: getattr(d, a) for a in CONFUSION} for d in matched],
                 "analysis": analysis.to_dict(),
                 "seconds": round(seconds, 3),
             }
@@ -530,6 +574,7 @@ def run_shapes_bench(
             "summary": summarize(rows),
             "by_motion": _by_motion(rows),
             "direction": direction_summary(rows),
+            "confusion": {a: confusion(rows, a) for a in CONFUSION},
             "seconds_total": round(sum(r["seconds"] for r in rows), 2),
             "items": rows,
         }
