@@ -183,6 +183,20 @@ def test_vae_ceiling_cli_runs_the_suite_through_the_models_vae(tmp_path, tiny_2b
     assert main(args) == 0
     data = json.loads((out / "results.json").read_text())
     assert data["videos"] == 2 and "through the VAE" in data["model"]
+
+
+def test_from_truth_cli_denoises_the_ground_truth(tmp_path, tiny_2b_folder, capsys) -> None:
+    """--from-truth: each prompt's render noised to a strength and denoised by the model (V2V, SDEdit)."""
+    from cinegen.world.cli import main
+
+    out = tmp_path / "v2v"
+    args = ["eval", "shapes", "--model", str(tiny_2b_folder), "--from-truth", "0.3", "--steps", "4"]
+    assert main([*args, "--limit", "2", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["videos"] == 2 and "noised to strength 0.3" in data["model"]
+    assert [it["output_shape"][:3] for it in data["items"]] == [it["format"] for it in data["items"]]
+    assert main([*args, "--vae-ceiling"]) == 2 and "exclude each other" in capsys.readouterr().err
+    assert main([*args[:4], "--from-truth", "1.5"]) == 2 and "(0, 1]" in capsys.readouterr().err
     # A random VAE destroys the picture: nothing like the ground truth's 100 %.
     assert data["summary"]["all"]["color"] < 1.0
     assert main(["eval", "shapes", "--oracle", "--vae-ceiling", "--out", str(out)]) == 2

@@ -49,6 +49,8 @@ __all__ = [
     "oracle_generate",
     "render_item",
     "vae_roundtrip_generate",
+    "from_truth_generate",
+    "confusion",
     "summarize",
 ]
 
@@ -222,6 +224,30 @@ def vae_roundtrip_generate(vae: Any) -> GenerateFn:
         with torch.no_grad():
             y = vae.decode(vae.encode(x))  # (1, 3, F, H, W)
         return Video.from_tensor(y).frames
+
+    return generate
+
+
+def from_truth_generate(pipe: Any, strength: float, **sample_kw: Any) -> GenerateFn:
+    """A `generate_fn` that noises the oracle's render to `strength` of the sampling schedule and lets `pipe`
+    (a `cinegen.pipeline.Pipeline`) denoise it with the prompt (video-to-video, SDEdit). Where along the schedule
+    a model loses an attribute: at a low strength only the last, low-noise steps run (does it keep a drawn
+    triangle a triangle?), at a high one it must also lay out the scene (1.0 = ordinary generation). `sample_kw`:
+    e.g. steps, guidance."""
+
+    def generate(prompt: str, num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
+        frames = oracle_generate(prompt, num_frames, height, width, seed)  # (F, H, W, 3) uint8
+        video = pipe.generate(
+            prompt=prompt,
+            video=frames,
+            strength=strength,
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            seed=seed,
+            **sample_kw,
+        )
+        return video.frames
 
     return generate
 

@@ -5,6 +5,7 @@ Usage::
     cinegen eval shapes --model PATH [--limit N] [--out DIR] [--steps N] [--prompt-style dense|short]
     cinegen eval shapes --oracle            # the analyzer on ground-truth renders (validation, no model)
     cinegen eval shapes --model PATH --vae-ceiling   # ground truth through the model's VAE (the ceiling)
+    cinegen eval shapes --model PATH --from-truth 0.4  # ground truth noised to 40 % of the schedule, denoised
     cinegen eval probe --model PATH [--n N] [--out FILE]   # does the model read its caption / object words?
     cinegen world render --out DIR --num N --seed S [--aspects square,landscape] [--frames 9,17]
     cinegen world show "two red circles moving left on a gray background" -o clip.mp4
@@ -26,10 +27,15 @@ __all__ = ["register_cli", "main"]
 
 # ------------------------------------------------------------------------------------------- eval shapes
 def _cmd_eval_shapes(args: argparse.Namespace) -> int:
-    from cinegen.world.bench import oracle_generate, run_shapes_bench, vae_roundtrip_generate
+    from cinegen.world.bench import from_truth_generate, oracle_generate, run_shapes_bench, vae_roundtrip_generate
 
-    if args.oracle and args.vae_ceiling:
-        print("error: --oracle and --vae-ceiling exclude each other", file=sys.stderr)
+    modes = [m for m, on in (("--oracle", args.oracle), ("--vae-ceiling", args.vae_ceiling)) if on]
+    modes += ["--from-truth"] if args.from_truth is not None else []
+    if len(modes) > 1:
+        print(f"error: {' and '.join(modes)} exclude each other", file=sys.stderr)
+        return 2
+    if args.from_truth is not None and not 0.0 < args.from_truth <= 1.0:
+        print(f"error: --from-truth must be in (0, 1], got {args.from_truth}", file=sys.stderr)
         return 2
     if args.oracle:
         generate, model_name = oracle_generate, "ground truth (oracle)"
@@ -41,19 +47,22 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
 
         pipe = load_pipeline(args.model, device=args.device, dtype=parse_dtype(args.dtype))
         model_name = str(args.model)
+        kw = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None}
         if args.vae_ceiling:
             generate, model_name = vae_roundtrip_generate(pipe.vae), f"ground truth through the VAE of {args.model}"
+        elif args.from_truth is not None:
+            generate = from_truth_generate(pipe, args.from_truth, **kw)
+            model_name = f"{args.model} denoising ground truth noised to strength {args.from_truth}"
         else:
 
             def generate(prompt: str, num_frames: int, height: int, width: int, seed: int):  # type: ignore[no-untyped-def]
-                kw = {"steps": args.steps, "guidance": args.guidance}
                 video = pipe.generate(
                     prompt=prompt,
                     num_frames=num_frames,
                     height=height,
                     width=width,
                     seed=seed,
-                    **{k: v for k, v in kw.items() if v is not None},
+                    **kw,
                 )
                 return video.frames
 
@@ -97,6 +106,14 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         "--vae-ceiling",
         action="store_true",
         help="score ground-truth renders passed through the model's VAE (the best any transformer over it can do)",
+    )
+    p.add_argument(
+        "--from-truth",
+        type=float,
+        default=None,
+        metavar="STRENGTH",
+        help="noise each prompt's ground-truth render to this fraction of the schedule and let the model denoise it "
+        "(video-to-video): which noise range loses an attribute (1.0 = from pure noise)",
     )
     p.add_argument("--limit", type=int, default=None, help="run only the first N prompts (held-out/seen interleaved)")
     p.add_argument("--out", default="outputs/shapesbench", help="output folder")
