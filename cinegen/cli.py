@@ -41,6 +41,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--sampler", choices=["ddim", "dpm", "euler"], default=None)
+    p.add_argument(
+        "--spacing",
+        choices=["scheduler", "log_snr"],
+        default=None,
+        help="ddim/dpm timesteps: the scheduler's list (the reference) or uniform in log-SNR (default: the model's)",
+    )
     p.add_argument("--image", default=None, help="conditioning image (I2V models)")
     p.add_argument("--video", default=None, help="source video (video-to-video)")
     p.add_argument("--strength", type=float, default=0.8, help="video-to-video: how much of the schedule is re-run")
@@ -118,6 +124,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         seed=args.seed,
         sampler=args.sampler,
+        spacing=args.spacing,
         image=args.image,
         video=args.video,
         strength=args.strength,

@@ -61,6 +61,9 @@ class GenerateRequest:
     # flow models only: "linear_quadratic" (Movie Gen), "uniform", "shifted", or "diffusers" (the exact
     # FlowMatchEulerDiscreteScheduler list, for parity); None = the model's default
     flow_schedule: Literal["linear_quadratic", "uniform", "shifted", "diffusers"] | None = None
+    # ddim/dpm only: "scheduler" (the scheduler config's timestep list, as the reference) or "log_snr" (uniform in
+    # the model's log-SNR, down to t = 0); None = the model's default
+    spacing: Literal["scheduler", "log_snr"] | None = None
     image: Any = None  # I2V conditioning: path, PIL image or uint8 (H, W, 3) array
     video: Any = None  # V2V source: path, Video or uint8 (F, H, W, 3) array
     strength: float = 0.8  # V2V: fraction of the schedule re-run
@@ -91,6 +94,7 @@ class PipelineDefaults:
     guidance: float = 6.0
     sampler: str | None = None  # None: DDIM for CogVideoX schedulers, Euler for flow matching
     flow_schedule: str = "linear_quadratic"
+    spacing: str = "scheduler"  # ddim/dpm timesteps: "scheduler" or "log_snr" (cinegen.sampling.loop.SamplerSpec)
     fps: float = 8.0
     negative_prompt: str = ""
     prompt_enhancer: str | None = None  # "shapes": the Shapes-world rewriter (cinegen.world.captions)
@@ -240,6 +244,7 @@ class Pipeline:
             sampler=req.sampler or d.sampler or default_sampler(self.scheduler),
             fps=req.fps or d.fps,
             flow_schedule=req.flow_schedule or d.flow_schedule,
+            spacing=req.spacing or d.spacing,  # type: ignore[arg-type]
         )
         if not isinstance(r.prompt, str):
             raise RequestError("prompt must be a string")
@@ -292,6 +297,8 @@ class Pipeline:
             raise RequestError("pass either image (I2V) or video (V2V), not both")
         if not 0.0 < r.strength <= 1.0:
             raise RequestError(f"strength must be in (0, 1], got {r.strength}")
+        if r.spacing not in ("scheduler", "log_snr"):
+            raise RequestError(f"unknown spacing {r.spacing!r}: choose scheduler or log_snr")
         if self._text is None:
             raise RequestError("this pipeline was loaded without a text encoder")
         return r
@@ -334,7 +341,12 @@ class Pipeline:
         as the reference), the prompt embeddings (B', L, D) ([negative; positive] with CFG) and the sampling plan."""
         generator = torch.Generator("cpu").manual_seed(int(r.seed))
         embeds = self.encode_prompts(r.prompt, r.negative_prompt, _uses_cfg(r))  # (B', L, D)
-        spec = SamplerSpec(kind=r.sampler, num_steps=int(r.steps), flow_schedule=r.flow_schedule)  # type: ignore[arg-type]
+        spec = SamplerSpec(
+            kind=r.sampler,  # type: ignore[arg-type]
+            num_steps=int(r.steps),
+            flow_schedule=r.flow_schedule,  # type: ignore[arg-type]
+            spacing=r.spacing,  # type: ignore[arg-type]
+        )
         return generator, embeds, make_plan(spec, self.scheduler, strength=strength)
 
     def generate_latents(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -77,6 +78,20 @@ def test_request_error_names_allowed_values(tiny_2b_folder: Path) -> None:
         pipe.generate(prompt="x", num_frames=12)
     with pytest.raises(TypeError, match="unknown generate"):
         pipe.generate(prompt="x", frames=9)
+    with pytest.raises(RequestError, match="unknown spacing 'karras': choose scheduler or log_snr"):
+        pipe.generate(prompt="x", spacing="karras")
+
+
+def test_spacing_default_and_override(tiny_2b_folder: Path) -> None:
+    """DDIM timesteps: the scheduler's list unless the request (or the folder's defaults) asks for log-SNR."""
+    pipe = cinegen.load_pipeline(tiny_2b_folder, device="cpu", dtype=torch.float32)
+    req = cinegen.GenerateRequest(prompt="x", steps=10)
+    _, _, plan = pipe.prepare_sampling(pipe.resolve(req))
+    assert plan.timesteps[-1] > 0  # trailing: the last call is at t = T // n - 1
+    _, _, plan = pipe.prepare_sampling(pipe.resolve(dataclasses.replace(req, spacing="log_snr")))
+    assert plan.timesteps[0] == 999.0 and plan.timesteps[-1] == 0.0
+    pipe.defaults = dataclasses.replace(pipe.defaults, spacing="log_snr")
+    assert pipe.resolve(req).spacing == "log_snr"
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:

@@ -30,6 +30,7 @@ from cinegen.sampling import (
     flow_velocity,
     guidance_scale_at,
     linear_quadratic,
+    log_snr_timesteps,
     make_plan,
     noise_latents,
     predict_x0,
@@ -374,8 +375,8 @@ def test_samplers_recover_x0_with_an_oracle_model() -> None:
     x0, eps = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
     cfg = cogvideox(3.0)
     table = alphas_cumprod(cfg)
-    for kind in ("ddim", "dpm"):
-        plan = make_plan(SamplerSpec(kind, 8), cfg)  # type: ignore[arg-type]
+    for kind, spacing in (("ddim", "scheduler"), ("dpm", "scheduler"), ("ddim", "log_snr"), ("dpm", "log_snr")):
+        plan = make_plan(SamplerSpec(kind, 8, spacing=spacing), cfg)  # type: ignore[arg-type]
 
         def v_oracle(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
             a = table[int(t)]  # v such that √ᾱ·x - √(1-ᾱ)·v = x0
@@ -392,6 +393,33 @@ def test_samplers_recover_x0_with_an_oracle_model() -> None:
         xs = noise_latents(x0, eps, p)
         assert max_err(xs, (1 - p.sigmas[0]) * x0 + p.sigmas[0] * eps) < 1e-6
         assert max_err(sample(lambda x, t, i: eps - x0, xs, p), x0) < 1e-5
+
+
+@pytest.mark.parametrize("snr", [1.0, 10.0])
+def test_log_snr_timesteps(snr: float) -> None:
+    """Uniform in the shifted schedule's log-SNR: starts at T - 1 (zero terminal SNR), ends at t = 0, strictly
+    decreasing, even log-SNR gaps between its first and last uniform steps."""
+    table = alphas_cumprod(cogvideox(snr))
+    lam = (table / (1 - table)).log()  # (T,), -inf at T - 1
+    for n in (1, 2, 8, 20, 50):
+        ts = log_snr_timesteps(n, table)
+        assert len(ts) == n and ts[0] == 999 and all(a > b for a, b in zip(ts, ts[1:], strict=False))
+        if n > 1:
+            assert ts[-1] == 0
+    ts = log_snr_timesteps(8, table)
+    gaps = [float(lam[b] - lam[a]) for a, b in zip(ts[1:], ts[2:], strict=False)]
+    step = (float(lam[0]) + 10.0) / 7  # from MIN_LOG_SNR to λ_0 in 7 intervals
+    assert max(abs(g - step) for g in gaps) < 0.15 * step
+    assert log_snr_timesteps(1000, table) == list(range(999, -1, -1))  # every timestep once
+    # the plan: the last model call is at t = 0 (trailing with SNR shift 10 ends at t = 49, σ = 0.58), and each
+    # step goes to the next listed timestep
+    plan = make_plan(SamplerSpec("ddim", 20, spacing="log_snr"), cogvideox(snr))
+    assert plan.timesteps[-1] == 0.0 and plan.alphas_prev[-1] == 1.0
+    assert plan.alphas_prev[:-1] == tuple(float(table[int(t)]) for t in plan.timesteps[1:])
+    v2v = make_plan(SamplerSpec("ddim", 20, spacing="log_snr"), cogvideox(snr), strength=0.3)
+    assert v2v.timesteps == plan.timesteps[-6:]
+    with pytest.raises(ValueError, match="spacing"):
+        SamplerSpec("ddim", 4, spacing="karras")  # type: ignore[arg-type]
 
 
 def test_plan_rules_and_errors() -> None:

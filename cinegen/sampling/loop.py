@@ -37,6 +37,7 @@ from cinegen.sampling.schedules import (
     discrete_timesteps,
     final_alpha_cumprod,
     linear_quadratic,
+    log_snr_timesteps,
     uniform,
 )
 from cinegen.sampling.steps import add_noise, ddim_step, dpm_pp2m_step, euler_flow_step, flow_add_noise
@@ -44,6 +45,7 @@ from cinegen.sampling.steps import add_noise, ddim_step, dpm_pp2m_step, euler_fl
 __all__ = [
     "SamplerKind",
     "FlowSchedule",
+    "Spacing",
     "SamplerSpec",
     "Plan",
     "default_sampler",
@@ -54,6 +56,7 @@ __all__ = [
 
 SamplerKind = Literal["ddim", "dpm", "euler"]
 FlowSchedule = Literal["uniform", "shifted", "linear_quadratic", "diffusers"]
+Spacing = Literal["scheduler", "log_snr"]
 
 Denoise = Callable[[Tensor, Tensor, int], Tensor]
 
@@ -79,6 +82,9 @@ class SamplerSpec:
     shift: the flow shift s; None = the schedule config's `shift` (the model's own; 1.0 by default).
     prev_rule (ddim/dpm): "diffusers" = ᾱ_prev at t - T//n (reference quirk); "next" = at the next
       listed timestep.
+    spacing (ddim/dpm): "scheduler" = the scheduler config's `timestep_spacing` (the reference's list);
+      "log_snr" = uniform in log-SNR of the model's shifted ᾱ table (`log_snr_timesteps`), always with the
+      "next" rule. Ignored by euler.
     """
 
     kind: SamplerKind
@@ -87,6 +93,7 @@ class SamplerSpec:
     shift: float | None = None
     threshold_noise: float = 0.025
     prev_rule: Literal["diffusers", "next"] = "diffusers"
+    spacing: Spacing = "scheduler"
 
     def __post_init__(self) -> None:
         if self.kind not in ("ddim", "dpm", "euler"):
@@ -102,6 +109,8 @@ class SamplerSpec:
             raise ValueError(f"shift must be > 0, got {self.shift}")
         if self.prev_rule not in ("diffusers", "next"):
             raise ValueError(f"prev_rule must be 'diffusers' or 'next', got {self.prev_rule!r}")
+        if self.spacing not in ("scheduler", "log_snr"):
+            raise ValueError(f"spacing must be 'scheduler' or 'log_snr', got {self.spacing!r}")
 
     @classmethod
     def for_schedule(cls, schedule: NoiseScheduleConfig, num_steps: int, **kwargs: object) -> SamplerSpec:
@@ -189,13 +198,14 @@ def _diffusion_plan(spec: SamplerSpec, schedule: NoiseScheduleConfig, start: int
     n, T = spec.num_steps, schedule.num_train_timesteps
     table = alphas_cumprod(schedule)
     final = final_alpha_cumprod(schedule, table)
-    full = discrete_timesteps(n, schedule)
+    log_snr = spec.spacing == "log_snr"
+    full = log_snr_timesteps(n, table) if log_snr else discrete_timesteps(n, schedule)
     stride = T // n  # CogVideoX*Scheduler.step: prev_timestep = timestep - T // n (full n, even for V2V)
     kept = full[start:]
     alphas, prev, back = [], [], []
     for i, t in enumerate(kept):
         j = start + i
-        if spec.prev_rule == "diffusers":
+        if spec.prev_rule == "diffusers" and not log_snr:
             prev_t = t - stride
         else:
             prev_t = full[j + 1] if j + 1 < n else -1

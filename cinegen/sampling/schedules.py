@@ -324,6 +324,34 @@ def discrete_timesteps(num_steps: int, cfg: NoiseScheduleConfig) -> list[int]:
     return out
 
 
+MIN_LOG_SNR = -10.0  # log-SNR spacing starts its uniform part here (SNR 4.5e-5: the latents are noise)
+
+
+def log_snr_timesteps(num_steps: int, table: Tensor, min_log_snr: float = MIN_LOG_SNR) -> list[int]:
+    """Integer model timesteps, noisiest first, spaced uniformly in log-SNR λ = log(ᾱ / (1 - ᾱ)) of `table` (the
+    model's ᾱ_t, after its SNR shift; `alphas_cumprod`): the first at T - 1 (where sampling starts), the other
+    n - 1 at the timesteps nearest to λ evenly spaced from max(min_log_snr, λ_{T-1}) to λ_0, kept strictly
+    decreasing. DPM-Solver's spacing. A shifted schedule has no trailing step below σ ~ 0.6 (SNR shift 10:
+    20 trailing steps end at t = 49, σ = 0.58, and the last step jumps from there to clean); this one ends at t = 0.
+    """
+    T = int(table.shape[0])
+    if not 1 <= num_steps <= T:
+        raise ValueError(f"num_steps must be in [1, {T}], got {num_steps}")
+    a = table.double().numpy()
+    with np.errstate(divide="ignore"):
+        lam = np.log(a) - np.log1p(-a)  # (T,), decreasing in t; -inf at a zero-SNR end
+    lo = max(min_log_snr, float(lam[-1]))
+    if not lo < lam[0]:
+        raise ValueError(f"log-SNR range [{lo}, {lam[0]}] is empty")
+    targets = np.linspace(lo, float(lam[0]), num_steps)[1:]  # (n - 1,)
+    ts = [T - 1] + [int(np.argmin(np.abs(lam - x))) for x in targets]
+    # Strictly decreasing (fine steps near t = 0 may round to the same timestep): step i is kept in
+    # [n - 1 - i, T - 1 - i], where n - i distinct timesteps still fit, and below step i - 1.
+    for i in range(1, num_steps):
+        ts[i] = min(max(ts[i], num_steps - 1 - i), T - 1 - i, ts[i - 1] - 1)
+    return ts
+
+
 # ----------------------------------------------------------------------------------------------------
 # flow σ lists (σ = 1: pure noise, σ = 0: data; x_σ = (1 - σ)·x0 + σ·ε)
 

@@ -47,7 +47,11 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
 
         pipe = load_pipeline(args.model, device=args.device, dtype=parse_dtype(args.dtype))
         model_name = str(args.model)
-        kw = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None}
+        kw = {
+            k: v
+            for k, v in (("steps", args.steps), ("guidance", args.guidance), ("spacing", args.spacing))
+            if v is not None
+        }
         if args.vae_ceiling:
             generate, model_name = vae_roundtrip_generate(pipe.vae), f"ground truth through the VAE of {args.model}"
         elif args.from_truth is not None:
@@ -119,6 +123,9 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="outputs/shapesbench", help="output folder")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
+    p.add_argument(
+        "--spacing", choices=["scheduler", "log_snr"], default=None, help="ddim/dpm timesteps (default: the model's)"
+    )
     p.add_argument("--prompt-style", choices=["dense", "short"], default="dense")
     p.add_argument("--save-videos", action="store_true", help="also write every video as MP4 under OUT/videos")
     p.add_argument("--device", default=None)
