@@ -302,6 +302,29 @@ def test_timestep_samplers() -> None:
     assert torch.allclose(s, torch.tensor([0.0, 0.75, 1.0]))
 
 
+def test_timestep_range_restricts_the_sampled_timesteps() -> None:
+    """objective.timestep_range (a low-noise refiner fine-tune): the stratified fractions fill [lo, hi) instead
+    of [0, 1); (0, 1) leaves them untouched."""
+    from cinegen.train.objectives import Objective, objective_fraction
+
+    table = torch.linspace(0.999, 0.0, 1000, dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    u, z = torch.rand(8, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
+    full = Objective("vpred", "explicit_uniform", alphas_cumprod=table)
+    assert torch.equal(
+        objective_fraction(full, u, z, torch.arange(8), 8),
+        timestep_fraction("explicit_uniform", u, z, torch.arange(8), 8),
+    )
+    low = Objective("vpred", "explicit_uniform", alphas_cumprod=table, timestep_range=(0.0, 0.1))
+    t = discrete_timesteps(objective_fraction(low, u, z, torch.arange(8), 8), 1000)
+    assert int(t.max()) < 100 and torch.equal((t / 12.5).floor().long(), torch.arange(8))  # still one per stratum
+    mid = objective_fraction(Objective("flow", timestep_range=(0.5, 0.75)), u, z, torch.arange(8), 8)
+    assert float(mid.min()) >= 0.5 and float(mid.max()) < 0.75
+    for bad in ((0.2, 0.1), (-0.1, 0.5), (0.0, 1.5)):
+        with pytest.raises(ValueError, match="timestep_range"):
+            Objective("flow", timestep_range=bad)
+
+
 # ---------------------------------------------------------------------------------------------- optim / EMA
 
 

@@ -67,6 +67,9 @@ class ObjectiveConfig:
     # History frames (cinegen.train.objectives): with this probability a clip's first latent frames are noised
     # less and carry no loss, so the rest is predicted from them and the caption. 0 = off.
     history_prob: float = 0.0
+    # Train only on the timestep fractions [lo, hi) (cinegen.train.objectives.Objective.timestep_range), e.g.
+    # [0, 0.1] for a low-noise refiner fine-tune. [0, 1] = all timesteps (the reference objective).
+    timestep_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
 
 
 @dataclass

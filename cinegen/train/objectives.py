@@ -168,8 +168,14 @@ class Objective:
     alphas_cumprod: torch.Tensor | None = None  # float64 (N,), vpred only
     temporal_weight: float = 0.0  # λ of the temporal-difference term (module docstring); 0 = off
     history_prob: float = 0.0  # probability of history frames per clip (module docstring); 0 = off
+    # Train on this part [lo, hi) of the timestep fractions only (the sampled fraction f becomes lo + (hi - lo)·f):
+    # e.g. (0, 0.1) fine-tunes the low-noise end, as an expert denoiser (eDiff-I) or a refiner. (0, 1) = all.
+    timestep_range: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
+        lo, hi = self.timestep_range
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"timestep_range must satisfy 0 <= lo < hi <= 1, got {self.timestep_range}")
         if self.kind == "vpred" and self.alphas_cumprod is None:
             raise ValueError("the vpred objective needs alphas_cumprod (cinegen.sampling.alphas_cumprod)")
         if self.temporal_weight < 0:
@@ -185,6 +191,16 @@ class Noisy:
     x_t: torch.Tensor  # (B, T, C, H, W) model input
     timestep: torch.Tensor  # (B,) what the transformer gets: integer t (vpred) or σ·1000 (flow)
     level: torch.Tensor  # (B,) float64: a_t (vpred) or σ (flow)
+
+
+def objective_fraction(
+    obj: Objective, u: torch.Tensor, z: torch.Tensor, global_index: torch.Tensor, global_batch: int
+) -> torch.Tensor:
+    """The objective's timestep fraction per sample (B,): `timestep_fraction` of its sampler, mapped into its
+    `timestep_range`."""
+    frac = timestep_fraction(obj.timesteps, u, z, global_index, global_batch, obj.logit_mean, obj.logit_std)
+    lo, hi = obj.timestep_range
+    return frac if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * frac
 
 
 def noisy_input(obj: Objective, x0: torch.Tensor, noise: torch.Tensor, frac: torch.Tensor) -> Noisy:

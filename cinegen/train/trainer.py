@@ -48,9 +48,9 @@ from cinegen.train.objectives import (
     Objective,
     draw_history,
     noisy_input,
+    objective_fraction,
     objective_loss,
     region_weights,
-    timestep_fraction,
     with_history,
 )
 from cinegen.train.optim import EMA, build_optimizer, build_scheduler, lr_factor
@@ -164,6 +164,8 @@ def load_components(cfg: TrainConfig) -> Components:
 
 def make_objective(cfg: TrainConfig, schedule: Any) -> Objective:
     o = cfg.objective
+    if len(o.timestep_range) != 2:
+        raise ValueError(f"objective.timestep_range must be [lo, hi], got {o.timestep_range}")
     alphas = None
     if o.kind == "vpred":
         from cinegen.sampling import alphas_cumprod
@@ -179,6 +181,7 @@ def make_objective(cfg: TrainConfig, schedule: Any) -> Objective:
         alphas_cumprod=alphas,
         temporal_weight=o.temporal_weight,
         history_prob=o.history_prob,
+        timestep_range=(float(o.timestep_range[0]), float(o.timestep_range[1])),
     )
 
 
@@ -411,7 +414,7 @@ def bucket_micro_loss(
     clips = load_clips(data, local, comps, cfg, gens, device)
     x0, noise, text = torch.stack(clips.x0), torch.stack(clips.noise), torch.stack(clips.text)  # (B, ...)
     index = torch.arange(first_g, first_g + len(local))  # position in the optimizer step's global batch
-    frac = timestep_fraction(objective.timesteps, u, z, index, total_g, objective.logit_mean, objective.logit_std)
+    frac = objective_fraction(objective, u, z, index, total_g)
     noisy = noisy_input(objective, x0, noise, frac.to(device))
     region = None
     if clips.region is not None:  # clips without a mask weigh 1 everywhere
@@ -460,9 +463,7 @@ def pack_micro_loss(
         z = torch.randn((1,), generator=g_row, dtype=torch.float64)
         gens = [sample_generator(cfg.train.seed, step, micro, f"{first_g + r}/{k}") for k in range(len(clip_idx))]
         clips = load_clips(data, clip_idx, comps, cfg, gens, device)
-        frac = timestep_fraction(
-            objective.timesteps, u, z, torch.tensor([first_g + r]), total_g, objective.logit_mean, objective.logit_std
-        ).to(device)
+        frac = objective_fraction(objective, u, z, torch.tensor([first_g + r]), total_g).to(device)
         noisy = [noisy_input(objective, x[None], n[None], frac) for x, n in zip(clips.x0, clips.noise, strict=True)]
         with autocast():
             preds = packed([n.x_t[0] for n in noisy], clips.text, noisy[0].timestep[0])  # (T_i, C, h_i, w_i) each
