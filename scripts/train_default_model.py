@@ -763,7 +763,7 @@ def ablation_runs(limit: int = 16) -> dict:
     import torch
 
     from cinegen.pipeline import load_pipeline
-    from cinegen.world.bench import run_shapes_bench
+    from cinegen.world.bench import pipeline_generate, run_shapes_bench
 
     out: dict = {"limit": limit, "runs": {}}
     pipes: dict = {}
@@ -772,10 +772,7 @@ def ablation_runs(limit: int = 16) -> dict:
             log(f"ablation {name}: {folder} missing, skipped")
             continue
         pipe = pipes.setdefault(folder, load_pipeline(folder, device="cpu", dtype=torch.float32))
-
-        def generate(prompt: str, f: int, h: int, w: int, seed: int, pipe=pipe, kw=kw):  # type: ignore[no-untyped-def]
-            return pipe.generate(prompt=prompt, num_frames=f, height=h, width=w, seed=seed, **kw).frames
-
+        generate = pipeline_generate(pipe, **kw)
         t0 = time.time()
         tag = name.replace(" ", "_")
         res = run_shapes_bench(generate, EVAL / "ablation" / tag, limit=limit, model=str(folder))

@@ -49,7 +49,7 @@ __all__ = [
     "oracle_generate",
     "render_item",
     "vae_roundtrip_generate",
-    "from_truth_generate",
+    "pipeline_generate",
     "confusion",
     "summarize",
 ]
@@ -228,24 +228,19 @@ def vae_roundtrip_generate(vae: Any) -> GenerateFn:
     return generate
 
 
-def from_truth_generate(pipe: Any, strength: float, **sample_kw: Any) -> GenerateFn:
-    """A `generate_fn` that noises the oracle's render to `strength` of the sampling schedule and lets `pipe`
-    (a `cinegen.pipeline.Pipeline`) denoise it with the prompt (video-to-video, SDEdit). Where along the schedule
-    a model loses an attribute: at a low strength only the last, low-noise steps run (does it keep a drawn
-    triangle a triangle?), at a high one it must also lay out the scene (1.0 = ordinary generation). `sample_kw`:
-    e.g. steps, guidance."""
+def pipeline_generate(pipe: Any, from_truth: float | None = None, **sample_kw: Any) -> GenerateFn:
+    """A `generate_fn` over `pipe` (a `cinegen.pipeline.Pipeline`; `sample_kw` e.g. steps, guidance, spacing):
+    text-to-video, or with `from_truth` = S the oracle's render noised to strength S of the sampling schedule and
+    denoised with the prompt (video-to-video, SDEdit). The latter finds where along the schedule a model loses an
+    attribute: at a low strength only the last, low-noise steps run (does it keep a drawn triangle a
+    triangle?), at a high one it must also lay out the scene (1.0 = ordinary generation)."""
 
     def generate(prompt: str, num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
-        frames = oracle_generate(prompt, num_frames, height, width, seed)  # (F, H, W, 3) uint8
+        v2v: dict[str, Any] = {}
+        if from_truth is not None:  # the render (F, H, W, 3) uint8
+            v2v = {"video": oracle_generate(prompt, num_frames, height, width, seed), "strength": from_truth}
         video = pipe.generate(
-            prompt=prompt,
-            video=frames,
-            strength=strength,
-            num_frames=num_frames,
-            height=height,
-            width=width,
-            seed=seed,
-            **sample_kw,
+            prompt=prompt, num_frames=num_frames, height=height, width=width, seed=seed, **v2v, **sample_kw
         )
         return video.frames
 

@@ -27,7 +27,7 @@ __all__ = ["register_cli", "main"]
 
 # ------------------------------------------------------------------------------------------- eval shapes
 def _cmd_eval_shapes(args: argparse.Namespace) -> int:
-    from cinegen.world.bench import from_truth_generate, oracle_generate, run_shapes_bench, vae_roundtrip_generate
+    from cinegen.world.bench import oracle_generate, pipeline_generate, run_shapes_bench, vae_roundtrip_generate
 
     modes = [m for m, on in (("--oracle", args.oracle), ("--vae-ceiling", args.vae_ceiling)) if on]
     modes += ["--from-truth"] if args.from_truth is not None else []
@@ -54,21 +54,10 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
         }
         if args.vae_ceiling:
             generate, model_name = vae_roundtrip_generate(pipe.vae), f"ground truth through the VAE of {args.model}"
-        elif args.from_truth is not None:
-            generate = from_truth_generate(pipe, args.from_truth, **kw)
-            model_name = f"{args.model} denoising ground truth noised to strength {args.from_truth}"
         else:
-
-            def generate(prompt: str, num_frames: int, height: int, width: int, seed: int):  # type: ignore[no-untyped-def]
-                video = pipe.generate(
-                    prompt=prompt,
-                    num_frames=num_frames,
-                    height=height,
-                    width=width,
-                    seed=seed,
-                    **kw,
-                )
-                return video.frames
+            generate = pipeline_generate(pipe, args.from_truth, **kw)
+            if args.from_truth is not None:
+                model_name = f"{args.model} denoising ground truth noised to strength {args.from_truth}"
 
     out = Path(args.out)
     bar = CountBar("ShapesBench", open_now=True)
