@@ -200,7 +200,7 @@ def objective_fraction(
     `timestep_range`."""
     frac = timestep_fraction(obj.timesteps, u, z, global_index, global_batch, obj.logit_mean, obj.logit_std)
     lo, hi = obj.timestep_range
-    return frac if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * frac
+    return lo + (hi - lo) * frac  # exactly frac for (0, 1)
 
 
 def noisy_input(obj: Objective, x0: torch.Tensor, noise: torch.Tensor, frac: torch.Tensor) -> Noisy:
