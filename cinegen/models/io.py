@@ -265,6 +265,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         f.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def save_component_folder(module: nn.Module, cfg: Any, folder: Path, max_shard_bytes: int = 5 * 1024**3) -> Path:
+    """One diffusers component folder: `config.json` (cfg.to_dict()) and the module's safetensors weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "config.json", {**cfg.to_dict(), "_diffusers_version": DIFFUSERS_VERSION})
+    _save_safetensors(module, folder, max_shard_bytes)
+    return folder
+
+
 def save_model_folder(
     bundle: ModelBundle,
     path: str | Path,
@@ -289,12 +297,7 @@ def save_model_folder(
         "vae": ["diffusers", "AutoencoderKLCogVideoX"],
     }
     for sub, module in (("transformer", bundle.transformer), ("vae", bundle.vae)):
-        folder = root / sub
-        folder.mkdir(parents=True, exist_ok=True)
-        cfg = (t_cfg if sub == "transformer" else v_cfg).to_dict()
-        cfg["_diffusers_version"] = DIFFUSERS_VERSION
-        _write_json(folder / "config.json", cfg)
-        _save_safetensors(module, folder, max_shard_bytes)
+        save_component_folder(module, t_cfg if sub == "transformer" else v_cfg, root / sub, max_shard_bytes)
     _write_json(root / "scheduler" / "scheduler_config.json", {**sched, "_diffusers_version": DIFFUSERS_VERSION})
     if bundle.text_encoder is not None:
         bundle.text_encoder.save_pretrained(str(root / "text_encoder"), safe_serialization=True)

@@ -5,6 +5,7 @@ CLI by `register_cli`).
     cinegen train-vae CONFIG.yaml [key=value ...] [--dry-run]
     cinegen plot RUN_DIR [-o loss.png]
     cinegen export-checkpoint RUN_DIR [--step N] [-o DIR] [--no-ema]
+    cinegen grow-transformer SRC OUT [--no-widen] [--add-blocks N] [--noise 0.01] [--seed 0]
 
 Multi-process: `torchrun --nproc_per_node N -m cinegen.train.cli train CONFIG.yaml parallel.strategy=ddp`.
 """
@@ -100,6 +101,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grow(args: argparse.Namespace) -> int:
+    from cinegen.models.grow import grow_transformer_folder
+
+    if args.noise < 0 or args.add_blocks < 0:
+        print("error: --noise and --add-blocks must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        out, cfg = grow_transformer_folder(
+            args.src, args.out, widen=not args.no_widen, extra_blocks=args.add_blocks, noise=args.noise, seed=args.seed
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"{out / 'transformer'}: width {cfg.inner_dim} ({cfg.num_attention_heads} heads x {cfg.attention_head_dim}), "
+        f"{cfg.num_layers} blocks; train it with model.transformer_init={out} and model.transformer.num_layers="
+        f"{cfg.num_layers} model.transformer.num_attention_heads={cfg.num_attention_heads}"
+    )
+    return 0
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train the transformer (LoRA, full fine-tune, from scratch)")
     _add_run_args(p)
@@ -120,6 +142,17 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=None, help="output folder (default RUN_DIR/export-step_N)")
     p.add_argument("--no-ema", action="store_true", help="the raw weights, not the EMA")
     p.set_defaults(func=_cmd_export)
+    p = subparsers.add_parser(
+        "grow-transformer",
+        help="a wider (2x) and/or deeper transformer computing the same function, as a warm start (Net2Net)",
+    )
+    p.add_argument("src", help="model folder or transformer component folder")
+    p.add_argument("out", help="output folder (gets out/transformer/)")
+    p.add_argument("--no-widen", action="store_true", help="keep the width (only add blocks)")
+    p.add_argument("--add-blocks", type=int, default=0, help="identity blocks (zero gates) to insert")
+    p.add_argument("--noise", type=float, default=0.01, help="symmetry-breaking noise, relative to each tensor's std")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_grow)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
