@@ -91,6 +91,7 @@ def test_submit_poll_fetch(client: TestClient) -> None:
     [
         ({"prompt": "x", "sampler": "heun"}, 400, "unknown sampler 'heun': choose ddim, dpm or euler"),
         ({"prompt": "x", "sampler": "euler"}, 400, "use ddim or dpm"),
+        ({"prompt": "x", "spacing": "cosine"}, 400, "spacing 'cosine' does not apply: choose one of ['scheduler', 'l"),
         ({"prompt": "x", "num_frames": 10}, 400, "use 8N+1 frames"),
         ({"prompt": "x", "num_frames": 17}, 400, "longer than this model's native clip (9 frames)"),
         ({"prompt": "x", "height": 40}, 400, "height=40 is not valid: use a positive multiple of 16"),
@@ -146,10 +147,26 @@ def test_openapi_info_health(client: TestClient) -> None:
     assert "GenerateBody" in schema["components"]["schemas"]
     info = client.get("/api/info").json()
     assert info["modes"] == ["t2v", "v2v"] and info["samplers"] == ["ddim", "dpm"]
+    assert info["spacings"] == ["scheduler", "log_snr"]
     assert info["frame_presets"] == [9] and info["size_presets"][0] == [32, 48]
     assert info["long_video"] == {"supported": True, "window_frames": 9, "max_frames": 65, "default_overlap": 1}
     assert info["enhancer"] == "shapes"
     assert client.get("/api/health").json()["worker"] is True
+
+
+def test_log_snr_spacing_reaches_the_sampler(client: TestClient) -> None:
+    """The same seed and steps with the two spacings: different timesteps, so different videos; the job and
+    the history record the spacing used (default: the scheduler's list)."""
+    videos = {}
+    for spacing in ("scheduler", "log_snr", None):
+        body = {"prompt": "a red circle", "seed": 3, "steps": 3, **({"spacing": spacing} if spacing else {})}
+        st = _poll(client, client.post("/api/jobs", json=body).json()["id"])
+        assert st["status"] == "done", st
+        assert st["params"]["spacing"] == (spacing or "scheduler")
+        assert st["result"]["settings"]["spacing"] == (spacing or "scheduler")
+        videos[spacing] = client.get(st["result"]["urls"]["mp4"]).content
+    assert videos["scheduler"] == videos[None]
+    assert videos["scheduler"] != videos["log_snr"]
 
 
 def test_enhance_endpoint_and_enhanced_job(client: TestClient) -> None:

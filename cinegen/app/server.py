@@ -71,6 +71,9 @@ class GenerateBody(BaseModel):
     guidance: float | None = Field(None, ge=0, le=100, description="classifier-free guidance; 1 = off")
     seed: int | None = Field(None, ge=0, description="omit for a random seed (reported in the job status)")
     sampler: str | None = Field(None, description="/api/info samplers: ddim | dpm (CogVideoX) or euler (flow)")
+    spacing: str | None = Field(
+        None, description="/api/info spacings: scheduler (the model's list) | log_snr (even in log-SNR, down to t=0)"
+    )
     strength: float | None = Field(None, gt=0, le=1, description="video-to-video: share of the schedule re-run")
     dynamic_cfg: bool = False
     fps: float | None = Field(None, gt=0, le=120)

@@ -41,6 +41,7 @@ PARAM_KEYS = (
     "guidance",
     "seed",
     "sampler",
+    "spacing",
     "strength",
     "dynamic_cfg",
     "fps",
@@ -159,6 +160,11 @@ class GenerationService:
     def samplers(self) -> list[str]:
         return ["euler"] if self.pipe.scheduler.kind == "flow" else ["ddim", "dpm"]
 
+    @property
+    def spacings(self) -> list[str]:
+        """Timestep spacings of the DDIM/DPM samplers (flow models sample on their flow schedule instead)."""
+        return [] if self.pipe.scheduler.kind == "flow" else ["scheduler", "log_snr"]
+
     def native_frame_counts(self) -> list[int]:
         """Valid clip lengths up to the model's native (default) length."""
         n = self.pipe.defaults.num_frames
@@ -172,6 +178,7 @@ class GenerationService:
             {
                 "modes": self.modes,
                 "samplers": self.samplers,
+                "spacings": self.spacings,
                 "frame_presets": self.native_frame_counts(),
                 "size_presets": [list(hw) for hw in size_presets(self.pipe, lim.max_side)],
                 "long_video": {
@@ -222,6 +229,9 @@ class GenerationService:
             v = p.get(name)
             if v is not None and int(v) > int(lim.max_side or 0):
                 raise RequestError(f"{name}={v} exceeds this server's limit of {lim.max_side} pixels")
+        if p.get("spacing") is not None and p["spacing"] not in self.spacings:
+            ok = f"choose one of {self.spacings}" if self.spacings else "this flow model samples on its flow schedule"
+            raise RequestError(f"spacing {p['spacing']!r} does not apply: {ok}")
         long = bool(p.get("long", False))
         num_frames = p.get("num_frames")
         if mode == "v2v" and num_frames is None and video is not None:
@@ -256,6 +266,7 @@ class GenerationService:
             "steps": r.steps,
             "guidance": r.guidance,
             "sampler": r.sampler,
+            "spacing": r.spacing if self.spacings else None,
             "seed": int(seed),
             "fps": r.fps,
             "dynamic_cfg": bool(r.dynamic_cfg),
@@ -287,6 +298,7 @@ class GenerationService:
                 guidance=None if p.get("guidance") is None else float(p["guidance"]),
                 seed=seed,
                 sampler=p.get("sampler"),
+                spacing=p.get("spacing"),
                 strength=float(p.get("strength", 0.8)),
                 dynamic_cfg=bool(p.get("dynamic_cfg", False)),
                 fps=None if p.get("fps") is None else float(p["fps"]),

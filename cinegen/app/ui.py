@@ -166,6 +166,13 @@ def build_ui(service: GenerationService, api_key_set: bool = False) -> Any:
                         sampler = gr.Dropdown(
                             info["samplers"], value=d.get("sampler") or info["samplers"][0], label="Sampler"
                         )
+                        spacing = gr.Dropdown(
+                            info["spacings"] or ["scheduler"],
+                            value=d.get("spacing") or "scheduler",
+                            label="Timestep spacing",
+                            visible=bool(info["spacings"]),
+                            elem_id="spacing",
+                        )
                     with gr.Row():
                         steps = gr.Slider(1, max_steps, value=int(d["steps"]), step=1, label="Steps")
                         guidance = gr.Slider(1.0, 15.0, value=float(d["guidance"]), step=0.5, label="Guidance")
@@ -238,6 +245,7 @@ def build_ui(service: GenerationService, api_key_set: bool = False) -> Any:
             frames_v: int,
             size_v: str,
             sampler_v: str,
+            spacing_v: str,
             steps_v: float,
             guidance_v: float,
             seed_v: float | None,
@@ -257,6 +265,7 @@ def build_ui(service: GenerationService, api_key_set: bool = False) -> Any:
                 "steps": int(steps_v),
                 "guidance": float(guidance_v),
                 "sampler": sampler_v,
+                "spacing": spacing_v if service.spacings else None,
                 "seed": None if random_v or seed_v is None else int(seed_v),
                 "enhance": bool(enhance_v),
                 "long": bool(long_v),
@@ -323,7 +332,7 @@ def build_ui(service: GenerationService, api_key_set: bool = False) -> Any:
             )
 
         inputs = [
-            mode, prompt, image, source, strength, negative, enhance, frames, size, sampler, steps, guidance,
+            mode, prompt, image, source, strength, negative, enhance, frames, size, sampler, spacing, steps, guidance,
             seed, random_seed, long, long_frames, overlap,
         ]  # fmt: skip
         outputs = [status, result, downloads, used, seed, enhanced, job_id, gallery, history_ids]
