@@ -197,6 +197,9 @@ def test_from_truth_cli_denoises_the_ground_truth(tmp_path, tiny_2b_folder, caps
     assert [it["output_shape"][:3] for it in data["items"]] == [it["format"] for it in data["items"]]
     assert main([*args, "--vae-ceiling"]) == 2 and "exclude each other" in capsys.readouterr().err
     assert main([*args[:4], "--from-truth", "1.5"]) == 2 and "(0, 1]" in capsys.readouterr().err
+    # 0.2 of 4 steps runs none: refused before the bench starts, with the smallest strength that runs one
+    assert main([*args[:4], "--from-truth", "0.2", "--steps", "4", "--out", str(tmp_path / "none")]) == 2
+    assert "need strength >= 0.25" in capsys.readouterr().err and not (tmp_path / "none").exists()
     # A random VAE destroys the picture: nothing like the ground truth's 100 %.
     assert data["summary"]["all"]["color"] < 1.0
     assert main(["eval", "shapes", "--oracle", "--vae-ceiling", "--out", str(out)]) == 2

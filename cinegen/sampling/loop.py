@@ -49,6 +49,7 @@ __all__ = [
     "SamplerSpec",
     "Plan",
     "default_sampler",
+    "kept_steps",
     "make_plan",
     "noise_latents",
     "sample",
@@ -163,7 +164,8 @@ class Plan:
         return torch.tensor(value, dtype=self.alpha_dtype)
 
 
-def _kept_steps(num_steps: int, strength: float) -> int:
+def kept_steps(num_steps: int, strength: float) -> int:
+    """Steps a strength-`strength` run keeps of `num_steps` (V2V); a clear ValueError when it is none."""
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
     # CogVideoXVideoToVideoPipeline.get_timesteps: init = min(int(n * strength), n); t_start = n - init
@@ -178,7 +180,7 @@ def _kept_steps(num_steps: int, strength: float) -> int:
 def make_plan(spec: SamplerSpec, schedule: NoiseScheduleConfig, strength: float = 1.0) -> Plan:
     """Resolve `spec` against the model's noise schedule; strength < 1 keeps the last int(n·strength)."""
     n = spec.num_steps
-    start = n - _kept_steps(n, strength)
+    start = n - kept_steps(n, strength)
     if spec.kind == "euler":
         if schedule.kind != "flow":
             raise ValueError(

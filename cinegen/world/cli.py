@@ -34,9 +34,6 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
     if len(modes) > 1:
         print(f"error: {' and '.join(modes)} exclude each other", file=sys.stderr)
         return 2
-    if args.from_truth is not None and not 0.0 < args.from_truth <= 1.0:
-        print(f"error: --from-truth must be in (0, 1], got {args.from_truth}", file=sys.stderr)
-        return 2
     if args.oracle:
         generate, model_name = oracle_generate, "ground truth (oracle)"
     elif args.model is None:
@@ -46,6 +43,14 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
         from cinegen.pipeline import load_pipeline, parse_dtype
 
         pipe = load_pipeline(args.model, device=args.device, dtype=parse_dtype(args.dtype))
+        if args.from_truth is not None:
+            from cinegen.sampling.loop import kept_steps
+
+            try:  # before the bench starts: (0, 1] and at least one of the run's steps
+                kept_steps(args.steps or pipe.defaults.steps, args.from_truth)
+            except ValueError as e:
+                print(f"error: --from-truth: {e}", file=sys.stderr)
+                return 2
         model_name = str(args.model)
         kw = {
             k: v
