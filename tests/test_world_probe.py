@@ -135,3 +135,42 @@ def test_text_binding_is_zero_for_a_bag_of_words_and_positive_with_context() -> 
     assert flat["bag_distance"]["word"] > 0.05 and flat["binding"]["motion_swap"] < 1e-2
     bound = text_binding(context, n=8)
     assert bound["binding"]["motion_swap"] > 0.2
+
+
+def test_denoise_profile_is_paired_and_zero_for_a_perfect_denoiser(
+    tiny_2b_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same clips and noise on every call (paired across models); a denoiser returning the true clean
+    latents scores 0 error everywhere and the PSNR floor (126 dB)."""
+    pipe = cinegen.load_pipeline(tiny_2b_folder, device="cpu", dtype=torch.float32)
+    a = probe.denoise_profile(pipe, n=1, timesteps=(10, 999))
+    assert a == probe.denoise_profile(pipe, n=1, timesteps=(10, 999))
+    assert a["t"] == {"t10": 10, "t999": 999} and a["sigma"]["t999"] == 1.0 and 0 < a["sigma"]["t10"] < 1
+    assert all(v > 0 for k in ("x0_mse", "object_mse") for v in a[k].values())
+    spec, _ = clip_spec(777, 0, frame_counts=[17], include_held_out=True)
+    x0 = probe._clip_latents(pipe, render_clip(spec))
+    monkeypatch.setattr(probe, "_x0_hat", lambda *args: x0.clone())
+    perfect = probe.denoise_profile(pipe, n=1, timesteps=(10, 999))
+    assert all(v == 0 for k in ("x0_mse", "object_mse") for v in perfect[k].values())
+    assert all(v == pytest.approx(126.02, abs=0.01) for v in perfect["psnr"].values())
+    table = probe.profile_table([("model", a), ("perfect", perfect)])
+    assert table.splitlines()[0].startswith("| t | σ | x̂0 MSE: model | x̂0 MSE: perfect |")
+    assert len(table.splitlines()) == 4  # header, rule, two timesteps
+    with pytest.raises(ValueError, match="not paired"):
+        probe.profile_table([("a", a), ("b", {**perfect, "seed": 1})])
+    with pytest.raises(ValueError, match="timesteps must be in"):
+        probe.denoise_profile(pipe, n=1, timesteps=(1000,))
+
+
+def test_denoise_cli_compares_models_side_by_side(tiny_2b_folder: Path, tmp_path: Path, capsys) -> None:
+    from cinegen.world.cli import main
+
+    args = ["eval", "denoise", "--model", str(tiny_2b_folder), "--model", str(tiny_2b_folder), "--n", "1"]
+    out = tmp_path / "dn"
+    assert main([*args, "--label", "a", "--label", "b", "--timesteps", "40", "--no-pixels", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert [d["label"] for d in data] == ["a", "b"] and data[0]["x0_mse"] == data[1]["x0_mse"]
+    assert data[0]["psnr"] == {} and "PSNR" not in (out / "results.md").read_text()
+    assert "| 40 |" in capsys.readouterr().out
+    assert main([*args, "--label", "a"]) == 2 and "1 --label for 2 --model" in capsys.readouterr().err
+    assert main([*args, "--timesteps", "1,x"]) == 2 and "comma-separated integers" in capsys.readouterr().err

@@ -7,6 +7,7 @@ Usage::
     cinegen eval shapes --model PATH --vae-ceiling   # ground truth through the model's VAE (the ceiling)
     cinegen eval shapes --model PATH --from-truth 0.4  # ground truth noised to 40 % of the schedule, denoised
     cinegen eval probe --model PATH [--n N] [--out FILE]   # does the model read its caption / object words?
+    cinegen eval denoise --model A --model B [--label a --label b] [--out DIR]  # paired one-step x0 error per t
     cinegen world render --out DIR --num N --seed S [--aspects square,landscape] [--frames 9,17]
     cinegen world show "two red circles moving left on a gray background" -o clip.mp4
     cinegen world suite                     # list the ShapesBench prompts
@@ -155,6 +156,21 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_eval_probe)
+    p = esub.add_parser(
+        "denoise",
+        help="denoising profile: one-step x0 error per timestep on fresh clips, paired across models",
+        description="cinegen.world.probe.denoise_profile for each --model on the same clips and noise (v-prediction "
+        "models): latent x0 MSE, the first object's x0 MSE and decoded PSNR at fixed timesteps, fp32.",
+    )
+    p.add_argument("--model", action="append", required=True, help="model folder; repeat to compare")
+    p.add_argument("--label", action="append", default=None, help="column label, once per --model")
+    p.add_argument("--n", type=int, default=24, help="clips (default 24)")
+    p.add_argument("--seed", type=int, default=777)
+    p.add_argument("--timesteps", default=None, help="comma-separated (default 10,40,100,200,400,700,999)")
+    p.add_argument("--no-pixels", action="store_true", help="skip the decoded PSNR (no VAE decodes)")
+    p.add_argument("--out", default=None, help="write results.json and results.md here")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_eval_denoise)
 
 
 def _cmd_eval_compare(args: argparse.Namespace) -> int:
@@ -176,6 +192,44 @@ def _cmd_eval_compare(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(table)
+    return 0
+
+
+def _cmd_eval_denoise(args: argparse.Namespace) -> int:
+    import torch
+
+    from cinegen.pipeline import load_pipeline
+    from cinegen.world import probe
+
+    labels = args.label or list(args.model)
+    if len(labels) != len(args.model):
+        print(f"error: {len(labels)} --label for {len(args.model)} --model", file=sys.stderr)
+        return 2
+    try:
+        timesteps = [int(t) for t in args.timesteps.split(",")] if args.timesteps else list(probe.PROFILE_TIMESTEPS)
+    except ValueError:
+        print(f"error: --timesteps must be comma-separated integers, got {args.timesteps!r}", file=sys.stderr)
+        return 2
+    results = []
+    for model, label in zip(args.model, labels, strict=True):
+        pipe = load_pipeline(model, device=args.device, dtype=torch.float32)
+        bar = CountBar(f"denoise {label}", unit="pass")
+        try:
+            r = probe.denoise_profile(
+                pipe, n=args.n, seed=args.seed, timesteps=timesteps, pixels=not args.no_pixels, progress=bar
+            )
+        except ValueError as e:  # a flow-matching model, a timestep out of range
+            print(f"error: {model}: {e}", file=sys.stderr)
+            return 2
+        results.append((label, {"model": str(model), **r}))
+    table = probe.profile_table(results)
+    print(table, end="")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps([{"label": lab, **r} for lab, r in results], indent=1))
+        (out / "results.md").write_text(f"# Denoising profile ({args.n} clips, seed {args.seed})\n\n" + table)
+        print(f"wrote {out / 'results.json'}, {out / 'results.md'}")
     return 0
 
 

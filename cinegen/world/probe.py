@@ -11,6 +11,10 @@ estimate under two captions, so they measure the model directly (no sampler, no 
   model that reads its background words scores well above 0 there.
   With `history=k` the first k latent frames are given clean (continuation, as `objective.history_prob`
   trains) and only the later frames are scored: does the motion word decide where the object goes next?
+- `denoise_profile`: no second caption: the x0 error with the true caption at fixed timesteps, over the whole
+  latent, over the first object's footprint, and (decoded) as PSNR against the decoded clean latents. The same
+  clips and noise for every model, so two checkpoints compare paired, far more finely than ShapesBench's
+  sampled videos; low timesteps measure fine detail (edges, small shapes), high ones the layout.
 - `text_binding`: a text-encoder probe (no transformer): do two objects' captions with their motions (or colours)
   swapped give different bags of token features? A frozen random T5 barely tells them apart.
 
@@ -21,7 +25,8 @@ words help (negative: the wrong words help, i.e. noise).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -176,6 +181,74 @@ def attribute_use(
     clips = {attr: len(err.get(f"pure_noise/{attr}/true", [])) for attr in ATTRIBUTES}
     levels_t = {k: t for k, (t, _) in levels.items()}
     return {"seed": seed, "history": history, "clips": clips, "t": levels_t, "x0_mse": mean, "gain": gain}
+
+
+PROFILE_TIMESTEPS = (10, 40, 100, 200, 400, 700, 999)
+
+
+def _psnr(a: Tensor, b: Tensor) -> float:
+    """PSNR (dB) of two videos in [-1, 1] (peak-to-peak 2)."""
+    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean())
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def denoise_profile(
+    pipe: Pipeline,
+    n: int = 24,
+    seed: int = 777,
+    timesteps: Sequence[int] = PROFILE_TIMESTEPS,
+    pixels: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """One-step x0 error of the transformer with the true dense caption at each of `timesteps`, on `n` fresh
+    17-frame clips (as `caption_use`; one noise draw per clip shared by every timestep): latent MSE over the whole
+    latent (`x0_mse`) and over the first object's footprint (`object_mse`), and with `pixels` the PSNR of the
+    decoded estimate against the decoded clean latents (`psnr`, dB: the VAE's own error left out)."""
+    ac = alphas_cumprod(pipe.scheduler)
+    bad = [t for t in timesteps if not 0 <= int(t) < len(ac)]
+    if bad:
+        raise ValueError(f"timesteps must be in [0, {len(ac)}), got {bad}")
+    levels = {f"t{int(t)}": (int(t), float(ac[int(t)])) for t in timesteps}
+    err: dict[str, dict[str, list[float]]] = {k: {lv: [] for lv in levels} for k in ("x0_mse", "object_mse", "psnr")}
+    done = 0
+    for spec, frames, x0, noised in _noised_clips(pipe, n, seed, levels):
+        cells = _footprint(pipe, frames, spec, "color").to(x0.device)  # (T, 1, h, w)
+        ref = pipe.decode(x0.to(pipe.dtype)).float() if pixels else None  # (1, 3, F, H, W)
+        for name, t, a, x_t in noised:
+            x0_hat = _x0_hat(pipe, x_t, dense_caption(spec.truth()), t, a)  # (1, T, C, h, w)
+            sq = (x0_hat - x0) ** 2
+            err["x0_mse"][name].append(float(sq.mean()))
+            if cells.any():
+                err["object_mse"][name].append(float((sq * cells).sum() / (cells.sum() * x0.shape[2])))
+            if ref is not None:
+                err["psnr"][name].append(_psnr(pipe.decode(x0_hat.to(pipe.dtype)).float(), ref))
+            done += 1
+            if progress is not None:
+                progress(done, n * len(levels))
+    out = {k: {lv: round(float(np.mean(v)), 5) for lv, v in d.items() if v} for k, d in err.items()}
+    sigma = {lv: round((1 - a) ** 0.5, 4) for lv, (_, a) in levels.items()}
+    return {"clips": n, "seed": seed, "t": {k: t for k, (t, _) in levels.items()}, "sigma": sigma, **out}
+
+
+def profile_table(results: Sequence[tuple[str, dict]]) -> str:
+    """Markdown: a row per timestep; x0 MSE, object MSE and PSNR per labelled `denoise_profile` result. Refuses
+    results of other clips, seeds or timesteps (they would not be paired)."""
+    if not results:
+        raise ValueError("no results to tabulate")
+    first = results[0][1]
+    for label, r in results[1:]:
+        if (r["t"], r["clips"], r["seed"]) != (first["t"], first["clips"], first["seed"]):
+            raise ValueError(f"{label}: other timesteps, clips or seed than {results[0][0]}: not paired")
+    cols = [("x0_mse", "x̂0 MSE", "{:.4f}"), ("object_mse", "object MSE", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}")]
+    cols = [c for c in cols if all(r.get(c[0]) for _, r in results)]
+    head = ["t", "σ"] + [f"{name}: {label}" for _, name, _ in cols for label, _ in results]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for lv, t in first["t"].items():
+        row = [str(t), f"{first['sigma'][lv]:.3f}"]
+        row += [fmt.format(r[key][lv]) for key, _, fmt in cols for _, r in results]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------- text binding
