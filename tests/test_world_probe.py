@@ -172,5 +172,12 @@ def test_denoise_cli_compares_models_side_by_side(tiny_2b_folder: Path, tmp_path
     assert [d["label"] for d in data] == ["a", "b"] and data[0]["x0_mse"] == data[1]["x0_mse"]
     assert data[0]["psnr"] == {} and "PSNR" not in (out / "results.md").read_text()
     assert "| 40 |" in capsys.readouterr().out
+    again = ["eval", "denoise", "--model", str(tiny_2b_folder), "--n", "1", "--no-pixels", "--label", "c"]
+    against = ["--against", str(out / "results.json"), "--out", str(tmp_path / "dn2")]
+    assert main([*again, "--timesteps", "40", *against]) == 0  # earlier columns + the new one, paired
+    data2 = json.loads((tmp_path / "dn2" / "results.json").read_text())
+    assert [d["label"] for d in data2] == ["a", "b", "c"] and data2[2]["x0_mse"] == data[0]["x0_mse"]
+    capsys.readouterr()
+    assert main([*again, "--timesteps", "100", *against]) == 2 and "not paired" in capsys.readouterr().err
     assert main([*args, "--label", "a"]) == 2 and "1 --label for 2 --model" in capsys.readouterr().err
     assert main([*args, "--timesteps", "1,x"]) == 2 and "comma-separated integers" in capsys.readouterr().err

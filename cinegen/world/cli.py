@@ -168,6 +168,9 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--timesteps", default=None, help="comma-separated (default 10,40,100,200,400,700,999)")
     p.add_argument("--no-pixels", action="store_true", help="skip the decoded PSNR (no VAE decodes)")
+    p.add_argument(
+        "--against", action="append", default=None, help="an earlier run's results.json: its columns come first"
+    )
     p.add_argument("--out", default=None, help="write results.json and results.md here")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_eval_denoise)
@@ -211,6 +214,12 @@ def _cmd_eval_denoise(args: argparse.Namespace) -> int:
         print(f"error: --timesteps must be comma-separated integers, got {args.timesteps!r}", file=sys.stderr)
         return 2
     results = []
+    for path in args.against or []:  # earlier runs' columns (profile_table refuses them if not paired)
+        try:
+            results += [(d["label"], d) for d in json.loads(Path(path).read_text())]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"error: --against {path}: not a results.json of eval denoise ({e})", file=sys.stderr)
+            return 2
     for model, label in zip(args.model, labels, strict=True):
         pipe = load_pipeline(model, device=args.device, dtype=torch.float32)
         bar = CountBar(f"denoise {label}", unit="pass")
@@ -222,12 +231,16 @@ def _cmd_eval_denoise(args: argparse.Namespace) -> int:
             print(f"error: {model}: {e}", file=sys.stderr)
             return 2
         results.append((label, {"model": str(model), **r}))
-    table = probe.profile_table(results)
+    try:
+        table = probe.profile_table(results)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(table, end="")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps([{"label": lab, **r} for lab, r in results], indent=1))
+        (out / "results.json").write_text(json.dumps([{**r, "label": lab} for lab, r in results], indent=1))
         (out / "results.md").write_text(f"# Denoising profile ({args.n} clips, seed {args.seed})\n\n" + table)
         print(f"wrote {out / 'results.json'}, {out / 'results.md'}")
     return 0
