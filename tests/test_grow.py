@@ -80,11 +80,14 @@ def test_added_blocks_are_identities_spread_between_the_old_ones() -> None:
     assert gates[2].abs().sum() == 0 and gates[5].abs().sum() == 0 and gates[0].abs().sum() > 0
 
 
-def test_growth_refuses_sincos_models() -> None:
+def test_widening_refuses_sincos_models_deepening_does_not() -> None:
     cfg = get_preset("tiny-cogvideox-2b").transformer
-    model = CogVideoXTransformer(cfg)
+    torch.manual_seed(3)
+    model = CogVideoXTransformer(cfg).eval()
     with pytest.raises(ValueError, match="RoPE"):
         widen_state(model.state_dict(), cfg)
+    state, deep = add_blocks(model.state_dict(), cfg, 1)  # sin-cos positions enter once, before the blocks
+    torch.testing.assert_close(_run(state, deep), _run(model.state_dict(), cfg), atol=1e-6, rtol=1e-6)
 
 
 def test_cli_grows_a_folder_that_warm_starts_the_grown_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -32,7 +32,7 @@ _GATE_CHUNKS = (2, 5)
 
 
 def check_growable(cfg: TransformerConfig) -> None:
-    """Growth keeps the function only for CogVideoX 1.0-style RoPE models with freq_shift 0."""
+    """Widening keeps the function only for CogVideoX 1.0-style RoPE models with freq_shift 0."""
     if not cfg.use_rotary_positional_embeddings or cfg.use_learned_positional_embeddings:
         raise ValueError(
             "widening needs a RoPE transformer without learned positions: sin-cos and learned position tables "
@@ -90,7 +90,7 @@ def _widen_tensor(key: str, w: Tensor) -> Tensor:
         return _dup_rows(w, chunks=2)
     if name.startswith(("blocks.attn1.to_", "blocks.ff.net.")):
         return _dup_rows(_dup_cols_half(w) if both else w)  # reads a duplicated vector, writes one
-    raise KeyError(f"widening has no rule for {key!r} {tuple(w.shape)}")
+    raise ValueError(f"widening has no rule for {key!r} {tuple(w.shape)}")
 
 
 def widen_state(
@@ -120,8 +120,8 @@ def block_positions(num_layers: int, extra: int) -> list[int]:
 def add_blocks(
     state: dict[str, Tensor], cfg: TransformerConfig, extra: int
 ) -> tuple[dict[str, Tensor], TransformerConfig]:
-    """Insert `extra` identity blocks (copies of their predecessor with zero gates) evenly among the blocks."""
-    check_growable(cfg)
+    """Insert `extra` identity blocks (copies of their predecessor with zero gates) evenly among the blocks (any
+    variant: positions enter once, before the blocks)."""
     sources = block_positions(cfg.num_layers, extra)
     order: list[tuple[int, bool]] = []  # (old block index, is a new identity copy)
     for i in range(cfg.num_layers):
