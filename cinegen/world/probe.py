@@ -25,7 +25,6 @@ words help (negative: the wrong words help, i.e. noise).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -35,6 +34,7 @@ from torch import Tensor
 
 from cinegen.sampling.schedules import alphas_cumprod
 from cinegen.train.data import latent_mask
+from cinegen.train.metrics import psnr
 from cinegen.video import frames_to_tensor
 from cinegen.world import vocab as V
 from cinegen.world.captions import dense_caption
@@ -186,12 +186,6 @@ def attribute_use(
 PROFILE_TIMESTEPS = (10, 40, 100, 200, 400, 700, 999)
 
 
-def _psnr(a: Tensor, b: Tensor) -> float:
-    """PSNR (dB) of two videos in [-1, 1] (peak-to-peak 2)."""
-    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean())
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
-
-
 @torch.no_grad()
 def denoise_profile(
     pipe: Pipeline,
@@ -215,14 +209,15 @@ def denoise_profile(
     for spec, frames, x0, noised in _noised_clips(pipe, n, seed, levels):
         cells = _footprint(pipe, frames, spec, "color").to(x0.device)  # (T, 1, h, w)
         ref = pipe.decode(x0.to(pipe.dtype)).float() if pixels else None  # (1, 3, F, H, W)
+        caption = dense_caption(spec.truth())
         for name, t, a, x_t in noised:
-            x0_hat = _x0_hat(pipe, x_t, dense_caption(spec.truth()), t, a)  # (1, T, C, h, w)
+            x0_hat = _x0_hat(pipe, x_t, caption, t, a)  # (1, T, C, h, w)
             sq = (x0_hat - x0) ** 2
             err["x0_mse"][name].append(float(sq.mean()))
             if cells.any():
                 err["object_mse"][name].append(float((sq * cells).sum() / (cells.sum() * x0.shape[2])))
             if ref is not None:
-                err["psnr"][name].append(_psnr(pipe.decode(x0_hat.to(pipe.dtype)).float(), ref))
+                err["psnr"][name].append(psnr(pipe.decode(x0_hat.to(pipe.dtype)).float(), ref))
             done += 1
             if progress is not None:
                 progress(done, n * len(levels))
