@@ -110,3 +110,6 @@ def test_cli_grows_a_folder_that_warm_starts_the_grown_config(tmp_path: Path, ca
     assert cli_main(["grow-transformer", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
     assert cli_main(["grow-transformer", str(tmp_path / "small"), str(tmp_path / "x"), "--no-widen"]) == 2
     assert "nothing to grow" in capsys.readouterr().err
+    for bad, needle in ((["--noise", "-0.1"], "noise must be >= 0"), (["--add-blocks", "-1"], "must be >= 0")):
+        assert cli_main(["grow-transformer", str(tmp_path / "small"), str(tmp_path / "y"), *bad]) == 2
+        assert needle in capsys.readouterr().err and not (tmp_path / "y").exists()

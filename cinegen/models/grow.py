@@ -72,7 +72,7 @@ def _widen_tensor(key: str, w: Tensor) -> Tensor:
     """The width-2D tensor of one state-dict entry (see the module docstring for the rule of each kind)."""
     name = re.sub(r"^transformer_blocks\.\d+\.", "blocks.", key)
     both = w.ndim == 2
-    if name in ("time_embedding.linear_1.weight",):
+    if name == "time_embedding.linear_1.weight":
         return _time_linear_1(w)
     if name.startswith(("time_embedding.", "blocks.attn1.norm_q.", "blocks.attn1.norm_k.")) or name == (
         "proj_out.bias"
@@ -99,6 +99,8 @@ def widen_state(
     """A state dict and config of twice the width (twice the heads, same head dim) computing the same function
     (exactly for noise 0; float rounding aside). `noise` adds N(0, (noise * std)^2) to every widened matrix."""
     check_growable(cfg)
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
     new_cfg = dataclasses.replace(cfg, num_attention_heads=2 * cfg.num_attention_heads)
     out: dict[str, Tensor] = {}
     for key, w in state.items():

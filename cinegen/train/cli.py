@@ -104,10 +104,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_grow(args: argparse.Namespace) -> int:
     from cinegen.models.grow import grow_transformer_folder
 
-    if args.noise < 0 or args.add_blocks < 0:
-        print("error: --noise and --add-blocks must be >= 0", file=sys.stderr)
-        return 2
-    try:
+    try:  # bad --noise / --add-blocks are ValueErrors of the growth functions
         out, cfg = grow_transformer_folder(
             args.src, args.out, widen=not args.no_widen, extra_blocks=args.add_blocks, noise=args.noise, seed=args.seed
         )
