@@ -175,6 +175,29 @@ def test_vae_roundtrip_of_a_lossless_vae_is_the_ground_truth() -> None:
     assert out.dtype == np.uint8 and np.array_equal(out, oracle_generate(*args))
 
 
+def test_latent_noise_perturbs_the_roundtrip_by_the_seed_and_scale() -> None:
+    """--latent-noise s: noise of std s in the scaled latent space (what the transformer sees), seeded by the
+    prompt's seed; 0 is the plain round trip."""
+
+    class _ScaledIdentityVAE(_IdentityVAE):
+        def scale(self, z):  # type: ignore[no-untyped-def]
+            return 4.0 * z
+
+        def unscale(self, z):  # type: ignore[no-untyped-def]
+            return z / 4.0
+
+    item = default_suite()[3]
+    args = (item.prompt(), item.num_frames, item.height, item.width, item.seed)
+    vae = _ScaledIdentityVAE()
+    clean = vae_roundtrip_generate(vae, 0.0)(*args).astype(np.float64)
+    a, b = (vae_roundtrip_generate(vae, 0.2)(*args).astype(np.float64) for _ in range(2))
+    assert np.array_equal(a, b) and not np.array_equal(a, clean)  # seeded: the same noise every call
+    # std 0.2 in scaled units is 0.05 in [-1, 1] pixels (x 127.5 = ~6.4 levels), less where 8-bit clipping bites
+    assert 4.0 < float(np.std(a - clean)) < 6.6
+    with pytest.raises(ValueError, match=">= 0"):
+        vae_roundtrip_generate(vae, -0.1)
+
+
 def test_vae_ceiling_cli_runs_the_suite_through_the_models_vae(tmp_path, tiny_2b_folder) -> None:
     from cinegen.world.cli import main
 
@@ -183,6 +206,11 @@ def test_vae_ceiling_cli_runs_the_suite_through_the_models_vae(tmp_path, tiny_2b
     assert main(args) == 0
     data = json.loads((out / "results.json").read_text())
     assert data["videos"] == 2 and "through the VAE" in data["model"]
+    noisy = tmp_path / "noisy"
+    assert main([*args[:-1], str(noisy), "--latent-noise", "0.5"]) == 0
+    assert "with latent noise 0.5" in json.loads((noisy / "results.json").read_text())["model"]
+    assert main([*args[:4], "--latent-noise", "0.5"]) == 2  # only with --vae-ceiling
+    assert main([*args, "--latent-noise", "-1"]) == 2
 
 
 def test_from_truth_cli_denoises_the_ground_truth(tmp_path, tiny_2b_folder, capsys) -> None:

@@ -210,19 +210,31 @@ def oracle_generate(prompt: str, num_frames: int, height: int, width: int, seed:
     return render_clip(spec)
 
 
-def vae_roundtrip_generate(vae: Any) -> GenerateFn:
+def vae_roundtrip_generate(vae: Any, latent_noise: float = 0.0) -> GenerateFn:
     """A `generate_fn` that passes the oracle's render through `vae` (encode to the posterior mean, decode,
     8-bit). ShapesBench on it is the ceiling of any transformer over that VAE: what survives the latent
-    space. `vae` is a `cinegen.models.vae` autoencoder (encode/decode on (B, 3, F, H, W) in [-1, 1])."""
+    space. `vae` is a `cinegen.models.vae` autoencoder (encode/decode on (B, 3, F, H, W) in [-1, 1]).
+
+    `latent_noise` = s > 0 adds Gaussian noise of std s *in the transformer's latent units* (after
+    `vae.scale`, unit variance) before decoding, seeded by the prompt's seed: how robust the decoder is to
+    the small errors every denoiser leaves (a smooth latent space keeps a slightly-off square a square)."""
     import torch
 
     from cinegen.video import Video, frames_to_tensor
+
+    if latent_noise < 0:
+        raise ValueError(f"latent_noise must be >= 0, got {latent_noise}")
 
     def generate(prompt: str, num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
         frames = oracle_generate(prompt, num_frames, height, width, seed)  # (F, H, W, 3) uint8
         x = frames_to_tensor(frames)[None].to(vae.device)  # (1, 3, F, H, W)
         with torch.no_grad():
-            y = vae.decode(vae.encode(x))  # (1, 3, F, H, W)
+            z = vae.encode(x)  # (1, C_lat, T, h, w), unscaled
+            if latent_noise > 0:
+                g = torch.Generator().manual_seed(seed)
+                eps = torch.randn(z.shape, generator=g).to(z)  # (1, C_lat, T, h, w)
+                z = vae.unscale(vae.scale(z) + latent_noise * eps)
+            y = vae.decode(z)  # (1, 3, F, H, W)
         return Video.from_tensor(y).frames
 
     return generate

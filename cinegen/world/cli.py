@@ -5,6 +5,7 @@ Usage::
     cinegen eval shapes --model PATH [--limit N] [--out DIR] [--steps N] [--prompt-style dense|short]
     cinegen eval shapes --oracle            # the analyzer on ground-truth renders (validation, no model)
     cinegen eval shapes --model PATH --vae-ceiling   # ground truth through the model's VAE (the ceiling)
+    cinegen eval shapes --model PATH --vae-ceiling --latent-noise 0.1   # ... with noisy latents (robustness)
     cinegen eval shapes --model PATH --from-truth 0.4  # ground truth noised to 40 % of the schedule, denoised
     cinegen eval probe --model PATH [--n N] [--out FILE]   # does the model read its caption / object words?
     cinegen eval denoise --model A --model B [--label a --label b] [--out DIR]  # paired one-step x0 error per t
@@ -32,6 +33,12 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
 
     modes = [m for m, on in (("--oracle", args.oracle), ("--vae-ceiling", args.vae_ceiling)) if on]
     modes += ["--from-truth"] if args.from_truth is not None else []
+    if args.latent_noise and not args.vae_ceiling:
+        print("error: --latent-noise applies to --vae-ceiling only", file=sys.stderr)
+        return 2
+    if args.latent_noise < 0:
+        print(f"error: --latent-noise must be >= 0, got {args.latent_noise}", file=sys.stderr)
+        return 2
     if len(modes) > 1:
         print(f"error: {' and '.join(modes)} exclude each other", file=sys.stderr)
         return 2
@@ -59,7 +66,10 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
             if v is not None
         }
         if args.vae_ceiling:
-            generate, model_name = vae_roundtrip_generate(pipe.vae), f"ground truth through the VAE of {args.model}"
+            generate = vae_roundtrip_generate(pipe.vae, args.latent_noise)
+            model_name = f"ground truth through the VAE of {args.model}"
+            if args.latent_noise:
+                model_name += f" with latent noise {args.latent_noise}"
         else:
             generate = pipeline_generate(pipe, args.from_truth, **kw)
             if args.from_truth is not None:
@@ -105,6 +115,14 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         "--vae-ceiling",
         action="store_true",
         help="score ground-truth renders passed through the model's VAE (the best any transformer over it can do)",
+    )
+    p.add_argument(
+        "--latent-noise",
+        type=float,
+        default=0.0,
+        metavar="STD",
+        help="with --vae-ceiling: add Gaussian noise of this std (transformer latent units) before decoding: "
+        "how robust the decoder is to a denoiser's small errors",
     )
     p.add_argument(
         "--from-truth",
