@@ -238,3 +238,42 @@ def test_transformer_init_warm_starts_weights_under_the_config_schedule(tiny_2b_
     )
     with pytest.raises(Exception, match="missing|unexpected"):
         load_components(wrong)
+
+
+def test_dit_init_starts_every_block_as_the_identity_and_predicts_zero(tiny_2b_folder: Path) -> None:
+    """`model.init=dit` (adaLN-Zero): zero modulation and output layers, so each block returns its input and the
+    untrained model predicts 0; Xavier weights elsewhere; same keys as the default init. It only applies to a
+    from-scratch transformer: with `model.transformer_init` (or `model.path`) it is refused."""
+    from cinegen.models.transformer import init_dit_weights
+
+    scratch = [
+        "model.transformer_preset=tiny-cogvideox-2b",
+        f"model.vae_path={tiny_2b_folder}",
+        f"model.text_encoder_path={tiny_2b_folder}",
+    ]
+    base = BASE
+    default = load_components(load_config(TrainConfig, None, [*scratch, *base])).transformer
+    comps = load_components(load_config(TrainConfig, None, [*scratch, "model.init=dit", *base]))
+    model = comps.transformer
+    assert model.state_dict().keys() == default.state_dict().keys()
+    blocks = model.transformer_blocks
+    for lin in [b.norm1.linear for b in blocks] + [b.norm2.linear for b in blocks] + [model.proj_out]:
+        assert not lin.weight.any() and not lin.bias.any()
+    assert default.transformer_blocks[0].norm1.linear.weight.abs().max() > 0.01  # PyTorch's default is not zero
+    q = blocks[0].attn1.to_q.weight  # Xavier-uniform bound sqrt(6 / (fan_in + fan_out))
+    assert q.abs().max() <= (6 / sum(q.shape)) ** 0.5 and not blocks[0].attn1.to_q.bias.any()
+
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, cfg.in_channels, 8, 8, generator=g)  # (B, T, C, H, W)
+    text = torch.randn(1, 5, cfg.text_embed_dim, generator=g)  # (B, L, D_text)
+    with torch.no_grad():
+        assert not model(x, text, torch.tensor([500])).any()
+        h = torch.randn(1, 5 + 2 * 4 * 4, cfg.inner_dim, generator=g)  # (B, Lt + Lv, D)
+        temb = torch.randn(1, cfg.time_embed_dim, generator=g)
+        torch.testing.assert_close(blocks[0](h.clone(), 5, temb, None), h, rtol=0, atol=0)
+    assert init_dit_weights(default) is default and not default.proj_out.weight.any()
+
+    warm = [*scratch, "model.init=dit", f"model.transformer_init={tiny_2b_folder}", *base]
+    with pytest.raises(ValueError, match="from-scratch"):
+        load_components(load_config(TrainConfig, None, warm))

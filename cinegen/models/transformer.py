@@ -40,7 +40,7 @@ from cinegen.models.layers import (
     timestep_embedding,
 )
 
-__all__ = ["TransformerConfig", "CogVideoXTransformer", "count_flops"]
+__all__ = ["TransformerConfig", "CogVideoXTransformer", "count_flops", "init_dit_weights"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
@@ -601,3 +601,40 @@ def count_flops(config: TransformerConfig, T: int, H: int, W: int, L: int, cfg: 
     if c.ofs_embed_dim:
         per_sample += 2 * 2 * c.ofs_embed_dim * c.ofs_embed_dim
     return (2 if cfg else 1) * (blocks + embed + head + per_sample)
+
+
+# ------------------------------------------------------------------------------------------ from-scratch init
+
+
+def init_dit_weights(model: CogVideoXTransformer) -> CogVideoXTransformer:
+    """DiT's initialisation for training from scratch (Peebles & Xie 2023, "adaLN-Zero"), in place:
+
+    - every Linear (and the patch projection, as a flattened Linear): Xavier-uniform weights, zero biases;
+    - the timestep MLP: normal(0, 0.02) weights;
+    - every block's modulation (`norm1`/`norm2` `.linear`: shift, scale, gate for text and video): zero, so
+      each block starts as the identity (gate 0) and the first LayerNorm scale is 1 + 0;
+    - the output modulation and the output projection: zero, so the untrained model predicts 0.
+
+    PyTorch's default (Kaiming-uniform) init, which the reference classes also leave in place, starts every
+    residual branch with a random gate of order 0.5. Only the initial values change: the architecture, the
+    state-dict keys and the diffusers layout stay the same. Returns `model`.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    proj = model.patch_embed.proj
+    if isinstance(proj, nn.Conv2d):  # (D, C, p, p) initialised as the Linear it is: xavier on (D, C*p*p)
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        if proj.bias is not None:
+            nn.init.zeros_(proj.bias)
+    for mlp in (model.time_embedding, model.ofs_embedding):
+        if mlp is not None:
+            nn.init.normal_(mlp.linear_1.weight, std=0.02)
+            nn.init.normal_(mlp.linear_2.weight, std=0.02)
+    zero = [b.norm1.linear for b in model.transformer_blocks] + [b.norm2.linear for b in model.transformer_blocks]
+    for lin in [*zero, model.norm_out.linear, model.proj_out]:
+        nn.init.zeros_(lin.weight)
+        nn.init.zeros_(lin.bias)
+    return model

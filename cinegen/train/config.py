@@ -40,6 +40,9 @@ class ModelConfig:
     # this model folder's `transformer/` (strict). Unlike `path`, the run keeps its own objective and noise
     # schedule (e.g. continue a model under a new SNR shift) and is exported as a from-scratch model.
     transformer_init: str | None = None
+    # Initial values of a from-scratch transformer (no `path`, no `transformer_init`): "default" keeps the
+    # modules' own (PyTorch) init, "dit" is DiT's adaLN-Zero (`cinegen.models.transformer.init_dit_weights`).
+    init: Literal["default", "dit"] = "default"
     # dtype of the frozen parts (VAE, text encoder) while precomputing; the trained weights stay fp32.
     frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 

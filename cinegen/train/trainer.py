@@ -118,20 +118,25 @@ def load_components(cfg: TrainConfig) -> Components:
     from cinegen.models.io import load_model_folder
     from cinegen.models.presets import get_preset
     from cinegen.models.text import TextEncoder, load_t5, load_tokenizer
-    from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig
+    from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig, init_dit_weights
 
     m = cfg.model
+    scratch = m.transformer_preset is not None or bool(m.transformer)
+    if m.init != "default" and (not scratch or m.transformer_init is not None):
+        raise ValueError("model.init sets the initial values of a from-scratch transformer; this run loads them")
     bundle = None
     if m.path is not None:
         bundle = load_model_folder(
             m.path, device="cpu", dtype=torch.float32, load_text_encoder=m.text_encoder_path is None
         )
-    if m.transformer_preset is not None or m.transformer:
+    if scratch:
         base = get_preset(m.transformer_preset).transformer.to_dict() if m.transformer_preset else {}
         t_cfg = TransformerConfig.from_dict({**base, **m.transformer})
         transformer: nn.Module = CogVideoXTransformer(t_cfg)
         if m.transformer_init is not None:
             init_transformer(transformer, Path(m.transformer_init))
+        elif m.init == "dit":
+            init_dit_weights(transformer)
     elif bundle is not None:
         transformer = bundle.transformer
     else:
