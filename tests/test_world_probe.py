@@ -98,6 +98,11 @@ def test_probe_cli_writes_json_and_prints_the_gains(tiny_2b_folder: Path, tmp_pa
     assert main(["eval", "probe", "--model", str(tiny_2b_folder), "--n", "1", "--history", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["attribute_use_history"]["history"] == 1 and "history/pure_noise/color" in capsys.readouterr().out
+    args = ["eval", "probe", "--model", str(tiny_2b_folder), "--n", "1", "--out", str(out)]
+    assert main([*args, "--snrs", "0.3,3"]) == 0
+    assert set(json.loads(out.read_text())["attribute_use"]["t"]) == {"pure_noise", "snr_0.3", "snr_3.0"}
+    assert main([*args, "--snrs", "0.3,x"]) == 2 and "comma-separated" in capsys.readouterr().err
+    assert main([*args, "--snrs", "0"]) == 2 and "positive" in capsys.readouterr().err
 
 
 def test_bag_distance_ignores_order_and_sees_new_words() -> None:

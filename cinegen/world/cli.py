@@ -167,6 +167,12 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--out", default=None, help="write the full result as JSON here")
     p.add_argument(
+        "--snrs",
+        default="0.003,0.03",
+        help="signal-to-noise ratios ᾱ/(1-ᾱ) of the object-word probe besides pure noise (default 0.003,0.03; "
+        "shapes are drawn later, e.g. 0.3,3)",
+    )
+    p.add_argument(
         "--history",
         type=int,
         default=0,
@@ -270,15 +276,25 @@ def _cmd_eval_probe(args: argparse.Namespace) -> int:
     from cinegen.pipeline import load_pipeline
     from cinegen.world import probe
 
+    try:
+        snrs = tuple(float(v) for v in args.snrs.split(","))
+    except ValueError:
+        print(f"error: --snrs must be comma-separated numbers, got {args.snrs!r}", file=sys.stderr)
+        return 2
+    if any(not v > 0 for v in snrs):
+        print(f"error: --snrs must be positive, got {args.snrs!r}", file=sys.stderr)
+        return 2
     pipe = load_pipeline(args.model, device=args.device, dtype=torch.float32)
     try:
         result = {
             "model": str(args.model),
             "caption_use": probe.caption_use(pipe, n=args.n, seed=args.seed),
-            "attribute_use": probe.attribute_use(pipe, n=args.n, seed=args.seed),
+            "attribute_use": probe.attribute_use(pipe, n=args.n, seed=args.seed, snrs=snrs),
         }
         if args.history:  # continuation: the first latent frames given clean
-            result["attribute_use_history"] = probe.attribute_use(pipe, n=args.n, seed=args.seed, history=args.history)
+            result["attribute_use_history"] = probe.attribute_use(
+                pipe, n=args.n, seed=args.seed, snrs=snrs, history=args.history
+            )
     except ValueError as e:  # a flow-matching model
         print(f"error: {e}", file=sys.stderr)
         return 2
