@@ -6,6 +6,7 @@ CLI by `register_cli`).
     cinegen plot RUN_DIR [-o loss.png]
     cinegen export-checkpoint RUN_DIR [--step N] [-o DIR] [--no-ema]
     cinegen grow-transformer SRC OUT [--no-widen] [--add-blocks N] [--noise 0.01] [--seed 0]
+    cinegen normalize-vae SRC OUT --manifest M [--n 64]   # unit-RMS latent channels, folded into the VAE
 
 Multi-process: `torchrun --nproc_per_node N -m cinegen.train.cli train CONFIG.yaml parallel.strategy=ddp`.
 """
@@ -119,6 +120,24 @@ def _cmd_grow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_normalize_vae(args: argparse.Namespace) -> int:
+    from cinegen.models.latent_norm import normalize_vae_folder
+    from cinegen.train.progress import CountBar
+
+    bar = CountBar("latents", unit="item")
+    try:
+        folder, stats = normalize_vae_folder(args.src, args.out, args.manifest, n=args.n, progress=bar)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rms = stats["rms_before"]
+    print(
+        f"{folder}: {len(rms)} channels folded to unit RMS (measured on {stats['items']} items: RMS "
+        f"{min(rms):.3f}-{max(rms):.3f}); cached latents of the old VAE do not apply to it"
+    )
+    return 0
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train the transformer (LoRA, full fine-tune, from scratch)")
     _add_run_args(p)
@@ -150,6 +169,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--noise", type=float, default=0.01, help="symmetry-breaking noise, relative to each tensor's std")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_grow)
+    p = subparsers.add_parser(
+        "normalize-vae",
+        help="rescale each latent channel to unit RMS inside the VAE's weights (exact; decoded videos unchanged)",
+    )
+    p.add_argument("src", help="model folder or VAE folder")
+    p.add_argument("out", help="output folder (gets out/vae/)")
+    p.add_argument("--manifest", required=True, help="clips/images to measure the latent RMS on")
+    p.add_argument("--n", type=int, default=64, help="items of the manifest to measure (default 64)")
+    p.set_defaults(func=_cmd_normalize_vae)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

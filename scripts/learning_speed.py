@@ -1,0 +1,137 @@
+"""How fast does a from-scratch Shapes transformer learn? A small paired bench for training-recipe ideas.
+
+    .venv/bin/python scripts/learning_speed.py --arm default --out runs/speed/default.json
+    .venv/bin/python scripts/learning_speed.py --arm scale --out runs/speed/scale.json   # one core each, side by side
+
+The model folder's VAE and text encoder (default: round 5, `runs/shapes-dit-parse/model`) encode `--clips` fresh
+Shapes-world clips (square, 17 frames; seed 0) for training and 64 (seed 777, held-out compositions allowed) for
+evaluation, once, into `--cache`. A transformer of the folder's architecture is then trained from scratch on them
+(plain PyTorch loop: v-prediction, the folder's noise schedule, stratified timesteps, caption dropout 0.1, AdamW,
+bf16 autocast), and every `--every` steps the x̂0 MSE on the evaluation clips is measured at fixed noise levels
+(ᾱ = 0 ... 0.91, the same noise for every arm) *in the folder's latent units*, so arms that rescale the latent
+compare directly. Arms (one difference each from `default`):
+
+- `scale`: every latent channel divided by its RMS over the training clips (what `cinegen normalize-vae` folds
+  into a VAE); `whiten`: mean and std per channel (not foldable exactly: the decoder zero-pads);
+- `dit-init`: DiT's adaLN-Zero initialisation (`model.init=dit`); `sincos`: 3D sin-cos positions instead of RoPE.
+
+Every arm starts from the same seed, draws the same batches, timesteps and noise. The JSON log is rewritten at
+each evaluation, so a cut loses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+ARMS = ("default", "scale", "whiten", "dit-init", "sincos")
+LEVELS = (0.0, 0.06, 0.22, 0.45, 0.66, 0.91)  # ᾱ of the evaluation (nearest timestep of the schedule)
+
+
+def encode_clips(pipe, seed: int, n: int, held_out: bool) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    """Scaled latents (n, T, C, h, w) bf16 and caption embeddings (n, L, D) of n square 17-frame world clips."""
+    from cinegen.world.captions import dense_caption
+    from cinegen.world.dataset import clip_spec
+    from cinegen.world.probe import _clip_latents
+    from cinegen.world.render import render_clip
+
+    xs, es = [], []
+    with torch.no_grad():
+        for i in range(n):
+            spec, _ = clip_spec(seed, i, aspects=["square"], frame_counts=[17], include_held_out=held_out)
+            xs.append(_clip_latents(pipe, render_clip(spec)).to(torch.bfloat16))
+            es.append(pipe.encode_prompts(dense_caption(spec.truth()), "", False).float())
+    return {"X": torch.cat(xs), "E": torch.cat(es)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arm", choices=ARMS, default="default")
+    ap.add_argument("--model", default="runs/shapes-dit-parse/model")
+    ap.add_argument("--clips", type=int, default=400)
+    ap.add_argument("--cache", default="runs/speed/clips.pt")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--every", type=int, default=250)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    from cinegen.models.transformer import init_dit_weights
+    from cinegen.pipeline import load_pipeline
+    from cinegen.sampling.schedules import alphas_cumprod
+
+    pipe = load_pipeline(args.model)
+    cache = Path(args.cache)
+    if not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        data = {"train": encode_clips(pipe, 0, args.clips, False), "eval": encode_clips(pipe, 777, 64, True)}
+        torch.save(data, cache)
+    data = torch.load(cache)
+    X, E = data["train"]["X"].float(), data["train"]["E"]  # (N, T, C, h, w), (N, L, D)
+    XV, EV = data["eval"]["X"].float(), data["eval"]["E"]
+    C = X.shape[2]
+    mean, std = torch.zeros(1, 1, C, 1, 1), torch.ones(1, 1, C, 1, 1)
+    if args.arm == "scale":
+        std = X.pow(2).mean(dim=(0, 1, 3, 4), keepdim=True).sqrt()
+    elif args.arm == "whiten":
+        mean, std = X.mean(dim=(0, 1, 3, 4), keepdim=True), X.std(dim=(0, 1, 3, 4), keepdim=True)
+    X, XV = (X - mean) / std, (XV - mean) / std
+
+    torch.manual_seed(0)
+    cfg = pipe.transformer.config
+    if args.arm == "sincos":
+        cfg = dataclasses.replace(cfg, use_rotary_positional_embeddings=False)
+    model = type(pipe.transformer)(cfg).float().train()
+    if args.arm == "dit-init":
+        init_dit_weights(model)
+    ac = alphas_cumprod(pipe.scheduler).float()  # (1000,)
+    levels = {a: int((ac - a).abs().argmin()) for a in LEVELS}
+    eval_noise = torch.randn(XV.shape, generator=torch.Generator().manual_seed(123))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    g = torch.Generator().manual_seed(1)  # batches, timesteps, noise: the same draws for every arm
+    B, log, t0 = args.batch, [], time.time()
+    for step in range(args.steps + 1):
+        if step % args.every == 0 or step == args.steps:
+            model.eval()
+            res = {}
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                for a_bar, t in levels.items():
+                    a = ac[t]
+                    err = []
+                    for i in range(0, len(XV), 8):
+                        x0 = XV[i : i + 8]
+                        xt = a.sqrt() * x0 + (1 - a).sqrt() * eval_noise[i : i + 8]
+                        v = model(xt, EV[i : i + 8], torch.full((len(x0),), t)).float()
+                        err.append((((a.sqrt() * xt - (1 - a).sqrt() * v - x0) * std) ** 2).flatten(1).mean(1))
+                    res[str(a_bar)] = round(float(torch.cat(err).mean()), 5)
+            model.train()
+            log.append({"step": step, "x0_mse": res, "seconds": round(time.time() - t0)})
+            print(json.dumps(log[-1]), flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"arm": args.arm, "levels": levels, "log": log}, indent=1) + "\n")
+        if step == args.steps:
+            break
+        idx = torch.randint(0, len(X), (B,), generator=g)
+        x0, text = X[idx], E[idx].clone()
+        t = torch.arange(B) * (1000 // B) + torch.randint(0, 1000 // B, (B,), generator=g)  # stratified
+        a = ac[t].view(B, 1, 1, 1, 1)
+        noise = torch.randn(x0.shape, generator=g)
+        text[torch.rand(B, generator=g) < 0.1] = 0.0  # caption dropout
+        xt, target = a.sqrt() * x0 + (1 - a).sqrt() * noise, a.sqrt() * noise - (1 - a).sqrt() * x0
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            v = model(xt, text, t)
+        loss = ((v.float() - target) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+
+if __name__ == "__main__":
+    main()
