@@ -67,12 +67,14 @@ def main() -> None:
     from cinegen.sampling.schedules import alphas_cumprod
 
     pipe = load_pipeline(args.model)
-    cache = Path(args.cache)
+    cache, meta = Path(args.cache), {"model": str(Path(args.model).resolve()), "clips": args.clips}
     if not cache.is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)
         data = {"train": encode_clips(pipe, 0, args.clips, False), "eval": encode_clips(pipe, 777, 64, True)}
-        torch.save(data, cache)
+        torch.save({**data, "meta": meta}, cache)
     data = torch.load(cache)
+    if data.get("meta") != meta:
+        raise SystemExit(f"{cache} holds {data.get('meta')}, not {meta}: pass another --cache")
     X, E = data["train"]["X"].float(), data["train"]["E"]  # (N, T, C, h, w), (N, L, D)
     XV, EV = data["eval"]["X"].float(), data["eval"]["E"]
     C = X.shape[2]
