@@ -299,6 +299,8 @@ class Pipeline:
             raise RequestError(f"strength must be in (0, 1], got {r.strength}")
         if r.spacing not in ("scheduler", "log_snr"):
             raise RequestError(f"unknown spacing {r.spacing!r}: choose scheduler or log_snr")
+        if flow and r.spacing == "log_snr":
+            raise RequestError("spacing 'log_snr' is for ddim/dpm; this flow model samples on its flow schedule")
         if self._text is None:
             raise RequestError("this pipeline was loaded without a text encoder")
         return r

@@ -240,3 +240,14 @@ def test_latent_size_follows_the_vae_compression(tmp_path: Path) -> None:
     assert pipe.generate(prompt="a red circle", seed=0).frames.shape == (9, 24, 40, 3)
     with pytest.raises(RequestError, match="multiple of 8"):
         pipe.resolve(cinegen.GenerateRequest(prompt="x", height=28))
+
+
+def test_log_snr_spacing_is_refused_for_a_flow_model(tiny_2b_folder: Path) -> None:
+    """Flow models sample on their flow schedule: a timestep spacing for ddim/dpm is an error, not ignored."""
+    from cinegen.models.presets import flow_scheduler
+
+    pipe = cinegen.load_pipeline(tiny_2b_folder, device="cpu", dtype=torch.float32)
+    pipe.scheduler = flow_scheduler()
+    assert pipe.generate(prompt="a blue star", seed=1, steps=2).frames.shape[0] == 9  # euler by default
+    with pytest.raises(RequestError, match="flow model samples on its flow schedule"):
+        pipe.generate(prompt="a blue star", seed=1, steps=2, spacing="log_snr")
