@@ -13,7 +13,10 @@ compare directly. Arms (one difference each from `default`):
 
 - `scale`: every latent channel divided by its RMS over the training clips (what `cinegen normalize-vae` folds
   into a VAE); `whiten`: mean and std per channel (not foldable exactly: the decoder zero-pads);
-- `dit-init`: DiT's adaLN-Zero initialisation (`model.init=dit`); `sincos`: 3D sin-cos positions instead of RoPE.
+- `dit-init`: DiT's adaLN-Zero initialisation (`model.init=dit`); `sincos`: 3D sin-cos positions instead of RoPE;
+- `stills-first`: the first `--stills-steps` steps train on stills, the first latent frame of each clip (the causal
+  VAE encodes frame 0 alone, so it is exactly that frame's image latent), T stills per clip of the batch (the
+  same number of video tokens per step), then clips as the other arms.
 
 Every arm starts from the same seed, draws the same batches, timesteps and noise. The JSON log is rewritten at
 each evaluation, so a cut loses nothing.
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-ARMS = ("default", "scale", "whiten", "dit-init", "sincos")
+ARMS = ("default", "scale", "whiten", "dit-init", "sincos", "stills-first")
 LEVELS = (0.0, 0.06, 0.22, 0.45, 0.66, 0.91)  # ᾱ of the evaluation (nearest timestep of the schedule)
 
 
@@ -59,6 +62,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--stills-steps", type=int, default=500, help="stills-first: steps on stills before clips")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -119,12 +123,13 @@ def main() -> None:
             Path(args.out).write_text(json.dumps({"arm": args.arm, "levels": levels, "log": log}, indent=1) + "\n")
         if step == args.steps:
             break
-        idx = torch.randint(0, len(X), (B,), generator=g)
-        x0, text = X[idx], E[idx].clone()
-        t = torch.arange(B) * (1000 // B) + torch.randint(0, 1000 // B, (B,), generator=g)  # stratified
-        a = ac[t].view(B, 1, 1, 1, 1)
+        n = B * X.shape[1] if args.arm == "stills-first" and step < args.stills_steps else B
+        idx = torch.randint(0, len(X), (n,), generator=g)
+        x0, text = (X[idx, :1] if n != B else X[idx]), E[idx].clone()  # (n, T or 1, C, h, w)
+        t = torch.arange(n) * 1000 // n + torch.randint(0, max(1, 1000 // n), (n,), generator=g)  # stratified
+        a = ac[t].view(n, 1, 1, 1, 1)
         noise = torch.randn(x0.shape, generator=g)
-        text[torch.rand(B, generator=g) < 0.1] = 0.0  # caption dropout
+        text[torch.rand(n, generator=g) < 0.1] = 0.0  # caption dropout
         xt, target = a.sqrt() * x0 + (1 - a).sqrt() * noise, a.sqrt() * noise - (1 - a).sqrt() * x0
         with torch.autocast("cpu", dtype=torch.bfloat16):
             v = model(xt, text, t)
