@@ -71,9 +71,9 @@ def test_attribute_probe_with_clean_history_frames(tiny_2b_folder: Path, monkeyp
     seen: list[torch.Tensor] = []
     real = probe._x0_hat
 
-    def spy(pipe_, x_t, caption, t, a):  # type: ignore[no-untyped-def]
+    def spy(pipe_, x_t, text, t, a):  # type: ignore[no-untyped-def]
         seen.append(x_t.clone())
-        return real(pipe_, x_t, caption, t, a)
+        return real(pipe_, x_t, text, t, a)
 
     monkeypatch.setattr(probe, "_x0_hat", spy)
     attr = probe.attribute_use(pipe, n=1, snrs=(0.01,), history=1)

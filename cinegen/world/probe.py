@@ -81,12 +81,16 @@ def _clip_latents(pipe: Pipeline, frames: np.ndarray) -> Tensor:
     return pipe.vae.scale(pipe.vae.encode(x)).permute(0, 2, 1, 3, 4).float()  # (1, T, C, h, w)
 
 
-def _x0_hat(pipe: Pipeline, x_t: Tensor, caption: str, t: int, a: float) -> Tensor:
-    """The transformer's x0 estimate (v-prediction) for noisy latents x_t (1, T, C, h, w) at timestep t."""
-    dtype = pipe.dtype
-    text = pipe.encode_prompts(caption, "", False).to(dtype)  # (1, L, D)
+def _text(pipe: Pipeline, caption: str) -> Tensor:
+    """The caption's embeddings (1, L, D) in the transformer's dtype: encode once per clip, reuse per level."""
+    return pipe.encode_prompts(caption, "", False).to(pipe.dtype)
+
+
+def _x0_hat(pipe: Pipeline, x_t: Tensor, text: Tensor, t: int, a: float) -> Tensor:
+    """The transformer's x0 estimate (v-prediction) for noisy latents x_t (1, T, C, h, w) at timestep t, given
+    caption embeddings `text` (1, L, D) from `_text`."""
     step = torch.tensor([t], device=pipe.device)
-    v = pipe.transformer(x_t.to(dtype), text, step).float()
+    v = pipe.transformer(x_t.to(pipe.dtype), text, step).float()
     return a**0.5 * x_t - (1 - a) ** 0.5 * v
 
 
@@ -119,9 +123,10 @@ def caption_use(pipe: Pipeline, n: int = 12, seed: int = 777, snrs: tuple[float,
     levels = _levels(pipe, snrs)
     err: dict[str, list[float]] = {f"{lv}/{c}": [] for lv in levels for c in ("caption", "empty")}
     for spec, _, x0, noised in _noised_clips(pipe, n, seed, levels):
+        texts = {"caption": _text(pipe, dense_caption(spec.truth())), "empty": _text(pipe, "")}
         for name, t, a, x_t in noised:
-            for cap_name, cap in (("caption", dense_caption(spec.truth())), ("empty", "")):
-                err[f"{name}/{cap_name}"].append(float(((_x0_hat(pipe, x_t, cap, t, a) - x0) ** 2).mean()))
+            for cap_name, text in texts.items():
+                err[f"{name}/{cap_name}"].append(float(((_x0_hat(pipe, x_t, text, t, a) - x0) ** 2).mean()))
     mean = {k: round(float(np.mean(v)), 4) for k, v in err.items()}
     gain = {lv: round(1 - mean[f"{lv}/caption"] / mean[f"{lv}/empty"], 4) for lv in levels}
     return {"clips": n, "seed": seed, "t": {k: t for k, (t, _) in levels.items()}, "x0_mse": mean, "gain": gain}
@@ -157,13 +162,14 @@ def attribute_use(
             swapped = swap_attribute(spec, attr)
             if swapped is not None:
                 captions[attr] = dense_caption(swapped.truth())
+        texts = {c: _text(pipe, cap) for c, cap in captions.items()}  # (1, L, D) each, once per clip
         if history >= x0.shape[1]:
             raise ValueError(f"history {history} leaves none of the clip's {x0.shape[1]} latent frames to score")
         for m in cells.values():
             m[:history] = False  # given frames are not scored
         for name, t, a, x_t in noised:
             x_t = torch.cat([x0[:, :history], x_t[:, history:]], dim=1)  # (1, T, C, h, w): the history is clean
-            sq = {c: (_x0_hat(pipe, x_t, cap, t, a) - x0) ** 2 for c, cap in captions.items()}  # (1, T, C, h, w)
+            sq = {c: (_x0_hat(pipe, x_t, text, t, a) - x0) ** 2 for c, text in texts.items()}  # (1, T, C, h, w)
             for attr in (c for c in captions if c != "true"):
                 m = cells["background" if attr == "background" else "object"]
                 if not m.any():  # e.g. the object is hidden in every frame
@@ -209,9 +215,9 @@ def denoise_profile(
     for spec, frames, x0, noised in _noised_clips(pipe, n, seed, levels):
         cells = _footprint(pipe, frames, spec, "color").to(x0.device)  # (T, 1, h, w)
         ref = pipe.decode(x0.to(pipe.dtype)).float() if pixels else None  # (1, 3, F, H, W)
-        caption = dense_caption(spec.truth())
+        text = _text(pipe, dense_caption(spec.truth()))  # (1, L, D)
         for name, t, a, x_t in noised:
-            x0_hat = _x0_hat(pipe, x_t, caption, t, a)  # (1, T, C, h, w)
+            x0_hat = _x0_hat(pipe, x_t, text, t, a)  # (1, T, C, h, w)
             sq = (x0_hat - x0) ** 2
             err["x0_mse"][name].append(float(sq.mean()))
             if cells.any():
