@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/learning_speed.py --arm default --out runs/speed/default.json
     .venv/bin/python scripts/learning_speed.py --arm scale --out runs/speed/scale.json   # one core each, side by side
+    .venv/bin/python scripts/learning_speed.py --compare runs/speed/default.json runs/speed/scale.json
 
 The model folder's VAE and text encoder (default: round 5, `runs/shapes-dit-parse/model`) encode `--clips` fresh
 Shapes-world clips (square, 17 frames; seed 0) for training and 64 (seed 777, held-out compositions allowed) for
@@ -52,8 +53,29 @@ def encode_clips(pipe, seed: int, n: int, held_out: bool) -> dict[str, torch.Ten
     return {"X": torch.cat(xs), "E": torch.cat(es)}
 
 
+def compare(paths: list[str]) -> str:
+    """Markdown table of several arms' logs: x̂0 MSE per noise level at each step they share, and each arm's
+    change against the first arm (in %)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    by_step = [{e["step"]: e["x0_mse"] for e in r["log"]} for r in runs]
+    steps = sorted(set.intersection(*(set(b) for b in by_step)))
+    levels = list(by_step[0][steps[0]]) if steps else []
+    rows = ["| step | arm | " + " | ".join(f"ᾱ {lv}" for lv in levels) + " |", "|---:|---|" + "---:|" * len(levels)]
+    for step in steps:
+        base = by_step[0][step]
+        for r, b in zip(runs, by_step, strict=True):
+            cells = [f"{b[step][lv]:.4f}" for lv in levels]
+            if b is not by_step[0]:
+                cells = [
+                    f"{c} ({100 * (b[step][lv] / base[lv] - 1):+.0f} %)" for c, lv in zip(cells, levels, strict=True)
+                ]
+            rows.append(f"| {step} | {r['arm']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", nargs="+", metavar="LOG", help="print the logs of several arms side by side, exit")
     ap.add_argument("--arm", choices=ARMS, default="default")
     ap.add_argument("--model", default="runs/shapes-dit-parse/model")
     ap.add_argument("--clips", type=int, default=400)
@@ -63,8 +85,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--stills-steps", type=int, default=500, help="stills-first: steps on stills before clips")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="JSON log of the run (required unless --compare)")
     args = ap.parse_args()
+    if args.compare:
+        print(compare(args.compare))
+        return
+    if not args.out:
+        ap.error("--out is required")
 
     from cinegen.models.transformer import init_dit_weights
     from cinegen.pipeline import load_pipeline
