@@ -5,12 +5,12 @@
     .venv/bin/python scripts/learning_speed.py --compare runs/speed/default.json runs/speed/scale.json
 
 The model folder's VAE and text encoder (default: round 5, `runs/shapes-dit-parse/model`) encode `--clips` fresh
-Shapes-world clips (square, 17 frames; seed 0) for training and 64 (seed 777, held-out compositions allowed) for
-evaluation, once, into `--cache`. A transformer of the folder's architecture is then trained from scratch on them
-(plain PyTorch loop: v-prediction, the folder's noise schedule, stratified timesteps, caption dropout 0.1, AdamW,
-bf16 autocast), and every `--every` steps the x̂0 MSE on the evaluation clips is measured at fixed noise levels
-(ᾱ = 0 ... 0.91, the same noise for every arm) *in the folder's latent units*, so arms that rescale the latent
-compare directly. Arms (one difference each from `default`):
+Shapes-world clips (square, 17 frames; seed 0) for training and `--eval-clips` 64 (seed 777, held-out compositions
+allowed) for evaluation, once, into `--cache`. A transformer of the folder's architecture is then trained from
+scratch on them (plain PyTorch loop: v-prediction, the folder's noise schedule, stratified timesteps, caption
+dropout 0.1, AdamW, bf16 autocast), and every `--every` steps the x̂0 MSE on the evaluation clips is measured at
+fixed noise levels (ᾱ = 0 ... 0.91, the same noise for every arm) *in the folder's latent units*, so arms that
+rescale the latent compare directly. Arms (one difference each from `default`):
 
 - `scale`: every latent channel divided by its RMS over the training clips (what `cinegen normalize-vae` folds
   into a VAE); `whiten`: mean and std per channel (not foldable exactly: the decoder zero-pads);
@@ -73,12 +73,13 @@ def compare(paths: list[str]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare", nargs="+", metavar="LOG", help="print the logs of several arms side by side, exit")
     ap.add_argument("--arm", choices=ARMS, default="default")
     ap.add_argument("--model", default="runs/shapes-dit-parse/model")
     ap.add_argument("--clips", type=int, default=400)
+    ap.add_argument("--eval-clips", type=int, default=64)
     ap.add_argument("--cache", default="runs/speed/clips.pt")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--every", type=int, default=250)
@@ -86,7 +87,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--stills-steps", type=int, default=500, help="stills-first: steps on stills before clips")
     ap.add_argument("--out", help="JSON log of the run (required unless --compare)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.compare:
         print(compare(args.compare))
         return
@@ -98,10 +99,16 @@ def main() -> None:
     from cinegen.sampling.schedules import alphas_cumprod
 
     pipe = load_pipeline(args.model)
-    cache, meta = Path(args.cache), {"model": str(Path(args.model).resolve()), "clips": args.clips}
+    cache = Path(args.cache)
+    meta = {"model": str(Path(args.model).resolve()), "clips": args.clips}
+    if args.eval_clips != 64:  # the default's caches (made before this option) carry no such key
+        meta["eval_clips"] = args.eval_clips
     if not cache.is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)
-        data = {"train": encode_clips(pipe, 0, args.clips, False), "eval": encode_clips(pipe, 777, 64, True)}
+        data = {
+            "train": encode_clips(pipe, 0, args.clips, False),
+            "eval": encode_clips(pipe, 777, args.eval_clips, True),
+        }
         torch.save({**data, "meta": meta}, cache)
     data = torch.load(cache)
     if data.get("meta") != meta:

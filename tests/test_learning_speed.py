@@ -1,0 +1,41 @@
+"""scripts/learning_speed.py: the paired from-scratch screen runs its arms and compares their logs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "learning_speed.py"
+
+
+def _module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("learning_speed", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_arms_share_their_start_and_the_comparison_table(tiny_2b_folder: Path, tmp_path: Path, capsys) -> None:
+    ls = _module()
+    cache = tmp_path / "clips.pt"
+    base = ["--model", str(tiny_2b_folder), "--clips", "2", "--eval-clips", "2", "--cache", str(cache)]
+    logs = {}
+    for arm in ("default", "scale", "stills-first"):
+        logs[arm] = tmp_path / f"{arm}.json"
+        ls.main([*base, "--arm", arm, "--steps", "2", "--every", "1", "--stills-steps", "1", "--out", str(logs[arm])])
+    runs = {arm: json.loads(p.read_text()) for arm, p in logs.items()}
+    assert [e["step"] for e in runs["default"]["log"]] == [0, 1, 2]
+    # same initial weights: default and stills-first agree before training; scale differs only by the rescale
+    assert runs["default"]["log"][0] == {
+        **runs["stills-first"]["log"][0],
+        "seconds": runs["default"]["log"][0]["seconds"],
+    }
+    assert runs["default"]["log"][2]["x0_mse"] != runs["stills-first"]["log"][2]["x0_mse"]
+    table = ls.compare([str(logs["default"]), str(logs["scale"])])
+    assert table.count("| 2 |") == 2 and "scale" in table and "%)" in table
+    with pytest.raises(SystemExit, match="pass another --cache"):  # the cache belongs to other arguments
+        ls.main([*base[:2], "--clips", "3", "--eval-clips", "2", "--cache", str(cache), "--out", str(tmp_path / "x")])
