@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.out:
         ap.error("--out is required")
 
+    from cinegen.models.latent_norm import channel_rms
     from cinegen.models.transformer import init_dit_weights
     from cinegen.pipeline import load_pipeline
     from cinegen.sampling.schedules import alphas_cumprod
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     C = X.shape[2]
     mean, std = torch.zeros(1, 1, C, 1, 1), torch.ones(1, 1, C, 1, 1)
     if args.arm == "scale":
-        std = X.pow(2).mean(dim=(0, 1, 3, 4), keepdim=True).sqrt()
+        std = channel_rms(X.transpose(1, 2)).view(1, 1, C, 1, 1)  # (N, C, T, h, w) -> (C,)
     elif args.arm == "whiten":
         mean, std = X.mean(dim=(0, 1, 3, 4), keepdim=True), X.std(dim=(0, 1, 3, 4), keepdim=True)
     X, XV = (X - mean) / std, (XV - mean) / std

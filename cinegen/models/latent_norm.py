@@ -80,7 +80,8 @@ def _media_frames(path: Path, kind: str) -> np.ndarray:
     if kind == "image":
         from PIL import Image
 
-        return np.array(Image.open(path).convert("RGB"))[None]
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))[None]
     from cinegen.video import read_video
 
     return read_video(path).frames

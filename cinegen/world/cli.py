@@ -36,9 +36,6 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
     if args.latent_noise and not args.vae_ceiling:
         print("error: --latent-noise applies to --vae-ceiling only", file=sys.stderr)
         return 2
-    if args.latent_noise < 0:
-        print(f"error: --latent-noise must be >= 0, got {args.latent_noise}", file=sys.stderr)
-        return 2
     if len(modes) > 1:
         print(f"error: {' and '.join(modes)} exclude each other", file=sys.stderr)
         return 2
@@ -66,7 +63,11 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
             if v is not None
         }
         if args.vae_ceiling:
-            generate = vae_roundtrip_generate(pipe.vae, args.latent_noise)
+            try:  # a negative --latent-noise is the ValueError of vae_roundtrip_generate
+                generate = vae_roundtrip_generate(pipe.vae, args.latent_noise)
+            except ValueError as e:
+                print(f"error: --latent-noise: {e}", file=sys.stderr)
+                return 2
             model_name = f"ground truth through the VAE of {args.model}"
             if args.latent_noise:
                 model_name += f" with latent noise {args.latent_noise}"
