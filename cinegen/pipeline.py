@@ -97,7 +97,7 @@ class PipelineDefaults:
     spacing: str = "scheduler"  # ddim/dpm timesteps: "scheduler" or "log_snr" (cinegen.sampling.loop.SamplerSpec)
     fps: float = 8.0
     negative_prompt: str = ""
-    prompt_enhancer: str | None = None  # "shapes": the Shapes-world rewriter (cinegen.world.captions)
+    prompt_enhancer: str | None = None  # "shapes" / "shapes-layout": Shapes-world rewriters (cinegen.world.captions)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -219,13 +219,25 @@ class Pipeline:
             out["max_resolution"] = list(self.sample_size())
         return out
 
-    def enhance(self, prompt: str) -> str:
-        """The model's built-in prompt rewriter; falls back to the raw prompt when it cannot parse it."""
-        if self.defaults.prompt_enhancer == "shapes":
+    def enhance(self, prompt: str, request: GenerateRequest | None = None) -> str:
+        """The model's built-in prompt rewriter; falls back to the raw prompt when it cannot parse it.
+
+        "shapes": the Shapes-world rewriter (deterministic defaults); "shapes-layout": the same plus each object's
+        start cell, drawn from the request's seed and clip format when the prompt states none."""
+        style = self.defaults.prompt_enhancer
+        if style in ("shapes", "shapes-layout"):
             from cinegen.world.captions import enhance_prompt
 
+            r = request or GenerateRequest(prompt=prompt)
+            fmt = {
+                "width": int(r.width or self.defaults.width),
+                "height": int(r.height or self.defaults.height),
+                "num_frames": int(r.num_frames or self.defaults.num_frames),
+            }
             try:
-                return enhance_prompt(prompt)
+                if style == "shapes":
+                    return enhance_prompt(prompt)
+                return enhance_prompt(prompt, np.random.default_rng(int(r.seed)), layout=True, **fmt)
             except ValueError as e:
                 log.warning("prompt enhancer could not rewrite %r (%s); using it as it is", prompt, e)
         return prompt
@@ -251,7 +263,7 @@ class Pipeline:
         if r.enhance_prompt is None:
             r.enhance_prompt = d.prompt_enhancer is not None
         if r.enhance_prompt:
-            r = replace(r, raw_prompt=r.prompt, prompt=self.enhance(r.prompt), enhance_prompt=False)
+            r = replace(r, raw_prompt=r.prompt, prompt=self.enhance(r.prompt, r), enhance_prompt=False)
         if r.video is not None and req.num_frames is None:
             r.num_frames = None  # taken from the source video in _prepare_v2v
         elif r.num_frames is None or (r.num_frames - 1) % self.frame_multiple or r.num_frames < 1:

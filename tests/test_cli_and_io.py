@@ -167,6 +167,28 @@ def test_prompt_enhancer_from_model_defaults(tmp_path: Path) -> None:
     assert pipe.resolve(cinegen.GenerateRequest(prompt="a panda playing guitar")).prompt == "a panda playing guitar"
 
 
+def test_layout_prompt_enhancer_draws_cells_from_the_seed(tmp_path: Path) -> None:
+    """`prompt_enhancer: shapes-layout` (models trained on layout captions): each object gets a start cell drawn from
+    the request's seed in the request's clip format; a stated cell is kept."""
+    from cinegen.world.captions import parse_prompt
+    from tests.conftest import TINY_DEFAULTS, make_tiny_folder
+
+    defaults = {**TINY_DEFAULTS, "prompt_enhancer": "shapes-layout"}
+    pipe = cinegen.load_pipeline(make_tiny_folder(tmp_path, "tiny-cogvideox-2b", defaults=defaults), device="cpu")
+    text = "a red circle moves up and a blue square spins on a navy background"
+
+    def enhanced(seed: int, prompt: str = text) -> str:
+        return pipe.resolve(cinegen.GenerateRequest(prompt=prompt, seed=seed, width=128, height=96)).prompt
+
+    prompts = [enhanced(s) for s in range(5)]
+    assert prompts == [enhanced(s) for s in range(5)] and len(set(prompts)) > 1
+    for p in prompts:
+        objs = parse_prompt(p).objects
+        assert [o.motion for o in objs] == ["up", "rotate"] and all(o.position is not None for o in objs)
+    kept = parse_prompt(enhanced(0, "a red circle in the bottom left moves up on a navy background"))
+    assert kept.objects[0].position == "bottom_left"
+
+
 def test_generate_cli_long_video(tiny_2b_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--long: 33 frames from a model whose default clip is 9 frames (overlapping windows)."""
     out = tmp_path / "long.mp4"

@@ -64,9 +64,21 @@ GROWTH_SPLIT = math.sqrt(
     * math.log((V.GROWTH["fast"][1] / V.GROWTH["fast"][0]) ** 2)
 )
 SIZE_SPLIT = math.sqrt(V.SIZES["small"] * V.SIZES["large"])
+POSITION_TOL = 0.03  # how far (fraction of the width / height) a start centroid may lie outside its stated cell
 DYNAMIC_MIN = 0.003  # fraction of pixels that must change (vs frame 0) for a video to count as dynamic
 
-ATTRIBUTES = ("color", "shape", "size", "count", "motion", "speed", "background", "consistency", "dynamic")
+ATTRIBUTES = (
+    "color",
+    "shape",
+    "size",
+    "count",
+    "motion",
+    "speed",
+    "background",
+    "consistency",
+    "dynamic",
+    "position",  # scored only where the prompt states a start cell (layout captions)
+)
 
 _OBJ_NAMES, _OBJ_LAB = V.palette_lab(V.COLORS)
 _BG_NAMES, _BG_LAB = V.palette_lab(V.BACKGROUND_COLORS)
@@ -92,6 +104,8 @@ class ObjectAnalysis:
     area_jitter: float  # std of log area around its linear trend (0 = perfectly stable)
     color_jitter: float  # median per-frame CIELAB distance from the object's median colour
     shape_votes: dict[str, float] = field(default_factory=dict)
+    position: str = "center"  # grid cell (`vocab.POSITIONS`) of the centroid where the object is first seen
+    start: list[float] = field(default_factory=lambda: [0.5, 0.5])  # that centroid (x / W, y / H)
 
 
 @dataclass
@@ -279,7 +293,8 @@ def _rotation(phases: np.ndarray, k: int) -> float:
     return float(np.degrees(d.sum() / k))
 
 
-def _analyze_track(track: list[Any], num_frames: int, s: float) -> ObjectAnalysis:
+def _analyze_track(track: list[Any], num_frames: int, width: int, height: int) -> ObjectAnalysis:
+    s = float(min(width, height))
     u = np.array([c.frame for c in track], dtype=np.float64) / max(num_frames - 1, 1)
     feats = [shape_features(c.mask) for c in track]
     # Shape: vote weighted by area (big frames are the most legible: a shrunken object's last frames count
@@ -338,6 +353,8 @@ def _analyze_track(track: list[Any], num_frames: int, s: float) -> ObjectAnalysi
         area_jitter=round(float(res_a.std()), 4),
         color_jitter=round(color_jitter, 3),
         shape_votes={k: round(v / total, 3) for k, v in votes.items()},
+        position=V.position_cell(track[0].cx / width, track[0].cy / height),
+        start=[round(track[0].cx / width, 4), round(track[0].cy / height, 4)],
     )
 
 
@@ -357,7 +374,7 @@ def analyze_video(frames: np.ndarray) -> VideoAnalysis:
     fg = np.linalg.norm(lab - bg_lab, axis=-1) > FG_DISTANCE  # (F, H, W)
     per_frame = [_components(lab[f], fg[f], f, MIN_AREA * s * s) for f in range(f_count)]
     tracks = [t for t in _link(per_frame, s) if len(t) >= TRACK_MIN_FRACTION * f_count]
-    objects = [_analyze_track(t, f_count, s) for t in tracks]
+    objects = [_analyze_track(t, f_count, w, h) for t in tracks]
     count = len(objects)
     stability = float(np.mean([len(c) == count for c in per_frame]))
     # Dynamic degree from the foreground masks (robust to pixel noise, unlike raw frame differences): the
@@ -382,11 +399,21 @@ def analyze_video(frames: np.ndarray) -> VideoAnalysis:
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-_OBJECT_ATTRS = ("color", "shape", "size", "motion", "speed")
+_OBJECT_ATTRS = ("color", "shape", "size", "motion", "speed", "position")
+
+
+def _matches(attr: str, want: str, det: ObjectAnalysis) -> bool:
+    """Does a detected object have the stated value? A stated start cell counts as met within POSITION_TOL of
+    it (a centroid a pixel across a grid line is still "in the top left")."""
+    if attr != "position":
+        return getattr(det, attr) == want
+    x0, x1, y0, y1 = V.cell_bounds(want)
+    x, y = det.start
+    return x0 - POSITION_TOL <= x <= x1 + POSITION_TOL and y0 - POSITION_TOL <= y <= y1 + POSITION_TOL
 
 
 def _agreement(truth_obj: Any, det: ObjectAnalysis) -> int:
-    return sum(getattr(truth_obj, a) is not None and getattr(truth_obj, a) == getattr(det, a) for a in _OBJECT_ATTRS)
+    return sum(getattr(truth_obj, a) is not None and _matches(a, getattr(truth_obj, a), det) for a in _OBJECT_ATTRS)
 
 
 def match_objects(analysis: VideoAnalysis, truth: SceneTruth) -> list[ObjectAnalysis | None]:
@@ -426,7 +453,7 @@ def score_video(analysis: VideoAnalysis, truth: SceneTruth) -> dict[str, float |
             want = getattr(t, a)
             if want is None or (a == "speed" and not V.has_speed(t.motion or "still")):
                 continue
-            vals.append(float(d is not None and getattr(d, a) == want))
+            vals.append(float(d is not None and _matches(a, want, d)))
         out[a] = float(np.mean(vals)) if vals else None
     out["count"] = float(analysis.count == truth.count)
     out["background"] = float(analysis.background == truth.background) if truth.background else None

@@ -309,7 +309,8 @@ def compare_table(
     ]
     for label, r in zip(labels, results, strict=True):
         s = r["summary"]
-        cells = [f"{_pct(s['held_out'][a], '')} / {_pct(s['seen'][a], '')}" for a in attrs]
+        # .get: results written before an attribute existed (position) show n/a
+        cells = [f"{_pct(s['held_out'].get(a), '')} / {_pct(s['seen'].get(a), '')}" for a in attrs]
         cells += [_pct(r["direction"]["agree"], "")] if direction else []
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     bar = [f">= {100 * HELD_OUT_BAR[a]:.0f} / higher" if a in HELD_OUT_BAR else "" for a in attrs]

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cinegen.world import vocab as V
-from cinegen.world.render import ObjectTruth, SceneTruth, complete_truth
+from cinegen.world.render import ObjectTruth, SceneTruth, complete_truth, layout_truth
 
 __all__ = [
     "dense_caption",
@@ -33,6 +34,7 @@ __all__ = [
     "parse_prompt",
     "enhance_prompt",
     "scene_target",
+    "position_phrase",
 ]
 
 _NUMBER = {1: "one", 2: "two", 3: "three"}
@@ -66,16 +68,18 @@ _DENSE_CAMERA = {
 }
 
 
-def _groups(truth: SceneTruth) -> list[tuple[ObjectTruth, int]]:
-    """Identical objects merged into (object, count), in order of first appearance."""
-    out: list[tuple[ObjectTruth, int]] = []
+def _groups(truth: SceneTruth) -> list[tuple[ObjectTruth, int, list[str]]]:
+    """Objects identical but for their position merged into (object without position, count, stated positions
+    of its members), in order of first appearance."""
+    out: list[tuple[ObjectTruth, int, list[str]]] = []
     for o in truth.objects:
-        for i, (g, n) in enumerate(out):
-            if g == o:
-                out[i] = (g, n + 1)
+        bare = dataclasses.replace(o, position=None)
+        for i, (g, n, where) in enumerate(out):
+            if g == bare:
+                out[i] = (g, n + 1, where + ([o.position] if o.position else []))
                 break
         else:
-            out.append((o, 1))
+            out.append((bare, 1, [o.position] if o.position else []))
     return out
 
 
@@ -93,17 +97,30 @@ def _dense_motion(o: ObjectTruth, plural: bool) -> str:
     return f"{adv} {plur if plural else sing} {tail}"
 
 
+def position_phrase(position: str) -> str:
+    """The caption words of a grid cell: "in the top left", "at the top", "on the left", "in the center"."""
+    row, _, col = position.rpartition("_")
+    if position == "center":
+        return "in the center"
+    if not row:
+        return f"at the {col}" if col in ("top", "bottom") else f"on the {col}"
+    return f"in the {row} {col}"
+
+
 def dense_caption(truth: SceneTruth) -> str:
-    """The canonical, complete training caption of a (complete) truth."""
+    """The canonical, complete training caption of a (complete) truth. Objects with a stated position (layout
+    captions, `ClipSpec.truth(layout=True)`) get it after their noun: "A large red circle in the top left slowly
+    moves to the right." (one phrase per member of a group, joined by "and")."""
     if not truth.complete:
         raise ValueError("dense_caption needs a complete truth (see render.complete_truth)")
     n = truth.count
     parts = [f"{_NUMBER[n].capitalize()} {'shape' if n == 1 else 'shapes'}:"]
-    for o, k in _groups(truth):
+    for o, k, where in _groups(truth):
         noun = o.shape if k == 1 else V.SHAPE_PLURALS[o.shape]
         head = f"{_article(o.size or '')} {o.size}" if k == 1 else f"{_NUMBER[k]} {o.size}"
         both = "" if k == 1 else ("both " if k == 2 else "all ")
-        parts.append(f"{head.capitalize()} {o.color} {noun} {both}{_dense_motion(o, k > 1)}.")
+        at = "".join(f" {position_phrase(p)}" if i == 0 else f" and {position_phrase(p)}" for i, p in enumerate(where))
+        parts.append(f"{head.capitalize()} {o.color} {noun}{at} {both}{_dense_motion(o, k > 1)}.")
     style = _DENSE_STYLE[truth.background_style or "solid"].capitalize()
     parts.append(f"{style} {truth.background} background, {_DENSE_CAMERA[truth.camera or 'still']}.")
     return " ".join(parts)
@@ -124,7 +141,8 @@ def scene_target(truth: SceneTruth) -> str:
     is a caption word. The parse target of `cinegen.train.text_encoder`: to write it, a text encoder must tie
     each object's words to each other (which colour goes with which motion), which a random one cannot."""
     groups = [
-        f"{k} {_word(o.color)} {_word(o.size)} {o.shape} {_word(o.motion)} {_word(o.speed)}" for o, k in _groups(truth)
+        f"{k} {_word(o.color)} {_word(o.size)} {o.shape} {_word(o.motion)} {_word(o.speed)}"
+        for o, k, _ in _groups(truth)
     ]
     scene = f"{_word(truth.background)} {_word(truth.background_style)} {_word(truth.camera)}"
     return " ; ".join(groups) + f" | {scene}"
@@ -233,7 +251,7 @@ def short_caption_and_stated(truth: SceneTruth, rng: np.random.Generator) -> tup
     say_camera = truth.camera != "still" or rng.random() < 0.2
     form = int(rng.integers(2))
     groups = _groups(truth)
-    objs = [_short_object(o, k, rng, form, say_size, say_speed) for o, k in groups]
+    objs = [_short_object(o, k, rng, form, say_size, say_speed) for o, k, _ in groups]
     if len(objs) == 1:
         obj_text = objs[0]
     else:
@@ -338,6 +356,47 @@ _FROM_TO = re.compile(
     r"from (?:the )?(left|right|top|bottom)(?: side)? (?:to|toward|towards) (?:the )?(left|right|top|bottom)"
 )
 _SIDE = {"left": "left", "right": "right", "top": "up", "bottom": "down"}
+
+
+# Position phrases: a preposition, then a row and/or a column word ("in the top left corner", "at the top",
+# "on the left side", "in the middle", "at the top-right"). "to / toward the left" stays a motion.
+_POS_PREP = {"in", "at", "on", "near"}
+_POS_ROW = {"top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
+_POS_COL = {"left": "left", "right": "right"}
+_POS_MID = {"center", "centre", "middle"}
+_POS_TAIL = {"corner", "side", "edge", "part", "half"}
+_POS_WORDS = {*_POS_ROW, *_POS_COL, *_POS_MID}
+
+
+def _cell(words: list[str]) -> str | None:
+    """The grid cell named by row / column words (hyphenated pieces split), or None."""
+    row = next((_POS_ROW[w] for w in words if w in _POS_ROW), None)
+    col = next((_POS_COL[w] for w in words if w in _POS_COL), None)
+    if row and col:
+        return f"{row}_{col}"
+    return row or col or ("center" if any(w in _POS_MID for w in words) else None)
+
+
+def _positions(seg: list[str]) -> tuple[list[str], list[str]]:
+    """Position phrases of an object's segment -> (cells in order, the segment without them)."""
+    cells: list[str] = []
+    rest: list[str] = []
+    j = 0
+    while j < len(seg):
+        if seg[j] in _POS_PREP:
+            k = j + 1 + (j + 1 < len(seg) and seg[j + 1] == "the")
+            words: list[str] = []
+            while k < len(seg) and len(words) < 3 and all(p in _POS_WORDS for p in seg[k].split("-")):
+                words += seg[k].split("-")
+                k += 1
+            cell = _cell(words)
+            if cell is not None:
+                cells.append(cell)
+                j = k + (k < len(seg) and seg[k] in _POS_TAIL)
+                continue
+        rest.append(seg[j])
+        j += 1
+    return cells, rest
 
 
 @dataclass
@@ -455,10 +514,14 @@ def parse_prompt(text: str) -> SceneTruth:
                         j -= 1
                 seg = seg[:j]
                 break
+        cells, seg = _positions(seg)
         motion, speed = _motion(seg)
         if motion is not None and not V.motion_valid(m.shape, motion):
             motion, speed = None, None
-        objects.extend([ObjectTruth(m.shape, m.color, m.size, motion, speed)] * m.count)
+        if len(cells) == 1:  # "two red circles on the left": both there
+            cells = cells * m.count
+        cells = (cells + [None] * m.count)[: m.count]  # type: ignore[list-item]
+        objects.extend(ObjectTruth(m.shape, m.color, m.size, motion, speed, c) for c in cells)
     if len(objects) > V.MAX_OBJECTS:
         raise ValueError(f"{len(objects)} objects in {text!r}; the Shapes world holds at most {V.MAX_OBJECTS}")
     background = next((_BG_WORDS[t] for t in tokens if t in _BG_WORDS), None)
@@ -466,7 +529,33 @@ def parse_prompt(text: str) -> SceneTruth:
     return SceneTruth(tuple(objects), background, style, camera)
 
 
-def enhance_prompt(text: str, rng: np.random.Generator | None = None) -> str:
+def enhance_prompt(
+    text: str,
+    rng: np.random.Generator | None = None,
+    *,
+    layout: bool = False,
+    width: int = 96,
+    height: int = 96,
+    num_frames: int = 17,
+) -> str:
     """Prompt rewriting: a short prompt -> the dense caption the model was trained on (gaps filled with
-    defaults, or at random with `rng`)."""
-    return dense_caption(complete_truth(parse_prompt(text), rng))
+    defaults, or at random with `rng`).
+
+    With `layout` (for models trained on layout captions), every object also gets a start cell: the one the
+    prompt states, else one drawn (with `rng`, else seed 0) from a layout of the scene in a `width` x `height`,
+    `num_frames` clip where every path stays in frame, as the training clips were laid out (unstated attributes
+    are redrawn, then set to the plain defaults, if they do not fit). Raises ValueError if the stated cells and
+    motions cannot be laid out ("a large red circle on the right moves right quickly").
+    """
+    parsed = parse_prompt(text)
+    if not layout:
+        return dense_caption(complete_truth(parsed, rng))
+    draw = rng if rng is not None else np.random.default_rng(0)
+    # Unstated attributes drawn at random may not fit the frame together (three objects are crowded at 96 px):
+    # redraw them, then fall back to the plain defaults (small in company, slow), which fit most often.
+    for k in range(30):
+        truth = complete_truth(parsed, rng if k < 20 else None)
+        spec = layout_truth(truth, width, height, num_frames, draw, tries=500 if k < 20 else 2000)
+        if spec is not None:
+            return dense_caption(spec.truth(layout=True))
+    raise ValueError(f"cannot lay out {text!r} in a {width}x{height} clip of {num_frames} frames")

@@ -327,6 +327,7 @@ def _cmd_world_render(args: argparse.Namespace) -> int:
         camera_prob=args.camera_prob,
         crf=args.crf,
         masks=not args.no_masks,
+        layout=args.layout_captions,
         progress=CountBar("rendering", open_now=True),
     )
     print(f"wrote {args.num} clips and {manifest}")
@@ -389,6 +390,11 @@ def _add_world(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--include-held-out", action="store_true", help="also draw held-out compositions (not for training)")
     p.add_argument("--crf", type=int, default=10, help="H.264 quality (lower = closer to lossless)")
     p.add_argument("--no-masks", action="store_true", help="do not write the object masks (masks/*.npz)")
+    p.add_argument(
+        "--layout-captions",
+        action="store_true",
+        help='captions name each object\'s start cell ("a red circle in the top left ...")',
+    )
     p.set_defaults(func=_cmd_world_render)
     p = wsub.add_parser("show", help="render the ground truth of one prompt")
     p.add_argument("prompt")

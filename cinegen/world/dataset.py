@@ -73,6 +73,7 @@ def export_dataset(
     crf: int = 10,
     manifest_name: str = "manifest.jsonl",
     masks: bool = True,
+    layout: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render `num_clips` clips into `out_dir/clips/` and write `out_dir/manifest.jsonl`; returns its path.
@@ -81,7 +82,8 @@ def export_dataset(
     `out_dir/masks/<name>.npz` and the record's `mask` column (for `objective.mask_weight`).
     Files already on disk (same name) are kept, not re-rendered: an interrupted export resumes, and a later
     export with `masks` adds the masks to an existing set. The manifest is written atomically at the end and
-    every 200 clips.
+    every 200 clips. With `layout` the captions are layout captions (each object's start cell, "in the top left";
+    `ClipSpec.truth(layout=True)`); the clips are the same.
     """
     from cinegen.data.manifest import ClipRecord, format_bucket, write_manifest
 
@@ -121,7 +123,7 @@ def export_dataset(
             ClipRecord(
                 path=rel,
                 type="video",
-                text=dense_caption(spec.truth()),
+                text=dense_caption(spec.truth(layout=layout)),
                 width=spec.width,
                 height=spec.height,
                 num_frames=spec.num_frames,

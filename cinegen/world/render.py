@@ -53,6 +53,7 @@ class ObjectTruth:
     size: str | None = None
     motion: str | None = None
     speed: str | None = None  # None for "still"
+    position: str | None = None  # start cell of the 3 x 3 grid (`vocab.POSITIONS`), stated in layout captions only
 
     def __post_init__(self) -> None:
         _check(self.shape, V.SHAPES, "shape")
@@ -60,6 +61,7 @@ class ObjectTruth:
         _check(self.size, V.SIZES, "size", optional=True)
         _check(self.motion, V.MOTIONS, "motion", optional=True)
         _check(self.speed, V.SPEEDS, "speed", optional=True)
+        _check(self.position, V.POSITIONS, "position", optional=True)
         if self.motion is not None and not V.motion_valid(self.shape, self.motion):
             raise ValueError(f"a {self.shape} cannot {self.motion} (its rotation would be invisible)")
 
@@ -163,8 +165,15 @@ class ClipSpec:
         if self.width < 16 or self.height < 16 or self.num_frames < 1:
             raise ValueError(f"bad clip format {self.width}x{self.height}x{self.num_frames}")
 
-    def truth(self) -> SceneTruth:
-        return SceneTruth(tuple(o.truth() for o in self.objects), self.background, self.background_style, self.camera)
+    def truth(self, layout: bool = False) -> SceneTruth:
+        """The clip's caption-level truth; with `layout`, each object's start cell too (where it is on screen at
+        the first frame, camera zoom included)."""
+        objs = tuple(o.truth() for o in self.objects)
+        if layout:
+            w, h = self.width, self.height
+            cells = [V.position_cell(t.cx[0] / w, t.cy[0] / h) for t in object_tracks(self)]
+            objs = tuple(dataclasses.replace(o, position=c) for o, c in zip(objs, cells, strict=True))
+        return SceneTruth(objs, self.background, self.background_style, self.camera)
 
     @property
     def held_out(self) -> bool:
@@ -386,13 +395,15 @@ def layout_truth(
 ) -> ClipSpec | None:
     """Place the objects of a complete truth so that every path stays in frame and no two objects touch.
 
-    Start points are drawn uniformly from the range that keeps each object's own path inside the frame, then
-    whole-clip checks (camera included) reject overlaps. Returns None if no layout is found in `tries`.
+    Start points are drawn uniformly from the range that keeps each object's own path inside the frame (and,
+    for an object with a stated `position`, its start inside that grid cell on screen), then whole-clip checks
+    (camera included) reject overlaps. Returns None if no layout is found in `tries`.
     """
     if not truth.complete:
         raise ValueError("layout needs a complete truth; call complete_truth first")
     s = min(width, height)
     u = _times(max(num_frames, 2))
+    zoom0 = float(camera_transform(truth.camera or "still", np.zeros(1), width, height)[1][0])  # screen scale, frame 0
     # Background parameters are drawn first so they do not depend on how many layout tries were needed.
     bg_angle = float(rng.choice([0.0, 45.0, 90.0, 135.0])) if truth.background_style != "solid" else 0.0
     period = float(rng.uniform(0.2, 0.35)) if truth.background_style == "stripes" else 0.25
@@ -403,6 +414,12 @@ def layout_truth(
             b = SHAPE_GEOMETRY[o.shape].bound * V.SIZES[o.size] * s * scale.max() + LAYOUT_MARGIN * s
             lo_x, hi_x = b - cx.min(), width - b - cx.max()
             lo_y, hi_y = b - cy.min(), height - b - cy.max()
+            if o.position is not None:  # the cell's bounds on screen at frame 0, mapped back to the world
+                x0, x1, y0, y1 = V.cell_bounds(o.position)
+                lo_x = max(lo_x, width / 2 + (x0 - 0.5) * width / zoom0)
+                hi_x = min(hi_x, width / 2 + (x1 - 0.5) * width / zoom0 - 1e-6)
+                lo_y = max(lo_y, height / 2 + (y0 - 0.5) * height / zoom0)
+                hi_y = min(hi_y, height / 2 + (y1 - 0.5) * height / zoom0 - 1e-6)
             if lo_x > hi_x or lo_y > hi_y:
                 return None  # this object's path alone does not fit the frame
             x = rng.uniform(lo_x, hi_x) / width
@@ -439,7 +456,7 @@ def complete_truth(truth: SceneTruth, rng: np.random.Generator | None = None) ->
         speed = (o.speed or pick(V.SPEEDS, "slow")) if V.has_speed(motion) else None
         color = o.color or pick(list(V.COLORS), "red")
         size = o.size or pick(list(V.SIZES), "large" if len(truth.objects) == 1 else "small")
-        objs.append(ObjectTruth(o.shape, color, size, motion, speed))
+        objs.append(ObjectTruth(o.shape, color, size, motion, speed, o.position))
     return SceneTruth(
         tuple(objs),
         truth.background or pick(list(V.BACKGROUND_COLORS), "white"),

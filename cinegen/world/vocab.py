@@ -124,6 +124,37 @@ CAMERAS: tuple[str, ...] = ("still", "pan_left", "pan_right", "zoom_in", "zoom_o
 PAN_TRAVEL = 0.15  # camera travel over the clip, in S (the scene moves the opposite way on screen)
 ZOOM_RANGE: dict[str, tuple[float, float]] = {"zoom_in": (1.0, 1.2), "zoom_out": (1.2, 1.0)}
 
+# ------------------------------------------------------------------------------------------------- layout
+# Where an object starts: the cell of a 3 x 3 grid over the frame that holds its centre at the first frame
+# (thirds of the width and the height). Layout captions name it ("in the top left", "on the right"); a layout
+# conditioned model then need not pick its objects' places itself, and users can place them.
+POSITIONS: tuple[str, ...] = (
+    "top_left",
+    "top",
+    "top_right",
+    "left",
+    "center",
+    "right",
+    "bottom_left",
+    "bottom",
+    "bottom_right",
+)
+
+
+def position_cell(x: float, y: float) -> str:
+    """The grid cell of a point (x, y as fractions of the width and the height; 0 = left / top edge)."""
+    col = min(2, max(0, int(x * 3)))
+    row = min(2, max(0, int(y * 3)))
+    return POSITIONS[3 * row + col]
+
+
+def cell_bounds(position: str) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) of a grid cell, as fractions of the width and the height."""
+    i = POSITIONS.index(position)
+    row, col = divmod(i, 3)
+    return col / 3, (col + 1) / 3, row / 3, (row + 1) / 3
+
+
 # ----------------------------------------------------------------------------------------------- clip format
 # (width, height); all multiples of 16 as the VAE (8x) and 2x2 patching need.
 ASPECTS: dict[str, tuple[int, int]] = {"square": (96, 96), "landscape": (128, 96), "portrait": (96, 128)}
