@@ -53,6 +53,45 @@ def encode_clips(pipe, seed: int, n: int, held_out: bool) -> dict[str, torch.Ten
     return {"X": torch.cat(xs), "E": torch.cat(es)}
 
 
+def x0_errors(model, XV, EV, noise, ac, levels: dict, std, chunk: int = 8) -> dict[str, float]:  # noqa: ANN001
+    """Held-out x̂0 MSE (v-prediction) at fixed noise levels {ᾱ: timestep}, in latent units x `std`: the same
+    clips `XV` (N, T, C, h, w), captions `EV` and `noise` for every arm."""
+    model.eval()
+    res = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for a_bar, t in levels.items():
+            a = ac[t]
+            err = []
+            for i in range(0, len(XV), chunk):
+                x0 = XV[i : i + chunk]
+                xt = a.sqrt() * x0 + (1 - a).sqrt() * noise[i : i + chunk]
+                v = model(xt, EV[i : i + chunk], torch.full((len(x0),), t)).float()
+                err.append((((a.sqrt() * xt - (1 - a).sqrt() * v - x0) * std) ** 2).flatten(1).mean(1))
+            res[str(a_bar)] = round(float(torch.cat(err).mean()), 5)
+    model.train()
+    return res
+
+
+def train_step(model, opt, X, E, ac, g, n: int, first_frame: bool = False) -> None:  # noqa: ANN001
+    """One v-prediction step on n random clips of X (N, T, C, h, w) with captions E (N, L, D): stratified timesteps,
+    caption dropout 0.1, bf16 autocast, clip 1.0. Draws (clips, timesteps, noise, dropout) come from `g` in a fixed
+    order, so arms with the same `g` see the same batches. `first_frame`: train on each clip's first latent frame."""
+    idx = torch.randint(0, len(X), (n,), generator=g)
+    x0, text = (X[idx, :1] if first_frame else X[idx]), E[idx].clone()  # (n, T or 1, C, h, w)
+    t = torch.arange(n) * 1000 // n + torch.randint(0, max(1, 1000 // n), (n,), generator=g)  # stratified
+    a = ac[t].view(n, 1, 1, 1, 1)
+    noise = torch.randn(x0.shape, generator=g)
+    text[torch.rand(n, generator=g) < 0.1] = 0.0  # caption dropout
+    xt, target = a.sqrt() * x0 + (1 - a).sqrt() * noise, a.sqrt() * noise - (1 - a).sqrt() * x0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v = model(xt, text, t)
+    loss = ((v.float() - target) ** 2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def compare(paths: list[str]) -> str:
     """Markdown table of several arms' logs: x̂0 MSE per noise level at each step they share, and each arm's
     change against the first arm (in %)."""
@@ -139,19 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     B, log, t0 = args.batch, [], time.time()
     for step in range(args.steps + 1):
         if step % args.every == 0 or step == args.steps:
-            model.eval()
-            res = {}
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                for a_bar, t in levels.items():
-                    a = ac[t]
-                    err = []
-                    for i in range(0, len(XV), 8):
-                        x0 = XV[i : i + 8]
-                        xt = a.sqrt() * x0 + (1 - a).sqrt() * eval_noise[i : i + 8]
-                        v = model(xt, EV[i : i + 8], torch.full((len(x0),), t)).float()
-                        err.append((((a.sqrt() * xt - (1 - a).sqrt() * v - x0) * std) ** 2).flatten(1).mean(1))
-                    res[str(a_bar)] = round(float(torch.cat(err).mean()), 5)
-            model.train()
+            res = x0_errors(model, XV, EV, eval_noise, ac, levels, std)
             log.append({"step": step, "x0_mse": res, "seconds": round(time.time() - t0)})
             print(json.dumps(log[-1]), flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -159,20 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         if step == args.steps:
             break
         n = B * X.shape[1] if args.arm == "stills-first" and step < args.stills_steps else B
-        idx = torch.randint(0, len(X), (n,), generator=g)
-        x0, text = (X[idx, :1] if n != B else X[idx]), E[idx].clone()  # (n, T or 1, C, h, w)
-        t = torch.arange(n) * 1000 // n + torch.randint(0, max(1, 1000 // n), (n,), generator=g)  # stratified
-        a = ac[t].view(n, 1, 1, 1, 1)
-        noise = torch.randn(x0.shape, generator=g)
-        text[torch.rand(n, generator=g) < 0.1] = 0.0  # caption dropout
-        xt, target = a.sqrt() * x0 + (1 - a).sqrt() * noise, a.sqrt() * noise - (1 - a).sqrt() * x0
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            v = model(xt, text, t)
-        loss = ((v.float() - target) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        train_step(model, opt, X, E, ac, g, n, first_frame=n != B)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "learning_speed.py"
 
@@ -39,3 +40,35 @@ def test_arms_share_their_start_and_the_comparison_table(tiny_2b_folder: Path, t
     assert table.count("| 2 |") == 2 and "scale" in table and "%)" in table
     with pytest.raises(SystemExit, match="pass another --cache"):  # the cache belongs to other arguments
         ls.main([*base[:2], "--clips", "3", "--eval-clips", "2", "--cache", str(cache), "--out", str(tmp_path / "x")])
+
+
+def test_layout_screen_arms_share_stills_and_start(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """scripts/layout_screen.py: one cache of stills with both caption styles; the arms start from the same weights,
+    see the same images, and log x̂0 errors, generation scores (position for the layout arm) and a sample sheet."""
+    spec = importlib.util.spec_from_file_location("layout_screen", SCRIPT.with_name("layout_screen.py"))
+    assert spec is not None and spec.loader is not None
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+    cache = tmp_path / "stills.pt"
+    base = ["--model", str(tiny_2b_folder), "--cache", str(cache)]
+    screen.main([*base, "--prep", "--n-train", "3", "--n-eval", "8"])
+    data = torch.load(cache, weights_only=False)
+    assert data["train"]["X"].shape[:2] == (3, 1) and data["eval"]["E_layout"].shape[0] == 8
+    assert data["train"]["captions"]["plain"] != data["train"]["captions"]["layout"]
+    assert " in the " in " ".join(data["train"]["captions"]["layout"]) or " on the " in " ".join(
+        data["train"]["captions"]["layout"]
+    )
+    with pytest.raises(SystemExit):  # a run needs its log
+        screen.main([*base, "--arm", "plain"])
+    runs = {}
+    for arm in ("plain", "layout"):
+        out = tmp_path / f"{arm}.json"
+        screen.main(
+            [*base, "--arm", arm, "--steps", "2", "--every", "1", "--gen-every", "2", "--gen-n", "8", "--out", str(out)]
+        )
+        runs[arm] = json.loads(out.read_text())
+        assert out.with_suffix(".2.png").is_file()
+    first = {arm: r["log"][0]["x0_mse"] for arm, r in runs.items()}
+    assert set(first["plain"]) == {str(a) for a in screen.LEVELS}
+    gen = {arm: r["log"][-1]["gen"] for arm, r in runs.items()}
+    assert "position" in gen["layout"] and "position" not in gen["plain"] and "shape" in gen["plain"]

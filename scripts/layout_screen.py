@@ -1,0 +1,185 @@
+"""Do layout captions help a from-scratch Shapes transformer? A paired screen on stills.
+
+    .venv/bin/python scripts/layout_screen.py --prep --cache runs/layout/stills.pt
+    .venv/bin/python scripts/layout_screen.py --arm plain --out runs/layout/plain.json &    # one core each
+    .venv/bin/python scripts/layout_screen.py --arm layout --out runs/layout/layout.json
+
+`--prep` renders `--n-train` square 96x96 stills (Shapes-world clips of one frame, seed 0, held-out compositions
+excluded) and `--n-eval` (seed 777, allowed), encodes them with the model folder's VAE, and builds a fresh random T5
+(the default model's size, seed 0) over the words of these captions and of the world's vocabulary, which encodes
+each still's plain dense caption and its layout caption (each object's start cell, `ClipSpec.truth(layout=True)`).
+Both arms then train the folder's transformer architecture from the same initial weights on the same stills,
+batches, timesteps and noise (`learning_speed.train_step`); only the captions differ (`--patch` changes the patch
+size). Every `--every` steps the log gets the held-out x̂0 MSE at fixed noise levels, and every `--gen-every` steps
+each eval caption is sampled (20 DDIM steps, CFG 4, a fixed seed per still) and scored by the ShapesBench analyzer
+(colour, shape, size, count, background; position for the layout arm), with a PNG sheet of the samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from learning_speed import LEVELS, train_step, x0_errors  # noqa: E402
+
+ARMS = ("plain", "layout")
+TEXT_LEN = 80  # tokens: the longest layout caption has ~60
+
+
+def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
+    from train_default_model import make_tokenizer, word_vocabulary
+
+    from cinegen.models.presets import small_t5
+    from cinegen.models.text import TextEncoder
+    from cinegen.pipeline import load_pipeline
+    from cinegen.world.captions import dense_caption
+    from cinegen.world.dataset import clip_spec
+    from cinegen.world.probe import _clip_latents
+    from cinegen.world.render import render_clip
+
+    pipe = load_pipeline(model)
+    specs = {
+        "train": [clip_spec(0, i, aspects=["square"], frame_counts=[1])[0] for i in range(n_train)],
+        "eval": [
+            clip_spec(777, i, aspects=["square"], frame_counts=[1], include_held_out=True)[0] for i in range(n_eval)
+        ],
+    }
+    caps = {
+        split: {arm: [dense_caption(s.truth(layout=arm == "layout")) for s in ss] for arm in ARMS}
+        for split, ss in specs.items()
+    }
+    words = word_vocabulary([c for split in caps.values() for arm in ARMS for c in split[arm]])  # + the world's words
+    tok = make_tokenizer(words)
+    width = pipe.transformer.config.text_embed_dim  # the default model's T5 width (128)
+    enc = small_t5(64 * ((len(words) + 3 + 63) // 64), width, d_kv=32, num_buckets=16, max_distance=64, seed=0)
+    text = TextEncoder(enc, tok, TEXT_LEN)
+    data: dict = {"meta": {"model": str(Path(model).resolve()), "n_train": n_train, "n_eval": n_eval}}
+    with torch.no_grad():
+        for split, ss in specs.items():
+            part = {
+                "X": torch.cat([_clip_latents(pipe, render_clip(s)).to(torch.bfloat16) for s in ss]),
+                "specs": [s.to_dict() for s in ss],
+                "captions": caps[split],
+            }
+            for arm in ARMS:
+                emb = [text.encode(caps[split][arm][i : i + 64]).float() for i in range(0, len(ss), 64)]
+                part[f"E_{arm}"] = torch.cat(emb)  # (N, TEXT_LEN, D)
+            data[split] = part
+            print(f"{split}: {tuple(part['X'].shape)} latents", flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(data, cache)
+
+
+def generate_and_score(pipe, model, E, specs: list[dict], layout: bool) -> tuple[dict, list[np.ndarray]]:  # noqa: ANN001
+    """Sample each eval still from its caption embedding (20 DDIM steps, CFG 4, seed 1000 + i) and score it."""
+    from cinegen.sampling.loop import SamplerSpec, make_plan, sample
+    from cinegen.world.analyze import analyze_video, score_video
+    from cinegen.world.render import ClipSpec
+
+    attrs = ("color", "shape", "size", "count", "background") + (("position",) if layout else ())
+    plan = make_plan(SamplerSpec(kind="ddim", num_steps=20), pipe.scheduler)
+    h, w = specs[0]["height"] // pipe.vae_spatial, specs[0]["width"] // pipe.vae_spatial
+    scores: dict[str, list[float]] = {}
+    images = []
+    model.eval()
+    for i, sd in enumerate(specs):
+        g = torch.Generator().manual_seed(1000 + i)
+        x = torch.randn((1, 1, model.config.in_channels, h, w), generator=g)
+        emb = torch.cat([torch.zeros_like(E[:1]), E[i : i + 1]])  # (2, L, D): [unconditional; caption]
+
+        def denoise(z: torch.Tensor, t: torch.Tensor, _i: int, emb: torch.Tensor = emb) -> torch.Tensor:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                u, c = model(torch.cat([z, z]), emb, t.expand(2)).float().chunk(2)
+            return u + 4.0 * (c - u)
+
+        with torch.no_grad():
+            video = pipe.decode(sample(denoise, x, plan, generator=g))  # (1, 3, 1, H, W) in [-1, 1]
+        img = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        images.append(img[0])
+        truth = ClipSpec.from_dict(sd).truth(layout=layout)
+        objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)  # a still: no motion
+        res = score_video(analyze_video(img), dataclasses.replace(truth, objects=objs, camera=None))
+        for a in attrs:
+            if res.get(a) is not None:
+                scores.setdefault(a, []).append(res[a])
+    model.train()
+    return {a: round(100 * float(np.mean(v)), 1) for a, v in scores.items()}, images
+
+
+def train(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from cinegen.pipeline import load_pipeline
+    from cinegen.sampling.schedules import alphas_cumprod
+
+    pipe = load_pipeline(args.model)
+    data = torch.load(args.cache, weights_only=False)
+    X, E = data["train"]["X"].float(), data["train"][f"E_{args.arm}"]  # (N, 1, C, h, w), (N, L, D)
+    XV, EV = data["eval"]["X"].float(), data["eval"][f"E_{args.arm}"]
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], patch_size=args.patch)
+    model = type(pipe.transformer)(cfg).float().train()
+    ac = alphas_cumprod(pipe.scheduler).float()  # (1000,)
+    levels = {a: int((ac - a).abs().argmin()) for a in LEVELS}
+    eval_noise = torch.randn(XV.shape, generator=torch.Generator().manual_seed(123))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    g = torch.Generator().manual_seed(1)  # batches, timesteps, noise: the same draws for every arm
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log: list[dict] = []
+    t0 = time.time()
+    for step in range(args.steps + 1):
+        if step % args.every == 0 or step == args.steps:
+            entry = {"step": step, "x0_mse": x0_errors(model, XV, EV, eval_noise, ac, levels, 1.0, chunk=16)}
+            if step > 0 and (step % args.gen_every == 0 or step == args.steps):
+                specs = data["eval"]["specs"][: args.gen_n]
+                entry["gen"], images = generate_and_score(pipe, model, EV, specs, args.arm == "layout")
+                rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
+                if rows:
+                    Image.fromarray(np.concatenate(rows)).save(out.with_suffix(f".{step}.png"))
+            entry["seconds"] = round(time.time() - t0)
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+            meta = {"arm": args.arm, "patch": args.patch, "batch": args.batch, "lr": args.lr}
+            out.write_text(json.dumps({**meta, "log": log}, indent=1) + "\n")
+        if step == args.steps:
+            break
+        train_step(model, opt, X, E, ac, g, args.batch)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prep", action="store_true", help="render, encode and cache the stills, then exit")
+    ap.add_argument("--model", default="models/cinegen-shapes", help="folder whose VAE, schedule and architecture")
+    ap.add_argument("--cache", default="runs/layout/stills.pt")
+    ap.add_argument("--n-train", type=int, default=4000)
+    ap.add_argument("--n-eval", type=int, default=64)
+    ap.add_argument("--arm", choices=ARMS, default="plain")
+    ap.add_argument("--patch", type=int, default=2, help="transformer patch size (the default model's is 2)")
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--every", type=int, default=500)
+    ap.add_argument("--gen-every", type=int, default=1000)
+    ap.add_argument("--gen-n", type=int, default=64, help="eval stills sampled and scored")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--out", help="JSON log (required unless --prep)")
+    args = ap.parse_args(argv)
+    if args.prep:
+        prep(args.model, Path(args.cache), args.n_train, args.n_eval)
+    elif not args.out:
+        ap.error("--out is required")
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
