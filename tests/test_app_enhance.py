@@ -21,6 +21,7 @@ from cinegen.app.enhance import (
     enhance_with_fallback,
     make_enhancer,
 )
+from cinegen.world.captions import parse_prompt
 
 
 def test_shapes_enhancer_golden_and_fallback() -> None:
@@ -134,6 +135,14 @@ def test_make_enhancer_specs(tmp_path: Path) -> None:
     assert make_enhancer("auto", model_style=None) is None
     assert make_enhancer("none", model_style="shapes") is None
     assert isinstance(make_enhancer("builtin"), ShapesEnhancer)
+    # a model trained on layout captions gets the layout rewriter: every object placed, the same cell each time
+    lay = make_enhancer(None, model_style="shapes-layout")
+    assert isinstance(lay, ShapesEnhancer) and lay.name == "shapes-layout"
+    out = lay.enhance("a red circle moves up and a blue star spins")
+    assert out == lay.enhance("a red circle moves up and a blue star spins")
+    assert all(o.position is not None for o in parse_prompt(out).objects)
+    assert make_enhancer("builtin", model_style="shapes-layout").name == "shapes-layout"
+    assert all(o.position is None for o in parse_prompt(make_enhancer("builtin").enhance("a red star")).objects)
     with pytest.raises(ValueError, match="openai:MODEL@URL"):
         make_enhancer("openai:gpt")
     with pytest.raises(ValueError, match="http"):

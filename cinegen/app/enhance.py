@@ -110,15 +110,19 @@ class ShapesEnhancer:
     """Offline rewriter for the Shapes-world model: parse with the world vocabulary, emit the dense caption.
 
     Unstated attributes are filled with the world's defaults (deterministic) so the same short prompt always
-    becomes the same caption; a prompt naming no shape raises (and so falls back to the raw prompt).
+    becomes the same caption; a prompt naming no shape raises (and so falls back to the raw prompt). With `layout`
+    (models trained on layout captions, `prompt_enhancer: shapes-layout`) every object the prompt does not place
+    also gets a start cell, from a fixed-seed layout, so the shown rewrite is the one generated.
     """
 
-    name = "shapes"
+    def __init__(self, layout: bool = False) -> None:
+        self.layout = layout
+        self.name = "shapes-layout" if layout else "shapes"
 
     def enhance(self, prompt: str) -> str:
         from cinegen.world.captions import enhance_prompt
 
-        return enhance_prompt(prompt)
+        return enhance_prompt(prompt, layout=self.layout)
 
     def examples(self, n: int = 3) -> list[str]:
         """A few dense captions of the world (few-shot examples for the LLM enhancers)."""
@@ -266,6 +270,9 @@ class LocalLLMEnhancer:
 
 
 # ------------------------------------------------------------------------------------------ factory
+_SHAPES_STYLES = ("shapes", "shapes-layout")  # `_cinegen_defaults.prompt_enhancer` of Shapes-world models
+
+
 def make_enhancer(
     spec: str | None,
     model_style: str | None = None,
@@ -274,7 +281,7 @@ def make_enhancer(
 ) -> PromptEnhancer | None:
     """Build an enhancer from a CLI spec.
 
-    spec: "auto" (None) = the built-in Shapes enhancer when `model_style == "shapes"`, else none;
+    spec: "auto" (None) = the built-in Shapes enhancer when `model_style` is "shapes" or "shapes-layout", else none;
       "none"; "builtin" / "shapes"; "openai:MODEL@URL" (e.g. "openai:gpt-4o-mini@https://api.openai.com/v1",
       "openai:qwen2.5@http://127.0.0.1:8000/v1"); "local:FOLDER".
     The LLM enhancers get a few dense captions of the world as style examples when the model is the Shapes one.
@@ -282,14 +289,15 @@ def make_enhancer(
     spec = (spec or "auto").strip()
 
     def examples() -> list[str]:  # rendered only for the LLM enhancers that use them
-        return ShapesEnhancer().examples() if model_style == "shapes" else []
+        return ShapesEnhancer().examples() if model_style in _SHAPES_STYLES else []
 
+    layout = model_style == "shapes-layout"
     if spec == "auto":
-        return ShapesEnhancer() if model_style == "shapes" else None
+        return ShapesEnhancer(layout) if model_style in _SHAPES_STYLES else None
     if spec == "none":
         return None
     if spec in ("builtin", "shapes"):
-        return ShapesEnhancer()
+        return ShapesEnhancer(layout)
     if spec.startswith("openai:"):
         model, sep, url = spec[len("openai:") :].partition("@")
         if not sep or not model or not url:

@@ -148,7 +148,7 @@ def build_ui(service: GenerationService, api_key_set: bool = False) -> Any:
                 with gr.Row():
                     enhance = gr.Checkbox(
                         label=f"Enhance prompt ({info['enhancer'] or 'no enhancer configured'})",
-                        value=info["enhancer"] == "shapes",
+                        value=info["enhancer"] in ("shapes", "shapes-layout"),  # the model's own rewriter: on
                         interactive=info["enhancer"] is not None,
                         elem_id="enhance",
                     )
