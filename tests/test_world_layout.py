@@ -87,14 +87,18 @@ def test_layout_honours_stated_cells_and_refuses_impossible_ones() -> None:
 
 
 def test_layout_enhancer_draws_cells_per_seed_and_keeps_stated_ones() -> None:
-    text = "two blue squares slide left and a red star spins on a gray background"
+    text = "a blue square slides left and a red star spins on a gray background"
     a = [enhance_prompt(text, np.random.default_rng(s), layout=True) for s in range(6)]
     assert a == [enhance_prompt(text, np.random.default_rng(s), layout=True) for s in range(6)]  # deterministic
     assert len(set(a)) > 1  # the seed moves the objects
     for caption in a:
         truth = parse_prompt(caption)
         assert all(o.position in V.POSITIONS for o in truth.objects)
-        assert [o.motion for o in truth.objects] == ["left", "left", "rotate"]
+        assert [o.motion for o in truth.objects] == ["left", "rotate"]
+    # a crowded scene: random fills that do not fit are redrawn (seed 1 needs the fallback to the plain defaults)
+    crowded = "two blue squares slide left and a red star spins on a gray background"
+    objs = parse_prompt(enhance_prompt(crowded, np.random.default_rng(1), layout=True)).objects
+    assert len(objs) == 3 and all(o.position in V.POSITIONS for o in objs)
     # no rng: deterministic defaults, as the plain enhancer; the plain enhancer states no position
     assert enhance_prompt(text, layout=True) == enhance_prompt(text, layout=True)
     assert "the top" not in enhance_prompt(text) and parse_prompt(enhance_prompt(text)).objects[0].position is None
