@@ -228,15 +228,15 @@ class Pipeline:
         if style in ("shapes", "shapes-layout"):
             from cinegen.world.captions import enhance_prompt
 
-            r = request or GenerateRequest(prompt=prompt)
-            fmt = {
-                "width": int(r.width or self.defaults.width),
-                "height": int(r.height or self.defaults.height),
-                "num_frames": int(r.num_frames or self.defaults.num_frames),
-            }
             try:
                 if style == "shapes":
                     return enhance_prompt(prompt)
+                r = request or GenerateRequest(prompt=prompt)
+                fmt = {
+                    "width": int(r.width or self.defaults.width),
+                    "height": int(r.height or self.defaults.height),
+                    "num_frames": int(r.num_frames or self.defaults.num_frames),
+                }
                 return enhance_prompt(prompt, np.random.default_rng(int(r.seed)), layout=True, **fmt)
             except ValueError as e:
                 log.warning("prompt enhancer could not rewrite %r (%s); using it as it is", prompt, e)

@@ -81,7 +81,9 @@ def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
 
 def generate_and_score(pipe, model, E, specs: list[dict], layout: bool) -> tuple[dict, list[np.ndarray]]:  # noqa: ANN001
     """Sample each eval still from its caption embedding (20 DDIM steps, CFG 4, seed 1000 + i) and score it."""
+    from cinegen.sampling.guidance import cfg_batched
     from cinegen.sampling.loop import SamplerSpec, make_plan, sample
+    from cinegen.video import Video
     from cinegen.world.analyze import analyze_video, score_video
     from cinegen.world.render import ClipSpec
 
@@ -98,12 +100,11 @@ def generate_and_score(pipe, model, E, specs: list[dict], layout: bool) -> tuple
 
         def denoise(z: torch.Tensor, t: torch.Tensor, _i: int, emb: torch.Tensor = emb) -> torch.Tensor:
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                u, c = model(torch.cat([z, z]), emb, t.expand(2)).float().chunk(2)
-            return u + 4.0 * (c - u)
+                return cfg_batched(model(torch.cat([z, z]), emb, t.expand(2)).float(), 4.0)
 
         with torch.no_grad():
             video = pipe.decode(sample(denoise, x, plan, generator=g))  # (1, 3, 1, H, W) in [-1, 1]
-        img = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        img = Video.from_tensor(video).frames  # (1, H, W, 3) uint8
         images.append(img[0])
         truth = ClipSpec.from_dict(sd).truth(layout=layout)
         objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)  # a still: no motion
