@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -79,8 +80,55 @@ def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
     torch.save(data, cache)
 
 
-def generate_and_score(pipe, model, E, specs: list[dict], layout: bool) -> tuple[dict, list[np.ndarray]]:  # noqa: ANN001
-    """Sample each eval still from its caption embedding (20 DDIM steps, CFG 4, seed 1000 + i) and score it."""
+PIXEL_FACTOR = 4  # --space pixel: 4x4 pixel-unshuffle, the VAE's spatial compression, 48 channels
+
+
+def pixel_stills(specs: list[dict]) -> torch.Tensor:
+    """Stills as a lossless 'latent': (N, 1, 48, H/4, W/4), [-1, 1] pixels unshuffled 4x4 (no VAE)."""
+    from cinegen.world.render import ClipSpec, render_clip
+
+    out = []
+    for sd in specs:
+        img = torch.from_numpy(render_clip(ClipSpec.from_dict(sd))[:1]).permute(0, 3, 1, 2)  # (1, 3, H, W) uint8
+        out.append(torch.nn.functional.pixel_unshuffle(img.float() / 127.5 - 1, PIXEL_FACTOR)[None])
+    return torch.cat(out)  # (N, 1, 48, h, w)
+
+
+def load_stills(data: dict, split: str, space: str, cache: Path, k: int = 8, fit: dict | None = None) -> tuple:
+    """(X (N, 1, C, h, w) at unit RMS, fit): the cached VAE latents, pixel stills (48 channels), or their top `k`
+    principal components per 4x4 patch (a linear 'VAE', each component scaled to unit RMS). `fit` (scale, PCA
+    basis) comes from the train split."""
+    if space == "latent":
+        return data[split]["X"].float(), {}
+    path = cache.with_suffix(f".pixel-{split}.pt")
+    if not path.exists():
+        torch.save(pixel_stills(data[split]["specs"]).to(torch.bfloat16), path)
+    X = torch.load(path).float()  # (N, 1, 48, h, w)
+    if fit is None:
+        fit = {}
+        if space == "pca":
+            v = X[:, 0].permute(0, 2, 3, 1).reshape(-1, X.shape[2])  # (N*h*w, 48) patch vectors
+            fit["mu"] = v.mean(0)
+            fit["basis"] = torch.linalg.svd((v - fit["mu"])[::7], full_matrices=False)[2][:k]  # (k, 48)
+    if space == "pca":
+        X = ((X.permute(0, 1, 3, 4, 2) - fit["mu"]) @ fit["basis"].T).permute(0, 1, 4, 2, 3)  # (N, 1, k, h, w)
+    if "scale" not in fit:  # PCA: each component to unit RMS (shape detail is in the quiet ones); pixels: global
+        dims = (0, 1, 3, 4) if space == "pca" else (0, 1, 2, 3, 4)
+        fit["scale"] = (1 / X.square().mean(dims, keepdim=True).sqrt())[0]  # (1, C or 1, 1, 1)
+    return X * fit["scale"], fit
+
+
+def unlatent(x: torch.Tensor, fit: dict) -> torch.Tensor:
+    """Inverse of `load_stills` for pixel / PCA samples: (1, 1, C, h, w) -> (1, 3, 1, H, W) video in [-1, 1]."""
+    x = x[:, 0] / fit["scale"]  # (1, C, h, w)
+    if "basis" in fit:
+        x = (x.permute(0, 2, 3, 1) @ fit["basis"] + fit["mu"]).permute(0, 3, 1, 2)  # (1, 48, h, w)
+    return torch.nn.functional.pixel_shuffle(x, PIXEL_FACTOR)[:, :, None].clamp(-1, 1)
+
+
+def generate_and_score(pipe, model, E, specs: list[dict], layout: bool, decode=None) -> tuple[dict, list[np.ndarray]]:  # noqa: ANN001
+    """Sample each eval still from its caption embedding (20 DDIM steps, CFG 4, seed 1000 + i) and score it.
+    `decode`: (1, 1, C, h, w) samples -> (1, 3, 1, H, W) video in [-1, 1] (default: the folder's VAE)."""
     from cinegen.sampling.guidance import cfg_batched
     from cinegen.sampling.loop import SamplerSpec, make_plan, sample
     from cinegen.video import Video
@@ -89,6 +137,7 @@ def generate_and_score(pipe, model, E, specs: list[dict], layout: bool) -> tuple
 
     attrs = ("color", "shape", "size", "count", "background") + (("position",) if layout else ())
     plan = make_plan(SamplerSpec(kind="ddim", num_steps=20), pipe.scheduler)
+    decode = decode or pipe.decode
     h, w = specs[0]["height"] // pipe.vae_spatial, specs[0]["width"] // pipe.vae_spatial
     scores: dict[str, list[float]] = {}
     images = []
@@ -103,7 +152,7 @@ def generate_and_score(pipe, model, E, specs: list[dict], layout: bool) -> tuple
                 return cfg_batched(model(torch.cat([z, z]), emb, t.expand(2)).float(), 4.0)
 
         with torch.no_grad():
-            video = pipe.decode(sample(denoise, x, plan, generator=g))  # (1, 3, 1, H, W) in [-1, 1]
+            video = decode(sample(denoise, x, plan, generator=g))  # (1, 3, 1, H, W) in [-1, 1]
         img = Video.from_tensor(video).frames  # (1, H, W, 3) uint8
         images.append(img[0])
         truth = ClipSpec.from_dict(sd).truth(layout=layout)
@@ -124,10 +173,14 @@ def train(args: argparse.Namespace) -> None:
 
     pipe = load_pipeline(args.model)
     data = torch.load(args.cache, weights_only=False)
-    X, E = data["train"]["X"].float(), data["train"][f"E_{args.arm}"]  # (N, 1, C, h, w), (N, L, D)
-    XV, EV = data["eval"]["X"].float(), data["eval"][f"E_{args.arm}"]
+    X, fit = load_stills(data, "train", args.space, Path(args.cache), args.pca_k)  # (N, 1, C, h, w)
+    XV, _ = load_stills(data, "eval", args.space, Path(args.cache), args.pca_k, fit)
+    E, EV = data["train"][f"E_{args.arm}"], data["eval"][f"E_{args.arm}"]  # (N, L, D)
+    decode = None if args.space == "latent" else functools.partial(unlatent, fit=fit)
+
     torch.manual_seed(0)
-    cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], patch_size=args.patch)
+    chans = {"in_channels": X.shape[2], "out_channels": X.shape[2]}
+    cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], patch_size=args.patch, **chans)
     model = type(pipe.transformer)(cfg).float().train()
     ac = alphas_cumprod(pipe.scheduler).float()  # (1000,)
     levels = {a: int((ac - a).abs().argmin()) for a in LEVELS}
@@ -143,14 +196,22 @@ def train(args: argparse.Namespace) -> None:
             entry = {"step": step, "x0_mse": x0_errors(model, XV, EV, eval_noise, ac, levels, 1.0, chunk=16)}
             if step > 0 and (step % args.gen_every == 0 or step == args.steps):
                 specs = data["eval"]["specs"][: args.gen_n]
-                entry["gen"], images = generate_and_score(pipe, model, EV, specs, args.arm == "layout")
+                entry["gen"], images = generate_and_score(pipe, model, EV, specs, args.arm == "layout", decode)
                 rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
                 if rows:
                     Image.fromarray(np.concatenate(rows)).save(out.with_suffix(f".{step}.png"))
+                torch.save(model.state_dict(), out.with_suffix(".pt"))  # the latest scored weights
             entry["seconds"] = round(time.time() - t0)
             log.append(entry)
             print(json.dumps(entry), flush=True)
-            meta = {"arm": args.arm, "patch": args.patch, "batch": args.batch, "lr": args.lr}
+            meta = {
+                "arm": args.arm,
+                "space": args.space,
+                "pca_k": args.pca_k,
+                "patch": args.patch,
+                "batch": args.batch,
+                "lr": args.lr,
+            }
             out.write_text(json.dumps({**meta, "log": log}, indent=1) + "\n")
         if step == args.steps:
             break
@@ -165,6 +226,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=64)
     ap.add_argument("--arm", choices=ARMS, default="plain")
+    ap.add_argument(
+        "--space",
+        choices=("latent", "pixel", "pca"),
+        default="latent",
+        help="VAE latents, 4x4-unshuffled pixels, or their top --pca-k principal components (no VAE)",
+    )
+    ap.add_argument("--pca-k", type=int, default=8, help="channels of --space pca")
     ap.add_argument("--patch", type=int, default=2, help="transformer patch size (the default model's is 2)")
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--every", type=int, default=500)
