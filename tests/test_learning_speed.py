@@ -72,3 +72,30 @@ def test_layout_screen_arms_share_stills_and_start(tiny_2b_folder: Path, tmp_pat
     assert set(first["plain"]) == {str(a) for a in screen.LEVELS}
     gen = {arm: r["log"][-1]["gen"] for arm, r in runs.items()}
     assert "position" in gen["layout"] and "position" not in gen["plain"] and "shape" in gen["plain"]
+
+
+def test_layout_screen_decoder_free_spaces_round_trip(tmp_path: Path) -> None:
+    """--space pixel is lossless (4x4 unshuffle at unit RMS); --space pca keeps the top-k components of the train
+    stills' 4x4 patches, each at unit RMS, and `unlatent` inverts both back to [-1, 1] frames."""
+    from cinegen.world.dataset import clip_spec
+    from cinegen.world.render import ClipSpec, render_clip
+
+    spec = importlib.util.spec_from_file_location("layout_screen", SCRIPT.with_name("layout_screen.py"))
+    assert spec is not None and spec.loader is not None
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+    specs = [clip_spec(0, i, aspects=["square"], frame_counts=[1])[0].to_dict() for i in range(6)]
+    data = {"train": {"specs": specs[:4]}, "eval": {"specs": specs[4:]}}
+    cache = tmp_path / "stills.pt"
+    frames = torch.from_numpy(render_clip(ClipSpec.from_dict(specs[4]))).float() / 127.5 - 1  # (1, H, W, 3)
+    truth = frames.permute(3, 0, 1, 2)[None]  # (1, 3, 1, H, W)
+    X, fit = screen.load_stills(data, "train", "pixel", cache)
+    assert X.shape == (4, 1, 48, 24, 24) and abs(float(X.square().mean()) - 1) < 1e-4
+    XV, _ = screen.load_stills(data, "eval", "pixel", cache, fit=fit)
+    assert (screen.unlatent(XV[:1], fit) - truth).abs().max() < 0.01  # bf16 cache: ~3 bits of a uint8 step
+    X, fit = screen.load_stills(data, "train", "pca", cache, k=12)
+    assert X.shape == (4, 1, 12, 24, 24)
+    assert torch.allclose(X.square().mean((0, 1, 3, 4)), torch.ones(12), atol=1e-3)  # each component at unit RMS
+    XV, _ = screen.load_stills(data, "eval", "pca", cache, k=12, fit=fit)
+    psnr = 10 * torch.log10(4 / (screen.unlatent(XV[:1], fit) - truth).square().mean())
+    assert psnr > 25, float(psnr)  # flat colours: 12 of 48 components fitted on 4 stills keep ~28 dB
