@@ -98,8 +98,11 @@ def load_stills(data: dict, split: str, space: str, cache: Path, k: int = 8, fit
     """(X (N, 1, C, h, w) at unit RMS, fit): the cached VAE latents, pixel stills (48 channels), or their top `k`
     principal components per 4x4 patch (a linear 'VAE', each component scaled to unit RMS). `fit` (scale, PCA
     basis) comes from the train split."""
-    if space == "latent":
-        return data[split]["X"].float(), {}
+    if space.startswith("latent"):
+        X = data[split]["X"].float()
+        if space == "latent-white" and fit is None:  # each VAE channel to unit RMS (`cinegen normalize-vae`)
+            fit = {"scale": (1 / X.square().mean((0, 1, 3, 4), keepdim=True).sqrt())[0]}  # (1, C, 1, 1)
+        return (X * fit["scale"], fit) if fit else (X, {})
     path = cache.with_suffix(f".pixel-{split}.pt")
     if not path.exists():
         torch.save(pixel_stills(data[split]["specs"]).to(torch.bfloat16), path)
@@ -176,7 +179,11 @@ def train(args: argparse.Namespace) -> None:
     X, fit = load_stills(data, "train", args.space, Path(args.cache), args.pca_k)  # (N, 1, C, h, w)
     XV, _ = load_stills(data, "eval", args.space, Path(args.cache), args.pca_k, fit)
     E, EV = data["train"][f"E_{args.arm}"], data["eval"][f"E_{args.arm}"]  # (N, L, D)
-    decode = None if args.space == "latent" else functools.partial(unlatent, fit=fit)
+    decode = functools.partial(unlatent, fit=fit) if args.space in ("pixel", "pca") else None
+    if args.space == "latent-white":
+
+        def decode(x: torch.Tensor) -> torch.Tensor:  # (1, 1, C, h, w) whitened -> (1, 3, 1, H, W)
+            return pipe.decode(x / fit["scale"])
 
     torch.manual_seed(0)
     chans = {"in_channels": X.shape[2], "out_channels": X.shape[2]}
@@ -228,9 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--arm", choices=ARMS, default="plain")
     ap.add_argument(
         "--space",
-        choices=("latent", "pixel", "pca"),
+        choices=("latent", "latent-white", "pixel", "pca"),
         default="latent",
-        help="VAE latents, 4x4-unshuffled pixels, or their top --pca-k principal components (no VAE)",
+        help="VAE latents (as cached, or each channel at unit RMS), 4x4-unshuffled pixels, or their top --pca-k "
+        "principal components (no VAE)",
     )
     ap.add_argument("--pca-k", type=int, default=8, help="channels of --space pca")
     ap.add_argument("--patch", type=int, default=2, help="transformer patch size (the default model's is 2)")
