@@ -76,7 +76,8 @@ def test_layout_screen_arms_share_stills_and_start(tiny_2b_folder: Path, tmp_pat
 
 def test_layout_screen_decoder_free_spaces_round_trip(tmp_path: Path) -> None:
     """--space pixel is lossless (4x4 unshuffle at unit RMS); --space pca keeps the top-k components of the train
-    stills' 4x4 patches, each at unit RMS, and `unlatent` inverts both back to [-1, 1] frames."""
+    stills' 4x4 patches, each at unit RMS, and `unlatent` inverts both back to [-1, 1] frames; --space latent-white
+    puts each VAE channel at unit RMS."""
     from cinegen.world.dataset import clip_spec
     from cinegen.world.render import ClipSpec, render_clip
 
@@ -99,3 +100,7 @@ def test_layout_screen_decoder_free_spaces_round_trip(tmp_path: Path) -> None:
     XV, _ = screen.load_stills(data, "eval", "pca", cache, k=12, fit=fit)
     psnr = 10 * torch.log10(4 / (screen.unlatent(XV[:1], fit) - truth).square().mean())
     assert psnr > 25, float(psnr)  # flat colours: 12 of 48 components fitted on 4 stills keep ~28 dB
+    data["train"]["X"] = torch.randn(4, 1, 16, 24, 24) * torch.linspace(0.2, 3.0, 16).view(1, 1, 16, 1, 1) + 0.5
+    X, fit = screen.load_stills(data, "train", "latent-white", cache)  # VAE latents, each channel at unit RMS
+    assert torch.allclose(X.square().mean((0, 1, 3, 4)), torch.ones(16), atol=1e-4)
+    assert torch.allclose(X / fit["scale"], data["train"]["X"])
