@@ -13,6 +13,12 @@ batches, timesteps and noise (`learning_speed.train_step`); only the captions di
 size). Every `--every` steps the log gets the held-out x̂0 MSE at fixed noise levels, and every `--gen-every` steps
 each eval caption is sampled (20 DDIM steps, CFG 4, a fixed seed per still) and scored by the ShapesBench analyzer
 (colour, shape, size, count, background; position for the layout arm), with a PNG sheet of the samples.
+
+`--space` changes what the transformer denoises, with everything else paired: `latent` (the cached VAE latents),
+`latent-white` (each VAE channel at unit RMS), `pixel` (the stills' pixels unshuffled 4x4: lossless, 48 channels,
+no VAE) or `pca` (the top `--pca-k` principal components of the train stills' 4x4x3 pixel patches, each at unit
+RMS: a linear, decoder-free latent). Samples are decoded by the space's exact inverse; the pixel stills are cached
+beside `--cache`. The x̂0 errors are in each space's own units, so compare spaces by their generation scores.
 """
 
 from __future__ import annotations
@@ -95,9 +101,10 @@ def pixel_stills(specs: list[dict]) -> torch.Tensor:
 
 
 def load_stills(data: dict, split: str, space: str, cache: Path, k: int = 8, fit: dict | None = None) -> tuple:
-    """(X (N, 1, C, h, w) at unit RMS, fit): the cached VAE latents, pixel stills (48 channels), or their top `k`
-    principal components per 4x4 patch (a linear 'VAE', each component scaled to unit RMS). `fit` (scale, PCA
-    basis) comes from the train split."""
+    """(X (N, 1, C, h, w), fit) in the given `space` (see the module docstring): the cached VAE latents as they are
+    or per channel at unit RMS, pixel stills at unit RMS (cached beside `cache`), or their top `k` principal
+    components per 4x4 patch, each at unit RMS. `fit` (scale, PCA mean and basis) comes from the train split and is
+    passed back in for the eval split."""
     if space.startswith("latent"):
         X = data[split]["X"].float()
         if space == "latent-white" and fit is None:  # each VAE channel to unit RMS (`cinegen normalize-vae`)
@@ -112,7 +119,8 @@ def load_stills(data: dict, split: str, space: str, cache: Path, k: int = 8, fit
         if space == "pca":
             v = X[:, 0].permute(0, 2, 3, 1).reshape(-1, X.shape[2])  # (N*h*w, 48) patch vectors
             fit["mu"] = v.mean(0)
-            fit["basis"] = torch.linalg.svd((v - fit["mu"])[::7], full_matrices=False)[2][:k]  # (k, 48)
+            sub = (v - fit["mu"])[::7]  # every 7th patch: ~330k of 2.3M, plenty for a 48-dim basis
+            fit["basis"] = torch.linalg.svd(sub, full_matrices=False)[2][:k]  # (k, 48)
     if space == "pca":
         X = ((X.permute(0, 1, 3, 4, 2) - fit["mu"]) @ fit["basis"].T).permute(0, 1, 4, 2, 3)  # (N, 1, k, h, w)
     if "scale" not in fit:  # PCA: each component to unit RMS (shape detail is in the quiet ones); pixels: global
@@ -179,6 +187,10 @@ def train(args: argparse.Namespace) -> None:
     X, fit = load_stills(data, "train", args.space, Path(args.cache), args.pca_k)  # (N, 1, C, h, w)
     XV, _ = load_stills(data, "eval", args.space, Path(args.cache), args.pca_k, fit)
     E, EV = data["train"][f"E_{args.arm}"], data["eval"][f"E_{args.arm}"]  # (N, L, D)
+    if args.space in ("pixel", "pca") and pipe.vae_spatial != PIXEL_FACTOR:
+        raise SystemExit(
+            f"--space {args.space} unshuffles {PIXEL_FACTOR}x{PIXEL_FACTOR} patches; this VAE is {pipe.vae_spatial}x"
+        )
     decode = functools.partial(unlatent, fit=fit) if args.space in ("pixel", "pca") else None
     if args.space == "latent-white":
 
