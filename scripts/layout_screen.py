@@ -91,12 +91,13 @@ PIXEL_FACTOR = 4  # --space pixel: 4x4 pixel-unshuffle, the VAE's spatial compre
 
 def pixel_stills(specs: list[dict]) -> torch.Tensor:
     """Stills as a lossless 'latent': (N, 1, 48, H/4, W/4), [-1, 1] pixels unshuffled 4x4 (no VAE)."""
+    from cinegen.video import frames_to_tensor
     from cinegen.world.render import ClipSpec, render_clip
 
     out = []
     for sd in specs:
-        img = torch.from_numpy(render_clip(ClipSpec.from_dict(sd))[:1]).permute(0, 3, 1, 2)  # (1, 3, H, W) uint8
-        out.append(torch.nn.functional.pixel_unshuffle(img.float() / 127.5 - 1, PIXEL_FACTOR)[None])
+        img = frames_to_tensor(render_clip(ClipSpec.from_dict(sd))[:1]).transpose(0, 1)  # (1, 3, H, W)
+        out.append(torch.nn.functional.pixel_unshuffle(img, PIXEL_FACTOR)[None])
     return torch.cat(out)  # (N, 1, 48, h, w)
 
 
@@ -105,28 +106,28 @@ def load_stills(data: dict, split: str, space: str, cache: Path, k: int = 8, fit
     or per channel at unit RMS, pixel stills at unit RMS (cached beside `cache`), or their top `k` principal
     components per 4x4 patch, each at unit RMS. `fit` (scale, PCA mean and basis) comes from the train split and is
     passed back in for the eval split."""
+    from cinegen.models.latent_norm import channel_rms
+
     if space.startswith("latent"):
-        X = data[split]["X"].float()
-        if space == "latent-white" and fit is None:  # each VAE channel to unit RMS (`cinegen normalize-vae`)
-            fit = {"scale": (1 / X.square().mean((0, 1, 3, 4), keepdim=True).sqrt())[0]}  # (1, C, 1, 1)
-        return (X * fit["scale"], fit) if fit else (X, {})
-    path = cache.with_suffix(f".pixel-{split}.pt")
-    if not path.exists():
-        torch.save(pixel_stills(data[split]["specs"]).to(torch.bfloat16), path)
-    X = torch.load(path).float()  # (N, 1, 48, h, w)
-    if fit is None:
-        fit = {}
+        X = data[split]["X"].float()  # (N, 1, C, h, w)
+    else:
+        path = cache.with_suffix(f".pixel-{split}.pt")
+        if not path.exists():
+            torch.save(pixel_stills(data[split]["specs"]).to(torch.bfloat16), path)
+        X = torch.load(path).float()  # (N, 1, 48, h, w)
         if space == "pca":
-            v = X[:, 0].permute(0, 2, 3, 1).reshape(-1, X.shape[2])  # (N*h*w, 48) patch vectors
-            fit["mu"] = v.mean(0)
-            sub = (v - fit["mu"])[::7]  # every 7th patch: ~330k of 2.3M, plenty for a 48-dim basis
-            fit["basis"] = torch.linalg.svd(sub, full_matrices=False)[2][:k]  # (k, 48)
-    if space == "pca":
-        X = ((X.permute(0, 1, 3, 4, 2) - fit["mu"]) @ fit["basis"].T).permute(0, 1, 4, 2, 3)  # (N, 1, k, h, w)
-    if "scale" not in fit:  # PCA: each component to unit RMS (shape detail is in the quiet ones); pixels: global
-        dims = (0, 1, 3, 4) if space == "pca" else (0, 1, 2, 3, 4)
-        fit["scale"] = (1 / X.square().mean(dims, keepdim=True).sqrt())[0]  # (1, C or 1, 1, 1)
-    return X * fit["scale"], fit
+            if fit is None:
+                v = X[:, 0].permute(0, 2, 3, 1).reshape(-1, X.shape[2])  # (N*h*w, 48) patch vectors
+                mu = v.mean(0)
+                sub = (v - mu)[::7]  # every 7th patch: ~330k of 2.3M, plenty for a 48-dim basis
+                fit = {"mu": mu, "basis": torch.linalg.svd(sub, full_matrices=False)[2][:k]}  # basis (k, 48)
+            X = ((X.permute(0, 1, 3, 4, 2) - fit["mu"]) @ fit["basis"].T).permute(0, 1, 4, 2, 3)  # (N, 1, k, h, w)
+    fit = {} if fit is None else fit
+    if "scale" not in fit and space != "latent":
+        # per channel (as `cinegen normalize-vae`; PCA: shape detail is in the quiet components); pixels: global
+        rms = X.square().mean().sqrt().view(1) if space == "pixel" else channel_rms(X[:, 0])  # (1,) or (C,)
+        fit["scale"] = (1 / rms).view(1, -1, 1, 1)  # (1, C or 1, 1, 1)
+    return (X * fit["scale"], fit) if "scale" in fit else (X, fit)
 
 
 def unlatent(x: torch.Tensor, fit: dict) -> torch.Tensor:
@@ -183,14 +184,14 @@ def train(args: argparse.Namespace) -> None:
     from cinegen.sampling.schedules import alphas_cumprod
 
     pipe = load_pipeline(args.model)
-    data = torch.load(args.cache, weights_only=False)
-    X, fit = load_stills(data, "train", args.space, Path(args.cache), args.pca_k)  # (N, 1, C, h, w)
-    XV, _ = load_stills(data, "eval", args.space, Path(args.cache), args.pca_k, fit)
-    E, EV = data["train"][f"E_{args.arm}"], data["eval"][f"E_{args.arm}"]  # (N, L, D)
     if args.space in ("pixel", "pca") and pipe.vae_spatial != PIXEL_FACTOR:
         raise SystemExit(
             f"--space {args.space} unshuffles {PIXEL_FACTOR}x{PIXEL_FACTOR} patches; this VAE is {pipe.vae_spatial}x"
         )
+    data = torch.load(args.cache, weights_only=False)
+    X, fit = load_stills(data, "train", args.space, Path(args.cache), args.pca_k)  # (N, 1, C, h, w)
+    XV, _ = load_stills(data, "eval", args.space, Path(args.cache), args.pca_k, fit)
+    E, EV = data["train"][f"E_{args.arm}"], data["eval"][f"E_{args.arm}"]  # (N, L, D)
     decode = functools.partial(unlatent, fit=fit) if args.space in ("pixel", "pca") else None
     if args.space == "latent-white":
 
