@@ -24,6 +24,7 @@ beside `--cache`. The x̂0 errors are in each space's own units, so compare spac
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import json
@@ -177,6 +178,54 @@ def generate_and_score(pipe, model, E, specs: list[dict], layout: bool, decode=N
     return {a: round(100 * float(np.mean(v)), 1) for a, v in scores.items()}, images
 
 
+SUB = 4  # --aux-shape: each token's shape target is a SUB x SUB grid of cells
+
+
+def shape_targets(specs: list[dict], token_px: int, cache: Path) -> torch.Tensor:
+    """Per-token shape labels of the stills -> (N, tokens, SUB * SUB) int64 (0 background, 1 + shape index), each
+    token of `token_px` pixels split into SUB x SUB cells, row-major as the transformer's patch tokens; cached."""
+    from cinegen.world.render import ClipSpec, shape_label_map
+
+    path = cache.with_suffix(f".shapes{token_px}.pt")
+    if path.exists():
+        return torch.load(path)
+    maps = np.stack([shape_label_map(ClipSpec.from_dict(sd), 0, token_px // SUB) for sd in specs])  # (N, H', W')
+    n, hh, ww = maps.shape
+    t = torch.from_numpy(maps).long().view(n, hh // SUB, SUB, ww // SUB, SUB).permute(0, 1, 3, 2, 4)
+    out = t.reshape(n, (hh // SUB) * (ww // SUB), SUB * SUB)  # (N, tokens, SUB*SUB)
+    torch.save(out, path)
+    return out
+
+
+def shape_aux(model, labels: torch.Tensor, layer: int, n_text: int, weight: float) -> tuple:  # noqa: ANN001
+    """A REPA-style auxiliary loss: an MLP head reads the video tokens after block `layer` (1-based) and predicts
+    each token's SUB x SUB shape labels of the *clean* still (cross-entropy x `weight`), so the hidden states must
+    carry which shape is where at every noise level. Training only: the head is not part of the transformer.
+    Returns (aux(idx) -> loss, head)."""
+    from cinegen.world.vocab import SHAPES
+
+    D, K = model.config.inner_dim, len(SHAPES) + 1
+    head = torch.nn.Sequential(
+        torch.nn.Linear(D, 2 * D), torch.nn.SiLU(), torch.nn.Linear(2 * D, 2 * D), torch.nn.SiLU(),
+        torch.nn.Linear(2 * D, SUB * SUB * K),
+    )  # fmt: skip
+    feats: list[torch.Tensor] = []
+
+    def keep(_m: torch.nn.Module, _i: tuple, out: torch.Tensor) -> None:
+        if torch.is_grad_enabled():  # training forwards only
+            feats.append(out)
+
+    model.transformer_blocks[layer - 1].register_forward_hook(keep)
+
+    def aux(idx: torch.Tensor) -> torch.Tensor:
+        h = feats[-1][:, n_text:].float()  # (B, tokens, D) video tokens of the last forward
+        feats.clear()
+        logits = head(h).view(*h.shape[:2], SUB * SUB, K)  # (B, tokens, SUB*SUB, K)
+        return weight * torch.nn.functional.cross_entropy(logits.flatten(0, 2), labels[idx].flatten())
+
+    return aux, head
+
+
 def train(args: argparse.Namespace) -> None:
     from PIL import Image
 
@@ -205,22 +254,37 @@ def train(args: argparse.Namespace) -> None:
     ac = alphas_cumprod(pipe.scheduler).float()  # (1000,)
     levels = {a: int((ac - a).abs().argmin()) for a in LEVELS}
     eval_noise = torch.randn(XV.shape, generator=torch.Generator().manual_seed(123))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if args.ema > 0 else None
+    params = list(model.parameters())
+    aux = None
+    if args.aux_shape > 0:
+        labels = shape_targets(data["train"]["specs"], pipe.vae_spatial * args.patch, Path(args.cache))
+        aux, head = shape_aux(model, labels, args.aux_layer, E.shape[1], args.aux_shape)
+        params += list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     g = torch.Generator().manual_seed(1)  # batches, timesteps, noise: the same draws for every arm
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log: list[dict] = []
+    aux_losses: list[float] = []
     t0 = time.time()
     for step in range(args.steps + 1):
         if step % args.every == 0 or step == args.steps:
-            entry = {"step": step, "x0_mse": x0_errors(model, XV, EV, eval_noise, ac, levels, 1.0, chunk=16)}
-            if step > 0 and (step % args.gen_every == 0 or step == args.steps):
-                specs = data["eval"]["specs"][: args.gen_n]
-                entry["gen"], images = generate_and_score(pipe, model, EV, specs, args.arm == "layout", decode)
-                rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
-                if rows:
-                    Image.fromarray(np.concatenate(rows)).save(out.with_suffix(f".{step}.png"))
-                torch.save(model.state_dict(), out.with_suffix(".pt"))  # the latest scored weights
+            entry: dict = {"step": step}
+            for tag, net in (("", model), ("_ema", ema)):
+                if net is None:
+                    continue
+                entry[f"x0_mse{tag}"] = x0_errors(net, XV, EV, eval_noise, ac, levels, 1.0, chunk=16)
+                if step > 0 and (step % args.gen_every == 0 or step == args.steps):
+                    specs = data["eval"]["specs"][: args.gen_n]
+                    entry[f"gen{tag}"], images = generate_and_score(pipe, net, EV, specs, args.arm == "layout", decode)
+                    rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
+                    if rows:
+                        Image.fromarray(np.concatenate(rows)).save(out.with_suffix(f".{step}{tag}.png"))
+                    torch.save(net.state_dict(), out.with_name(f"{out.stem}{tag}.pt"))  # the latest scored weights
+            if aux_losses:
+                entry["aux_loss"] = round(float(np.mean(aux_losses)), 4)  # mean since the last entry
+                aux_losses.clear()
             entry["seconds"] = round(time.time() - t0)
             log.append(entry)
             print(json.dumps(entry), flush=True)
@@ -231,11 +295,20 @@ def train(args: argparse.Namespace) -> None:
                 "patch": args.patch,
                 "batch": args.batch,
                 "lr": args.lr,
+                "aux_shape": args.aux_shape,
+                "aux_layer": args.aux_layer,
+                "ema": args.ema,
             }
             out.write_text(json.dumps({**meta, "log": log}, indent=1) + "\n")
         if step == args.steps:
             break
-        train_step(model, opt, X, E, ac, g, args.batch)
+        extra = train_step(model, opt, X, E, ac, g, args.batch, aux=aux)
+        if aux is not None:
+            aux_losses.append(extra)
+        if ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+                    pe.lerp_(p, 1 - args.ema)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -261,6 +334,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gen-n", type=int, default=64, help="eval stills sampled and scored")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--aux-shape", type=float, default=0.0, help="weight of the auxiliary shape-map loss (0: off)")
+    ap.add_argument("--aux-layer", type=int, default=3, help="block (1-based) whose video tokens the aux head reads")
+    ap.add_argument("--ema", type=float, default=0.0, help="also keep, score and save an EMA of this decay (0: off)")
     ap.add_argument("--out", help="JSON log (required unless --prep)")
     args = ap.parse_args(argv)
     if args.prep:

@@ -72,10 +72,12 @@ def x0_errors(model, XV, EV, noise, ac, levels: dict, std, chunk: int = 8) -> di
     return res
 
 
-def train_step(model, opt, X, E, ac, g, n: int, first_frame: bool = False) -> None:  # noqa: ANN001
+def train_step(model, opt, X, E, ac, g, n: int, first_frame: bool = False, aux=None) -> float:  # noqa: ANN001
     """One v-prediction step on n random clips of X (N, T, C, h, w) with captions E (N, L, D): stratified timesteps,
     caption dropout 0.1, bf16 autocast, clip 1.0. Draws (clips, timesteps, noise, dropout) come from `g` in a fixed
-    order, so arms with the same `g` see the same batches. `first_frame`: train on each clip's first latent frame."""
+    order, so arms with the same `g` see the same batches. `first_frame`: train on each clip's first latent frame.
+    `aux(idx)`: an extra loss term (e.g. from features a hook kept during the forward) for the clips `idx`, added
+    to the v-loss; its parameters must be in `opt`. Returns the auxiliary loss (0 without one)."""
     idx = torch.randint(0, len(X), (n,), generator=g)
     x0, text = (X[idx, :1] if first_frame else X[idx]), E[idx].clone()  # (n, T or 1, C, h, w)
     t = torch.arange(n) * 1000 // n + torch.randint(0, max(1, 1000 // n), (n,), generator=g)  # stratified
@@ -86,10 +88,12 @@ def train_step(model, opt, X, E, ac, g, n: int, first_frame: bool = False) -> No
     with torch.autocast("cpu", dtype=torch.bfloat16):
         v = model(xt, text, t)
     loss = ((v.float() - target) ** 2).mean()
+    extra = aux(idx) if aux is not None else torch.zeros(())
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    (loss + extra).backward()
+    torch.nn.utils.clip_grad_norm_([p for grp in opt.param_groups for p in grp["params"]], 1.0)
     opt.step()
+    return float(extra.detach())
 
 
 def compare(paths: list[str]) -> str:

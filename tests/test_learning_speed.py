@@ -104,3 +104,53 @@ def test_layout_screen_decoder_free_spaces_round_trip(tmp_path: Path) -> None:
     X, fit = screen.load_stills(data, "train", "latent-white", cache)  # VAE latents, each channel at unit RMS
     assert torch.allclose(X.square().mean((0, 1, 3, 4)), torch.ones(16), atol=1e-4)
     assert torch.allclose(X / fit["scale"], data["train"]["X"])
+
+
+def test_layout_screen_aux_shape_targets_and_ema(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """--aux-shape: each token's target is the SUB x SUB shape-label grid of its pixels (row-major tokens, as the
+    patch embedding orders them); the head reads block `--aux-layer`, so its loss trains that block and those before
+    it, not the later ones. --ema keeps a second, scored and saved copy."""
+    from cinegen.world.dataset import clip_spec
+    from cinegen.world.render import ClipSpec, shape_label_map
+
+    spec = importlib.util.spec_from_file_location("layout_screen", SCRIPT.with_name("layout_screen.py"))
+    assert spec is not None and spec.loader is not None
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+    specs = [clip_spec(0, i, aspects=["square"], frame_counts=[1])[0].to_dict() for i in range(3)]
+    labels = screen.shape_targets(specs, 8, tmp_path / "stills.pt")  # 8-pixel tokens: 12 x 12, cells of 2 px
+    assert labels.shape == (3, 144, 16) and (tmp_path / "stills.shapes8.pt").is_file()
+    full = labels[1].view(12, 12, 4, 4).permute(0, 2, 1, 3).reshape(48, 48)  # tokens back to the cell grid
+    assert torch.equal(full, torch.from_numpy(shape_label_map(ClipSpec.from_dict(specs[1]), 0, 2)).long())
+    assert int(labels.max()) >= 1
+
+    from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig
+
+    cfg = TransformerConfig(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=8,
+        text_embed_dim=8, num_layers=3, sample_width=24, sample_height=24, sample_frames=1, max_text_seq_length=5,
+    )  # fmt: skip
+    model = CogVideoXTransformer(cfg)
+    aux, head = screen.shape_aux(model, labels, 2, 5, 0.5)
+    model(torch.randn(2, 1, 4, 24, 24), torch.randn(2, 5, 8), torch.tensor([10, 500]))
+    loss = aux(torch.tensor([0, 2]))
+    assert loss.ndim == 0 and 0.5 * 0.5 < float(loss.detach()) < 0.5 * 5  # ~0.5 ln 7 at init
+    loss.backward()
+    grads = [
+        any(p.grad is not None and p.grad.abs().sum() > 0 for p in b.parameters()) for b in model.transformer_blocks
+    ]
+    assert grads == [True, True, False] and all(p.grad is not None for p in head.parameters())
+
+    cache = tmp_path / "tiny.pt"
+    base = ["--model", str(tiny_2b_folder), "--cache", str(cache)]
+    screen.main([*base, "--prep", "--n-train", "3", "--n-eval", "8"])
+    out = tmp_path / "aux.json"
+    screen.main(
+        [*base, "--arm", "layout", "--steps", "2", "--every", "1", "--gen-every", "2", "--gen-n", "8"]
+        + ["--aux-shape", "0.5", "--aux-layer", "1", "--ema", "0.9", "--out", str(out)]
+    )
+    log = json.loads(out.read_text())
+    assert log["aux_shape"] == 0.5 and log["ema"] == 0.9
+    last = log["log"][-1]
+    assert {"gen", "gen_ema", "x0_mse_ema", "aux_loss"} <= set(last) and last["aux_loss"] > 0
+    assert out.with_suffix(".2_ema.png").is_file() and (tmp_path / "aux_ema.pt").is_file()

@@ -19,9 +19,11 @@ from cinegen.world.render import (
     object_tracks,
     polygon_sdf,
     render_clip,
+    render_clip_and_mask,
     render_truth,
     sample_spec,
     sample_truth,
+    shape_label_map,
 )
 
 
@@ -66,6 +68,23 @@ def test_rendered_area_matches_geometry(shape: str) -> None:
     coverage = (v[..., 0] - V.BACKGROUND_COLORS["black"][0]) / (V.COLORS["red"][0] - V.BACKGROUND_COLORS["black"][0])
     r = V.SIZES["large"] * 192
     assert coverage.sum() == pytest.approx(SHAPE_GEOMETRY[shape].area * r * r, rel=0.01)
+
+
+def test_shape_label_map_marks_each_object_with_its_shape() -> None:
+    """`shape_label_map`: 0 on the background, 1 + the shape's index inside each object; at cell 1 it agrees with the
+    rendered mask (> half coverage) up to anti-aliased edge pixels, and a coarser cell samples the cell centres."""
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        spec = sample_spec(rng, aspects=["square"], frame_counts=[9])
+        labels = shape_label_map(spec, frame=2)
+        mask = render_clip_and_mask(spec)[1][2]  # (H, W)
+        assert labels.shape == (96, 96) and labels.dtype == np.uint8
+        assert np.mean((labels > 0) == (mask > 127)) > 0.995
+        assert set(np.unique(labels)) - {0} <= {1 + V.SHAPES.index(o.shape) for o in spec.objects}
+        coarse = shape_label_map(spec, frame=2, cell=4)  # (24, 24): centres at 2, 6, ... (exact pixel corners)
+        assert coarse.shape == (24, 24) and np.mean(coarse == labels[2::4, 2::4]) > 0.97
+    with pytest.raises(ValueError, match="does not divide"):
+        shape_label_map(_one(width=96, height=96), cell=5)
 
 
 def test_polygon_sdf_signs_and_distance() -> None:

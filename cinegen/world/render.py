@@ -40,6 +40,7 @@ __all__ = [
     "render_clip_and_mask",
     "render_clip",
     "render_truth",
+    "shape_label_map",
 ]
 
 
@@ -601,17 +602,36 @@ def render_clip_and_mask(spec: ClipSpec) -> tuple[np.ndarray, np.ndarray]:
             y0, y1 = max(int(t.cy[f] - b), 0), min(int(t.cy[f] + b) + 1, h)
             if x0 >= x1 or y0 >= y1:
                 continue
-            dx, dy = px[y0:y1, x0:x1] - t.cx[f], py[y0:y1, x0:x1] - t.cy[f]
-            a = math.radians(float(t.angle[f]))
-            # local = R(-angle) (p - c) / r: undo the clockwise (y-down) rotation, then unit radius.
-            qx = (dx * math.cos(a) + dy * math.sin(a)) / r
-            qy = (-dx * math.sin(a) + dy * math.cos(a)) / r
+            qx, qy = _local_coords(t, f, px[y0:y1, x0:x1], py[y0:y1, x0:x1])
             cover = np.clip(0.5 - shape_sdf(o.shape, qx, qy) * r, 0.0, 1.0)  # (h', w')
             col = np.array(V.COLORS[o.color], dtype=np.float64)
             img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1.0 - cover[..., None]) + col * cover[..., None]
             np.maximum(mask[f, y0:y1, x0:x1], cover, out=mask[f, y0:y1, x0:x1])
         out[f] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return out, np.rint(mask * 255).astype(np.uint8)
+
+
+def _local_coords(t: Track, f: int, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Object coordinates of screen points (px, py) at frame f: R(-angle) (p - c) / r, i.e. the clockwise (y-down)
+    rotation undone, then unit radius (the frame `shape_sdf` reads)."""
+    dx, dy = px - t.cx[f], py - t.cy[f]
+    a = math.radians(float(t.angle[f]))
+    r = float(t.radius[f])
+    return (dx * math.cos(a) + dy * math.sin(a)) / r, (-dx * math.sin(a) + dy * math.cos(a)) / r
+
+
+def shape_label_map(spec: ClipSpec, frame: int = 0, cell: int = 1) -> np.ndarray:
+    """Which shape covers each `cell` x `cell` cell of a frame -> uint8 (H / cell, W / cell): 0 background,
+    1 + the shape's index in `vocab.SHAPES` where the centre of the cell is inside an object (the topmost, as drawn).
+    Ground truth for auxiliary training targets and segmentation tests."""
+    if spec.width % cell or spec.height % cell:
+        raise ValueError(f"cell {cell} does not divide {spec.width}x{spec.height}")
+    py, px = np.mgrid[0 : spec.height : cell, 0 : spec.width : cell].astype(np.float64) + cell / 2  # cell centres
+    out = np.zeros(px.shape, dtype=np.uint8)
+    for o, t in zip(spec.objects, object_tracks(spec), strict=True):
+        qx, qy = _local_coords(t, frame, px, py)
+        out[shape_sdf(o.shape, qx, qy) < 0] = 1 + V.SHAPES.index(o.shape)
+    return out
 
 
 def render_truth(
