@@ -226,6 +226,54 @@ def shape_aux(model, labels: torch.Tensor, layer: int, n_text: int, weight: floa
     return aux, head
 
 
+def swapped_specs(specs: list[dict], seed: int = 0) -> list[dict]:
+    """The same stills with every object's shape replaced by another shape (seeded per still): --swap-shapes."""
+    from cinegen.world.render import ObjectSpec
+    from cinegen.world.vocab import SHAPES
+
+    def other(o: dict, rng: np.random.Generator) -> dict:
+        for s in rng.permutation([s for s in SHAPES if s != o["shape"]]):
+            try:  # e.g. a rotating object cannot become a circle
+                obj = ObjectSpec(**{**o, "shape": str(s)})
+                obj.truth()  # validates
+                return dataclasses.asdict(obj)
+            except ValueError:
+                continue
+        raise ValueError(f"no other shape fits {o}")
+
+    out = []
+    for i, sd in enumerate(specs):
+        rng = np.random.default_rng([seed, i])
+        out.append({**sd, "objects": [other(o, rng) for o in sd["objects"]]})
+    return out
+
+
+def shape_swap(pipe, data: dict, space: str, cache: Path, k: int, fit: dict, prob: float, max_abar: float):  # noqa: ANN001
+    """--swap-shapes: with probability `prob` (where ᾱ <= `max_abar` and the caption is kept) the model's input is
+    noised from the still with every shape swapped for another (same colours, sizes, places) while the target stays
+    the true still, so the caption, not the visible outline, has to say which shape to draw: the situation of a
+    sample whose intermediate has a blob or a wrong outline. Returns perturb(idx, x0, ᾱ, kept) for `train_step`."""
+    from cinegen.world.probe import _clip_latents
+    from cinegen.world.render import ClipSpec, render_clip
+
+    alt = {"swap": {"specs": swapped_specs(data["train"]["specs"])}}
+    if space.startswith("latent"):
+        path = cache.with_suffix(".swap-latent.pt")
+        if not path.exists():
+            with torch.no_grad():
+                lat = [_clip_latents(pipe, render_clip(ClipSpec.from_dict(sd))) for sd in alt["swap"]["specs"]]
+            torch.save(torch.cat(lat).to(torch.bfloat16), path)
+        alt["swap"]["X"] = torch.load(path)
+    XS, _ = load_stills(alt, "swap", space, cache, k, dict(fit))  # (N, 1, C, h, w), the train split's scaling
+    g = torch.Generator().manual_seed(7)  # its own draws: the batches stay paired with arms without the swap
+
+    def perturb(idx: torch.Tensor, x0: torch.Tensor, a: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        use = (torch.rand(len(idx), generator=g) < prob) & kept & (a.flatten() <= max_abar)  # (B,)
+        return torch.where(use.view(-1, 1, 1, 1, 1), XS[idx], x0)
+
+    return perturb
+
+
 def train(args: argparse.Namespace) -> None:
     from PIL import Image
 
@@ -255,6 +303,11 @@ def train(args: argparse.Namespace) -> None:
     levels = {a: int((ac - a).abs().argmin()) for a in LEVELS}
     eval_noise = torch.randn(XV.shape, generator=torch.Generator().manual_seed(123))
     ema = copy.deepcopy(model).eval().requires_grad_(False) if args.ema > 0 else None
+    perturb = None
+    if args.swap_shapes > 0:
+        perturb = shape_swap(
+            pipe, data, args.space, Path(args.cache), args.pca_k, fit, args.swap_shapes, args.swap_max_abar
+        )
     params = list(model.parameters())
     aux = None
     if args.aux_shape > 0:
@@ -298,11 +351,13 @@ def train(args: argparse.Namespace) -> None:
                 "aux_shape": args.aux_shape,
                 "aux_layer": args.aux_layer,
                 "ema": args.ema,
+                "swap_shapes": args.swap_shapes,
+                "swap_max_abar": args.swap_max_abar,
             }
             out.write_text(json.dumps({**meta, "log": log}, indent=1) + "\n")
         if step == args.steps:
             break
-        extra = train_step(model, opt, X, E, ac, g, args.batch, aux=aux)
+        extra = train_step(model, opt, X, E, ac, g, args.batch, aux=aux, perturb=perturb)
         if aux is not None:
             aux_losses.append(extra)
         if ema is not None:
@@ -337,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--aux-shape", type=float, default=0.0, help="weight of the auxiliary shape-map loss (0: off)")
     ap.add_argument("--aux-layer", type=int, default=3, help="block (1-based) whose video tokens the aux head reads")
     ap.add_argument("--ema", type=float, default=0.0, help="also keep, score and save an EMA of this decay (0: off)")
+    ap.add_argument("--swap-shapes", type=float, default=0.0, help="probability of a shape-swapped input (0: off)")
+    ap.add_argument("--swap-max-abar", type=float, default=0.5, help="swap only at ᾱ up to this (the noisier part)")
     ap.add_argument("--out", help="JSON log (required unless --prep)")
     args = ap.parse_args(argv)
     if args.prep:

@@ -72,19 +72,25 @@ def x0_errors(model, XV, EV, noise, ac, levels: dict, std, chunk: int = 8) -> di
     return res
 
 
-def train_step(model, opt, X, E, ac, g, n: int, first_frame: bool = False, aux=None) -> float:  # noqa: ANN001
+def train_step(model, opt, X, E, ac, g, n: int, first_frame: bool = False, aux=None, perturb=None) -> float:  # noqa: ANN001
     """One v-prediction step on n random clips of X (N, T, C, h, w) with captions E (N, L, D): stratified timesteps,
     caption dropout 0.1, bf16 autocast, clip 1.0. Draws (clips, timesteps, noise, dropout) come from `g` in a fixed
     order, so arms with the same `g` see the same batches. `first_frame`: train on each clip's first latent frame.
     `aux(idx)`: an extra loss term (e.g. from features a hook kept during the forward) for the clips `idx`, added
-    to the v-loss; its parameters must be in `opt`. Returns the auxiliary loss (0 without one)."""
+    to the v-loss; its parameters must be in `opt`. Returns the auxiliary loss (0 without one).
+    `perturb(idx, x0, ᾱ, kept)`: the clean latents to noise for the model's input (`kept`: the caption was not
+    dropped); the target stays the true x0 (v = (√ᾱ x_t - x0) / √(1 - ᾱ), the usual v when nothing is changed)."""
     idx = torch.randint(0, len(X), (n,), generator=g)
     x0, text = (X[idx, :1] if first_frame else X[idx]), E[idx].clone()  # (n, T or 1, C, h, w)
     t = torch.arange(n) * 1000 // n + torch.randint(0, max(1, 1000 // n), (n,), generator=g)  # stratified
     a = ac[t].view(n, 1, 1, 1, 1)
     noise = torch.randn(x0.shape, generator=g)
-    text[torch.rand(n, generator=g) < 0.1] = 0.0  # caption dropout
+    dropped = torch.rand(n, generator=g) < 0.1
+    text[dropped] = 0.0  # caption dropout
     xt, target = a.sqrt() * x0 + (1 - a).sqrt() * noise, a.sqrt() * noise - (1 - a).sqrt() * x0
+    if perturb is not None:
+        xt = a.sqrt() * perturb(idx, x0, a, ~dropped) + (1 - a).sqrt() * noise
+        target = (a.sqrt() * xt - x0) / (1 - a).sqrt()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         v = model(xt, text, t)
     loss = ((v.float() - target) ** 2).mean()

@@ -12,8 +12,8 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "learning_speed.py"
 
 
-def _module():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("learning_speed", SCRIPT)
+def _module(name: str = "learning_speed.py"):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPT.with_name(name))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -45,10 +45,7 @@ def test_arms_share_their_start_and_the_comparison_table(tiny_2b_folder: Path, t
 def test_layout_screen_arms_share_stills_and_start(tiny_2b_folder: Path, tmp_path: Path) -> None:
     """scripts/layout_screen.py: one cache of stills with both caption styles; the arms start from the same weights,
     see the same images, and log x̂0 errors, generation scores (position for the layout arm) and a sample sheet."""
-    spec = importlib.util.spec_from_file_location("layout_screen", SCRIPT.with_name("layout_screen.py"))
-    assert spec is not None and spec.loader is not None
-    screen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(screen)
+    screen = _module("layout_screen.py")
     cache = tmp_path / "stills.pt"
     base = ["--model", str(tiny_2b_folder), "--cache", str(cache)]
     screen.main([*base, "--prep", "--n-train", "3", "--n-eval", "8"])
@@ -81,10 +78,7 @@ def test_layout_screen_decoder_free_spaces_round_trip(tmp_path: Path) -> None:
     from cinegen.world.dataset import clip_spec
     from cinegen.world.render import ClipSpec, render_clip
 
-    spec = importlib.util.spec_from_file_location("layout_screen", SCRIPT.with_name("layout_screen.py"))
-    assert spec is not None and spec.loader is not None
-    screen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(screen)
+    screen = _module("layout_screen.py")
     specs = [clip_spec(0, i, aspects=["square"], frame_counts=[1])[0].to_dict() for i in range(6)]
     data = {"train": {"specs": specs[:4]}, "eval": {"specs": specs[4:]}}
     cache = tmp_path / "stills.pt"
@@ -113,10 +107,7 @@ def test_layout_screen_aux_shape_targets_and_ema(tiny_2b_folder: Path, tmp_path:
     from cinegen.world.dataset import clip_spec
     from cinegen.world.render import ClipSpec, shape_label_map
 
-    spec = importlib.util.spec_from_file_location("layout_screen", SCRIPT.with_name("layout_screen.py"))
-    assert spec is not None and spec.loader is not None
-    screen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(screen)
+    screen = _module("layout_screen.py")
     specs = [clip_spec(0, i, aspects=["square"], frame_counts=[1])[0].to_dict() for i in range(3)]
     labels = screen.shape_targets(specs, 8, tmp_path / "stills.pt")  # 8-pixel tokens: 12 x 12, cells of 2 px
     assert labels.shape == (3, 144, 16) and (tmp_path / "stills.shapes8.pt").is_file()
@@ -154,3 +145,45 @@ def test_layout_screen_aux_shape_targets_and_ema(tiny_2b_folder: Path, tmp_path:
     last = log["log"][-1]
     assert {"gen", "gen_ema", "x0_mse_ema", "aux_loss"} <= set(last) and last["aux_loss"] > 0
     assert out.with_suffix(".2_ema.png").is_file() and (tmp_path / "aux_ema.pt").is_file()
+
+
+def test_layout_screen_shape_swap_inputs(tmp_path: Path) -> None:
+    """--swap-shapes: the swapped stills change every object's shape and nothing else; `train_step` with a perturb
+    that changes nothing takes exactly the plain step (target v = (√ᾱ x_t - x0) / √(1 - ᾱ) is the usual v), and the
+    perturb swaps only kept captions at ᾱ <= max_abar."""
+    from cinegen.models.transformer import CogVideoXTransformer, TransformerConfig
+    from cinegen.world.dataset import clip_spec
+    from cinegen.world.render import ClipSpec
+
+    screen = _module("layout_screen.py")
+    specs = [clip_spec(0, i, aspects=["square"], frame_counts=[1])[0].to_dict() for i in range(8)]
+    swapped = screen.swapped_specs(specs)
+    for a, b in zip(specs, swapped, strict=True):
+        ClipSpec.from_dict(b)  # valid (a rotating object never becomes a circle or a ring)
+        assert all(oa["shape"] != ob["shape"] for oa, ob in zip(a["objects"], b["objects"], strict=True))
+        assert [{**o, "shape": ""} for o in a["objects"]] == [{**o, "shape": ""} for o in b["objects"]]
+        assert {k: v for k, v in a.items() if k != "objects"} == {k: v for k, v in b.items() if k != "objects"}
+
+    cfg = TransformerConfig(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=8,
+        text_embed_dim=8, num_layers=1, sample_width=8, sample_height=8, sample_frames=1, max_text_seq_length=5,
+    )  # fmt: skip
+    X, E = torch.randn(6, 1, 4, 8, 8), torch.randn(6, 5, 8)
+    ac = torch.linspace(0.999, 0.001, 1000)  # ᾱ_t
+    params = []
+    for perturb in (None, lambda idx, x0, a, kept: x0.clone()):
+        torch.manual_seed(0)
+        model = CogVideoXTransformer(cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        _module().train_step(model, opt, X, E, ac, torch.Generator().manual_seed(1), 4, perturb=perturb)
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(params[0], params[1], atol=1e-6)
+
+    data = {"train": {"specs": specs[:4]}}
+    X, fit = screen.load_stills(data, "train", "pixel", tmp_path / "s.pt")
+    perturb = screen.shape_swap(None, data, "pixel", tmp_path / "s.pt", 8, fit, 1.0, 0.5)
+    XS, _ = screen.load_stills({"swap": {"specs": swapped[:4]}}, "swap", "pixel", tmp_path / "s.pt", fit=dict(fit))
+    idx, a = torch.tensor([0, 1, 2, 3]), torch.tensor([0.1, 0.1, 0.9, 0.1]).view(4, 1, 1, 1, 1)
+    out = perturb(idx, X[idx], a, torch.tensor([True, False, True, True]))
+    assert torch.equal(out[0], XS[0]) and torch.equal(out[3], XS[3])  # swapped
+    assert torch.equal(out[1], X[1]) and torch.equal(out[2], X[2])  # caption dropped / too little noise
