@@ -19,6 +19,13 @@ each eval caption is sampled (20 DDIM steps, CFG 4, a fixed seed per still) and 
 no VAE) or `pca` (the top `--pca-k` principal components of the train stills' 4x4x3 pixel patches, each at unit
 RMS: a linear, decoder-free latent). Samples are decoded by the space's exact inverse; the pixel stills are cached
 beside `--cache`. The x̂0 errors are in each space's own units, so compare spaces by their generation scores.
+
+Shape-learning aids (training only; the transformer stays the folder's architecture; every arm keeps the same
+batches, timesteps and noise): `--aux-shape W` adds a REPA-style loss, an MLP head on the video tokens after block
+`--aux-layer` predicting each token's clean shape labels (`cinegen.world.render.shape_label_map`); `--swap-shapes P`
+noises, with probability P where ᾱ <= `--swap-max-abar` and the caption is kept, the still with every shape swapped
+for another instead of the true one, with the true still as the target, so the caption has to name the shape.
+`--ema D` also keeps an EMA of the weights, scored and saved beside the raw ones (`gen_ema`, `OUT_ema.pt`).
 """
 
 from __future__ import annotations
