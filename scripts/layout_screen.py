@@ -26,6 +26,8 @@ batches, timesteps and noise): `--aux-shape W` adds a REPA-style loss, an MLP he
 noises, with probability P where ᾱ <= `--swap-max-abar` and the caption is kept, the still with every shape swapped
 for another instead of the true one, with the true still as the target, so the caption has to name the shape.
 `--ema D` also keeps an EMA of the weights, scored and saved beside the raw ones (`gen_ema`, `OUT_ema.pt`).
+`--train-text` trains a fresh random T5 (the prep's recipe) with the transformer instead of reading the cached
+frozen embeddings, so its token features can learn to carry the shape word.
 """
 
 from __future__ import annotations
@@ -50,11 +52,20 @@ ARMS = ("plain", "layout")
 TEXT_LEN = 80  # tokens: the longest layout caption has ~60
 
 
-def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
+def text_encoder(captions: list[str], width: int):  # noqa: ANN201
+    """A fresh random T5 of the default model's size (seed 0) over the words of `captions` and of the world's
+    vocabulary, encoding TEXT_LEN tokens (`cinegen.models.text.TextEncoder`)."""
     from train_default_model import make_tokenizer, word_vocabulary
 
     from cinegen.models.presets import small_t5
     from cinegen.models.text import TextEncoder
+
+    words = word_vocabulary(captions)  # + the world's words
+    enc = small_t5(64 * ((len(words) + 3 + 63) // 64), width, d_kv=32, num_buckets=16, max_distance=64, seed=0)
+    return TextEncoder(enc, make_tokenizer(words), TEXT_LEN)
+
+
+def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
     from cinegen.pipeline import load_pipeline
     from cinegen.world.captions import dense_caption
     from cinegen.world.dataset import clip_spec
@@ -72,11 +83,8 @@ def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
         split: {arm: [dense_caption(s.truth(layout=arm == "layout")) for s in ss] for arm in ARMS}
         for split, ss in specs.items()
     }
-    words = word_vocabulary([c for split in caps.values() for arm in ARMS for c in split[arm]])  # + the world's words
-    tok = make_tokenizer(words)
-    width = pipe.transformer.config.text_embed_dim  # the default model's T5 width (128)
-    enc = small_t5(64 * ((len(words) + 3 + 63) // 64), width, d_kv=32, num_buckets=16, max_distance=64, seed=0)
-    text = TextEncoder(enc, tok, TEXT_LEN)
+    captions = [c for split in caps.values() for arm in ARMS for c in split[arm]]
+    text = text_encoder(captions, pipe.transformer.config.text_embed_dim)  # the default model's T5 width (128)
     data: dict = {"meta": {"model": str(Path(model).resolve()), "n_train": n_train, "n_eval": n_eval}}
     with torch.no_grad():
         for split, ss in specs.items():
@@ -281,6 +289,20 @@ def shape_swap(pipe, data: dict, space: str, cache: Path, k: int, fit: dict, pro
     return perturb
 
 
+class LiveText:
+    """Caption embeddings computed by a trainable text encoder when indexed: `E[idx]` -> (B, L, D) with autograd
+    (--train-text: the T5 learns with the transformer, as GLIDE trains its text transformer from scratch)."""
+
+    def __init__(self, model: torch.nn.Module, ids: torch.Tensor) -> None:
+        self.model, self.ids = model, ids  # ids (N, L)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(self.ids[idx])[0].float()
+
+
 def train(args: argparse.Namespace) -> None:
     from PIL import Image
 
@@ -316,6 +338,16 @@ def train(args: argparse.Namespace) -> None:
             pipe, data, args.space, Path(args.cache), args.pca_k, fit, args.swap_shapes, args.swap_max_abar
         )
     params = list(model.parameters())
+    text = None
+    if args.train_text:
+        if args.ema > 0:
+            raise SystemExit("--train-text with --ema: the EMA would pair with the live text encoder")
+        caps = data["train"]["captions"][args.arm]
+        text = text_encoder([c for sp in ("train", "eval") for a in ARMS for c in data[sp]["captions"][a]], E.shape[2])
+        text.model.float().eval().requires_grad_(True)
+        params += list(text.model.parameters())
+        E = LiveText(text.model, text.tokenize(caps))
+        ids_eval = text.tokenize(data["eval"]["captions"][args.arm])
     aux = None
     if args.aux_shape > 0:
         labels = shape_targets(data["train"]["specs"], pipe.vae_spatial * args.patch, Path(args.cache))
@@ -331,6 +363,9 @@ def train(args: argparse.Namespace) -> None:
     for step in range(args.steps + 1):
         if step % args.every == 0 or step == args.steps:
             entry: dict = {"step": step}
+            if text is not None:
+                with torch.no_grad():
+                    EV = text.model(ids_eval)[0].float()  # (N, L, D) from the encoder as trained so far
             for tag, net in (("", model), ("_ema", ema)):
                 if net is None:
                     continue
@@ -358,6 +393,7 @@ def train(args: argparse.Namespace) -> None:
                 "aux_shape": args.aux_shape,
                 "aux_layer": args.aux_layer,
                 "ema": args.ema,
+                "train_text": args.train_text,
                 "swap_shapes": args.swap_shapes,
                 "swap_max_abar": args.swap_max_abar,
             }
@@ -401,6 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ema", type=float, default=0.0, help="also keep, score and save an EMA of this decay (0: off)")
     ap.add_argument("--swap-shapes", type=float, default=0.0, help="probability of a shape-swapped input (0: off)")
     ap.add_argument("--swap-max-abar", type=float, default=0.5, help="swap only at ᾱ up to this (the noisier part)")
+    ap.add_argument("--train-text", action="store_true", help="train a fresh random T5 with the transformer")
     ap.add_argument("--out", help="JSON log (required unless --prep)")
     args = ap.parse_args(argv)
     if args.prep:
