@@ -145,6 +145,14 @@ def test_layout_screen_aux_shape_targets_and_ema(tiny_2b_folder: Path, tmp_path:
     last = log["log"][-1]
     assert {"gen", "gen_ema", "x0_mse_ema", "aux_loss"} <= set(last) and last["aux_loss"] > 0
     assert out.with_suffix(".2_ema.png").is_file() and (tmp_path / "aux_ema.pt").is_file()
+    out = tmp_path / "text.json"  # a trained T5 and shape-swapped inputs (VAE-encoded beside the cache)
+    screen.main([*base, "--arm", "layout", "--steps", "2", "--every", "2", "--gen-every", "2", "--gen-n", "8"]
+                + ["--train-text", "--swap-shapes", "1", "--out", str(out)])  # fmt: skip
+    log = json.loads(out.read_text())
+    assert log["train_text"] and log["swap_shapes"] == 1 and "gen" in log["log"][-1]
+    assert (tmp_path / "tiny.swap-latent.pt").is_file()
+    with pytest.raises(SystemExit, match="EMA"):
+        screen.main([*base, "--train-text", "--ema", "0.9", "--out", str(out)])
 
 
 def test_layout_screen_shape_swap_inputs(tmp_path: Path) -> None:
