@@ -195,3 +195,23 @@ def test_layout_screen_shape_swap_inputs(tmp_path: Path) -> None:
     out = perturb(idx, X[idx], a, torch.tensor([True, False, True, True]))
     assert torch.equal(out[0], XS[0]) and torch.equal(out[3], XS[3])  # swapped
     assert torch.equal(out[1], X[1]) and torch.equal(out[2], X[2])  # caption dropped / too little noise
+
+
+def test_shape_word_toy_modes(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """scripts/shape_word_toy.py: six one-object stills (one per shape) learned from random, frozen-T5 or trained-T5
+    caption embeddings; each mode logs analyzer scores and writes a strip of 12 samples."""
+    from cinegen.world.vocab import SHAPES
+
+    screen, toy = _module("layout_screen.py"), _module("shape_word_toy.py")
+    specs = toy.toy_specs()
+    assert [s["objects"][0]["shape"] for s in specs] == list(SHAPES)
+    cache = tmp_path / "stills.pt"
+    screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
+    for mode in toy.MODES:
+        out = tmp_path / mode
+        toy.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--text", mode, "--steps", "2"]
+                 + ["--every", "2", "--out", str(out)])  # fmt: skip
+        entry = json.loads(out.with_suffix(".jsonl").read_text().splitlines()[-1])
+        assert entry["step"] == 2 and "shape" in entry and out.with_suffix(".2.png").is_file()
+    with pytest.raises(SystemExit, match="not found"):
+        toy.main(["--cache", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")])

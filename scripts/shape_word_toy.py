@@ -1,0 +1,130 @@
+"""Can the Shapes transformer tie a caption word to a shape? A six-still toy for the text pathway.
+
+    .venv/bin/python scripts/shape_word_toy.py --text random --out runs/toy/random    # one core each
+    .venv/bin/python scripts/shape_word_toy.py --text t5 --out runs/toy/t5
+    .venv/bin/python scripts/shape_word_toy.py --text t5-train --out runs/toy/t5-train
+
+Six stills, one large red object in the centre of a plain white 96x96 frame, one per shape, in the PCA-8 space of
+`layout_screen.py --space pca` (fitted on that screen's cached train stills, `--cache`). The default model's
+transformer architecture learns them from scratch (`learning_speed.train_step`: v-prediction, batch 16, lr 3e-4,
+same seeds for every mode); only the caption embeddings differ:
+
+- `random`: six unrelated random 8-token sequences (every token says which still it is);
+- `t5`: the layout captions ("One shape: A large red star in the center stays still. ...") through a fresh random,
+  frozen T5 (the screen's recipe): the captions differ in one word, whose token alone carries the difference;
+- `t5-train`: the same T5 trained with the transformer.
+
+Every `--every` steps each caption is sampled twice (20 DDIM steps, CFG 4) and scored by the ShapesBench analyzer
+(JSON lines in OUT.jsonl, a PNG strip OUT.STEP.png: circle, square, triangle, star, ring, cross, twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import layout_screen as screen  # noqa: E402
+from learning_speed import train_step  # noqa: E402
+
+MODES = ("random", "t5", "t5-train")
+
+
+def toy_specs(size: str = "large") -> list[dict]:
+    """One centred red object per shape on plain white, 96x96, one frame."""
+    from cinegen.world.render import ClipSpec, ObjectSpec
+    from cinegen.world.vocab import SHAPES
+
+    return [
+        ClipSpec(
+            (ObjectSpec(s, "red", size, "still", None, 0.5, 0.5),),
+            width=96,
+            height=96,
+            num_frames=1,
+            background="white",
+            background_style="solid",
+            camera="still",
+        ).to_dict()
+        for s in SHAPES
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from PIL import Image
+
+    from cinegen.pipeline import load_pipeline
+    from cinegen.sampling.schedules import alphas_cumprod
+    from cinegen.world.captions import dense_caption
+    from cinegen.world.render import ClipSpec
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--text", choices=MODES, default="t5")
+    ap.add_argument("--model", default="models/cinegen-shapes", help="folder whose schedule and architecture")
+    ap.add_argument("--cache", default="runs/layout/stills.pt", help="layout_screen.py's stills cache (PCA fit)")
+    ap.add_argument("--size", choices=("small", "large"), default="large")
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--every", type=int, default=250)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--out", required=True, help="output prefix: OUT.jsonl, OUT.STEP.png")
+    args = ap.parse_args(argv)
+    cache, out = Path(args.cache), Path(args.out)
+    if not cache.is_file():
+        raise SystemExit(f"{cache} not found: build it with layout_screen.py --prep --cache {cache}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    pipe = load_pipeline(args.model)
+    data = torch.load(cache, weights_only=False)
+    _, fit = screen.load_stills(data, "train", "pca", cache, 8)
+    specs = toy_specs(args.size)
+    X, _ = screen.load_stills({"toy": {"specs": specs}}, "toy", "pca", out.with_suffix(".pt"), 8, dict(fit))
+    text, ids, width = None, None, pipe.transformer.config.text_embed_dim
+    if args.text == "random":
+        E = torch.randn(len(specs), 8, width, generator=torch.Generator().manual_seed(3))  # (6, 8, D)
+        E = E / E.norm(dim=-1, keepdim=True) * width**0.5  # unit RMS per token, as a T5's output
+    else:
+        caps = [c for sp in ("train", "eval") for a in screen.ARMS for c in data[sp]["captions"][a]]
+        text = screen.text_encoder(caps, width)
+        ids = text.tokenize([dense_caption(ClipSpec.from_dict(sd).truth(layout=True)) for sd in specs])
+        with torch.no_grad():
+            E = text.model(ids)[0].float()  # (6, L, D)
+    torch.manual_seed(0)
+    chans = {"in_channels": X.shape[2], "out_channels": X.shape[2]}
+    cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], **chans)
+    model = type(pipe.transformer)(cfg).float().train()
+    params = list(model.parameters())
+    if args.text == "t5-train":
+        assert text is not None
+        text.model.float().eval().requires_grad_(True)  # eval: no dropout
+        params += list(text.model.parameters())
+    ac = alphas_cumprod(pipe.scheduler).float()
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    g = torch.Generator().manual_seed(1)
+    decode = functools.partial(screen.unlatent, fit=fit)
+    t0 = time.time()
+    with out.with_suffix(".jsonl").open("w") as log:
+        for step in range(1, args.steps + 1):
+            if args.text == "t5-train":
+                assert text is not None
+                E = text.model(ids)[0].float()  # (6, L, D) with autograd
+            train_step(model, opt, X, E, ac, g, 16)
+            if step % args.every == 0 or step == args.steps:
+                E = E.detach()
+                res, images = screen.generate_and_score(pipe, model, E.repeat(2, 1, 1), specs * 2, False, decode)
+                Image.fromarray(np.concatenate(images, axis=1)).save(out.with_suffix(f".{step}.png"))
+                entry = {"step": step, "seconds": round(time.time() - t0), **res}
+                print(json.dumps(entry), flush=True)
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+
+
+if __name__ == "__main__":
+    main()
