@@ -39,23 +39,21 @@ from learning_speed import train_step  # noqa: E402
 MODES = ("random", "t5", "t5-train")
 
 
-def toy_specs(size: str = "large") -> list[dict]:
-    """One centred red object per shape on plain white, 96x96, one frame."""
+def toy_specs(size: str = "large", variants: int = 1, vary: tuple[str, ...] = ()) -> list[dict]:
+    """`variants` stills per shape (shape-major order), one object on plain white, 96x96, one frame: red and centred,
+    or, per `vary`, a random colour (of `vocab.COLORS`) and / or a random place (centre in [0.25, 0.75]^2)."""
     from cinegen.world.render import ClipSpec, ObjectSpec
-    from cinegen.world.vocab import SHAPES
+    from cinegen.world.vocab import COLORS, SHAPES
 
-    return [
-        ClipSpec(
-            (ObjectSpec(s, "red", size, "still", None, 0.5, 0.5),),
-            width=96,
-            height=96,
-            num_frames=1,
-            background="white",
-            background_style="solid",
-            camera="still",
-        ).to_dict()
-        for s in SHAPES
-    ]
+    rng = np.random.default_rng(11)
+    out = []
+    for s in SHAPES:
+        for _ in range(variants):
+            color = str(rng.choice(list(COLORS))) if "color" in vary else "red"
+            x, y = rng.uniform(0.25, 0.75, 2) if "position" in vary else (0.5, 0.5)
+            obj = ObjectSpec(s, color, size, "still", None, float(x), float(y))
+            out.append(ClipSpec((obj,), width=96, height=96, num_frames=1, background="white").to_dict())
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="models/cinegen-shapes", help="folder whose schedule and architecture")
     ap.add_argument("--cache", default="runs/layout/stills.pt", help="layout_screen.py's stills cache (PCA fit)")
     ap.add_argument("--size", choices=("small", "large"), default="large")
+    ap.add_argument("--variants", type=int, default=1, help="stills per shape")
+    ap.add_argument("--vary", nargs="*", choices=("color", "position"), default=[], help="what varies between them")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_pipeline(args.model)
     data = torch.load(cache, weights_only=False)
     _, fit = screen.load_stills(data, "train", "pca", cache, 8)
-    specs = toy_specs(args.size)
+    specs = toy_specs(args.size, args.variants, tuple(args.vary))
     X, _ = screen.load_stills({"toy": {"specs": specs}}, "toy", "pca", out.with_suffix(".pt"), 8, dict(fit))
     text, ids, width = None, None, pipe.transformer.config.text_embed_dim
     if args.text == "random":
@@ -118,7 +118,10 @@ def main(argv: list[str] | None = None) -> None:
             train_step(model, opt, X, E, ac, g, 16)
             if step % args.every == 0 or step == args.steps:
                 E = E.detach()
-                res, images = screen.generate_and_score(pipe, model, E.repeat(2, 1, 1), specs * 2, False, decode)
+                pick = [i * args.variants + j for j in range(min(2, args.variants)) for i in range(6)]  # 2 per shape
+                pick = pick if args.variants > 1 else list(range(6)) * 2
+                layout = "position" in args.vary
+                res, images = screen.generate_and_score(pipe, model, E[pick], [specs[i] for i in pick], layout, decode)
                 Image.fromarray(np.concatenate(images, axis=1)).save(out.with_suffix(f".{step}.png"))
                 entry = {"step": step, "seconds": round(time.time() - t0), **res}
                 print(json.dumps(entry), flush=True)

@@ -205,12 +205,18 @@ def test_shape_word_toy_modes(tiny_2b_folder: Path, tmp_path: Path) -> None:
     screen, toy = _module("layout_screen.py"), _module("shape_word_toy.py")
     specs = toy.toy_specs()
     assert [s["objects"][0]["shape"] for s in specs] == list(SHAPES)
+    assert {(s["objects"][0]["x"], s["objects"][0]["color"]) for s in specs} == {(0.5, "red")}
+    varied = toy.toy_specs(variants=3, vary=("position", "color"))  # shape-major: 3 stills per shape
+    assert [s["objects"][0]["shape"] for s in varied] == [s for s in SHAPES for _ in range(3)]
+    assert len({(s["objects"][0]["x"], s["objects"][0]["y"]) for s in varied}) == 18
+    assert all(0.25 <= s["objects"][0]["x"] <= 0.75 for s in varied)
     cache = tmp_path / "stills.pt"
     screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
     for mode in toy.MODES:
         out = tmp_path / mode
+        vary = ["--variants", "2", "--vary", "position"] if mode == "t5" else []
         toy.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--text", mode, "--steps", "2"]
-                 + ["--every", "2", "--out", str(out)])  # fmt: skip
+                 + ["--every", "2", "--out", str(out), *vary])  # fmt: skip
         entry = json.loads(out.with_suffix(".jsonl").read_text().splitlines()[-1])
         assert entry["step"] == 2 and "shape" in entry and out.with_suffix(".2.png").is_file()
     with pytest.raises(SystemExit, match="not found"):
