@@ -41,7 +41,9 @@ MODES = ("random", "t5", "t5-train")
 
 def toy_specs(size: str = "large", variants: int = 1, vary: tuple[str, ...] = ()) -> list[dict]:
     """`variants` stills per shape (shape-major order), one object on plain white, 96x96, one frame: red and centred,
-    or, per `vary`, a random colour (of `vocab.COLORS`) and / or a random place (centre in [0.25, 0.75]^2)."""
+    or, per `vary`, a random colour (of `vocab.COLORS`) and / or a random place: `position` anywhere with its centre in
+    [0.25, 0.75]^2, `grid` there on whole 8-pixel steps from the centre (a patch-2 token of a 4x latent), `jitter`
+    the centre moved by under 4 pixels."""
     from cinegen.world.render import ClipSpec, ObjectSpec
     from cinegen.world.vocab import COLORS, SHAPES
 
@@ -50,7 +52,13 @@ def toy_specs(size: str = "large", variants: int = 1, vary: tuple[str, ...] = ()
     for s in SHAPES:
         for _ in range(variants):
             color = str(rng.choice(list(COLORS))) if "color" in vary else "red"
-            x, y = rng.uniform(0.25, 0.75, 2) if "position" in vary else (0.5, 0.5)
+            x, y = 0.5, 0.5
+            if "position" in vary:  # anywhere in the middle half
+                x, y = rng.uniform(0.25, 0.75, 2)
+            elif "grid" in vary:  # the middle half, on whole 8-pixel steps from the centre (one token of patch 2)
+                x, y = 0.5 + rng.integers(-3, 4, 2) * 8 / 96
+            elif "jitter" in vary:  # the centre, shifted by less than a token
+                x, y = 0.5 + rng.uniform(-4, 4, 2) / 96
             obj = ObjectSpec(s, color, size, "still", None, float(x), float(y))
             out.append(ClipSpec((obj,), width=96, height=96, num_frames=1, background="white").to_dict())
     return out
@@ -70,7 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default="runs/layout/stills.pt", help="layout_screen.py's stills cache (PCA fit)")
     ap.add_argument("--size", choices=("small", "large"), default="large")
     ap.add_argument("--variants", type=int, default=1, help="stills per shape")
-    ap.add_argument("--vary", nargs="*", choices=("color", "position"), default=[], help="what varies between them")
+    ap.add_argument(
+        "--vary",
+        nargs="*",
+        choices=("color", "position", "grid", "jitter"),
+        default=[],
+        help="what varies between them",
+    )
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                 E = E.detach()
                 pick = [i * args.variants + j for j in range(min(2, args.variants)) for i in range(6)]  # 2 per shape
                 pick = pick if args.variants > 1 else list(range(6)) * 2
-                layout = "position" in args.vary
+                layout = bool({"position", "grid"} & set(args.vary))
                 res, images = screen.generate_and_score(pipe, model, E[pick], [specs[i] for i in pick], layout, decode)
                 Image.fromarray(np.concatenate(images, axis=1)).save(out.with_suffix(f".{step}.png"))
                 entry = {"step": step, "seconds": round(time.time() - t0), **res}

@@ -210,6 +210,9 @@ def test_shape_word_toy_modes(tiny_2b_folder: Path, tmp_path: Path) -> None:
     assert [s["objects"][0]["shape"] for s in varied] == [s for s in SHAPES for _ in range(3)]
     assert len({(s["objects"][0]["x"], s["objects"][0]["y"]) for s in varied}) == 18
     assert all(0.25 <= s["objects"][0]["x"] <= 0.75 for s in varied)
+    grid = {round(s["objects"][0]["x"] * 96, 6) for s in toy.toy_specs(variants=8, vary=("grid",))}
+    assert grid <= {24.0, 32.0, 40.0, 48.0, 56.0, 64.0, 72.0} and len(grid) > 1  # whole tokens from the centre
+    assert all(abs(s["objects"][0]["y"] * 96 - 48) < 4 for s in toy.toy_specs(variants=8, vary=("jitter",)))
     cache = tmp_path / "stills.pt"
     screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
     for mode in toy.MODES:
