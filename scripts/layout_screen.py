@@ -351,7 +351,7 @@ def train(args: argparse.Namespace) -> None:
     aux = None
     if args.aux_shape > 0:
         labels = shape_targets(data["train"]["specs"], pipe.vae_spatial * args.patch, Path(args.cache))
-        aux, head = shape_aux(model, labels, args.aux_layer, E.shape[1], args.aux_shape)
+        aux, head = shape_aux(model, labels, args.aux_layer, cfg.max_text_seq_length, args.aux_shape)
         params += list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     g = torch.Generator().manual_seed(1)  # batches, timesteps, noise: the same draws for every arm
