@@ -350,6 +350,8 @@ def train(args: argparse.Namespace) -> None:
         ids_eval = text.tokenize(data["eval"]["captions"][args.arm])
     aux = None
     if args.aux_shape > 0:
+        if not 1 <= args.aux_layer <= cfg.num_layers:
+            raise SystemExit(f"--aux-layer {args.aux_layer}: the transformer has blocks 1..{cfg.num_layers}")
         labels = shape_targets(data["train"]["specs"], pipe.vae_spatial * args.patch, Path(args.cache))
         aux, head = shape_aux(model, labels, args.aux_layer, cfg.max_text_seq_length, args.aux_shape)
         params += list(head.parameters())
@@ -377,6 +379,8 @@ def train(args: argparse.Namespace) -> None:
                     if rows:
                         Image.fromarray(np.concatenate(rows)).save(out.with_suffix(f".{step}{tag}.png"))
                     torch.save(net.state_dict(), out.with_name(f"{out.stem}{tag}.pt"))  # the latest scored weights
+                    if text is not None:  # the T5 the transformer was trained with
+                        torch.save(text.model.state_dict(), out.with_name(f"{out.stem}_text.pt"))
             if aux_losses:
                 entry["aux_loss"] = round(float(np.mean(aux_losses)), 4)  # mean since the last entry
                 aux_losses.clear()

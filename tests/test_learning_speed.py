@@ -150,7 +150,9 @@ def test_layout_screen_aux_shape_targets_and_ema(tiny_2b_folder: Path, tmp_path:
                 + ["--train-text", "--swap-shapes", "1", "--out", str(out)])  # fmt: skip
     log = json.loads(out.read_text())
     assert log["train_text"] and log["swap_shapes"] == 1 and "gen" in log["log"][-1]
-    assert (tmp_path / "tiny.swap-latent.pt").is_file()
+    assert (tmp_path / "tiny.swap-latent.pt").is_file() and (tmp_path / "text_text.pt").is_file()
+    with pytest.raises(SystemExit, match="blocks 1.."):
+        screen.main([*base, "--aux-shape", "0.5", "--aux-layer", "99", "--out", str(out)])
     with pytest.raises(SystemExit, match="EMA"):
         screen.main([*base, "--train-text", "--ema", "0.9", "--out", str(out)])
 
