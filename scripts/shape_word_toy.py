@@ -9,13 +9,17 @@ Six stills, one large red object in the centre of a plain white 96x96 frame, one
 transformer architecture learns them from scratch (`learning_speed.train_step`: v-prediction, batch 16, lr 3e-4,
 same seeds for every mode); only the caption embeddings differ:
 
-- `random`: six unrelated random 8-token sequences (every token says which still it is);
+- `random`: an unrelated random 8-token sequence per still (every token says which still it is);
 - `t5`: the layout captions ("One shape: A large red star in the center stays still. ...") through a fresh random,
   frozen T5 (the screen's recipe): the captions differ in one word, whose token alone carries the difference;
 - `t5-train`: the same T5 trained with the transformer.
 
-Every `--every` steps each caption is sampled twice (20 DDIM steps, CFG 4) and scored by the ShapesBench analyzer
-(JSON lines in OUT.jsonl, a PNG strip OUT.STEP.png: circle, square, triangle, star, ring, cross, twice).
+`--variants N --vary color|position|grid|jitter` makes the ladder between this toy and the world: N stills per
+shape with a random colour and/or place (`toy_specs`).
+
+Every `--every` steps each caption is sampled twice (with variants: the first two stills of each shape; 20 DDIM
+steps, CFG 4) and scored by the ShapesBench analyzer (JSON lines in OUT.jsonl, a PNG strip OUT.STEP.png: circle,
+square, triangle, star, ring, cross, twice).
 """
 
 from __future__ import annotations
@@ -102,14 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     X, _ = screen.load_stills({"toy": {"specs": specs}}, "toy", "pca", out.with_suffix(".pt"), 8, dict(fit))
     text, ids, width = None, None, pipe.transformer.config.text_embed_dim
     if args.text == "random":
-        E = torch.randn(len(specs), 8, width, generator=torch.Generator().manual_seed(3))  # (6, 8, D)
+        E = torch.randn(len(specs), 8, width, generator=torch.Generator().manual_seed(3))  # (N, 8, D)
         E = E / E.norm(dim=-1, keepdim=True) * width**0.5  # unit RMS per token, as a T5's output
     else:
         caps = [c for sp in ("train", "eval") for a in screen.ARMS for c in data[sp]["captions"][a]]
         text = screen.text_encoder(caps, width)
         ids = text.tokenize([dense_caption(ClipSpec.from_dict(sd).truth(layout=True)) for sd in specs])
         with torch.no_grad():
-            E = text.model(ids)[0].float()  # (6, L, D)
+            E = text.model(ids)[0].float()  # (N, L, D)
     torch.manual_seed(0)
     chans = {"in_channels": X.shape[2], "out_channels": X.shape[2]}
     cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], **chans)
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         for step in range(1, args.steps + 1):
             if args.text == "t5-train":
                 assert text is not None
-                E = text.model(ids)[0].float()  # (6, L, D) with autograd
+                E = text.model(ids)[0].float()  # (N, L, D) with autograd
             train_step(model, opt, X, E, ac, g, 16)
             if step % args.every == 0 or step == args.steps:
                 E = E.detach()
