@@ -65,12 +65,25 @@ def text_encoder(captions: list[str], width: int):  # noqa: ANN201
     return TextEncoder(enc, make_tokenizer(words), TEXT_LEN)
 
 
+def cached_captions(data: dict) -> list[str]:
+    """Every caption of a stills cache (both splits, both arms): the words `text_encoder` is built over."""
+    return [c for split in ("train", "eval") for arm in ARMS for c in data[split]["captions"][arm]]
+
+
+def vae_stills(pipe, specs: list) -> torch.Tensor:  # noqa: ANN001
+    """The folder VAE's scaled latents of still specs (`ClipSpec` or dict) -> (N, 1, C, h, w) bf16."""
+    from cinegen.world.probe import _clip_latents
+    from cinegen.world.render import ClipSpec, render_clip
+
+    with torch.no_grad():
+        lat = [_clip_latents(pipe, render_clip(s if isinstance(s, ClipSpec) else ClipSpec.from_dict(s))) for s in specs]
+    return torch.cat(lat).to(torch.bfloat16)
+
+
 def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
     from cinegen.pipeline import load_pipeline
     from cinegen.world.captions import dense_caption
     from cinegen.world.dataset import clip_spec
-    from cinegen.world.probe import _clip_latents
-    from cinegen.world.render import render_clip
 
     pipe = load_pipeline(model)
     specs = {
@@ -89,7 +102,7 @@ def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
     with torch.no_grad():
         for split, ss in specs.items():
             part = {
-                "X": torch.cat([_clip_latents(pipe, render_clip(s)).to(torch.bfloat16) for s in ss]),
+                "X": vae_stills(pipe, ss),
                 "specs": [s.to_dict() for s in ss],
                 "captions": caps[split],
             }
@@ -268,16 +281,11 @@ def shape_swap(pipe, data: dict, space: str, cache: Path, k: int, fit: dict, pro
     noised from the still with every shape swapped for another (same colours, sizes, places) while the target stays
     the true still, so the caption, not the visible outline, has to say which shape to draw: the situation of a
     sample whose intermediate has a blob or a wrong outline. Returns perturb(idx, x0, ᾱ, kept) for `train_step`."""
-    from cinegen.world.probe import _clip_latents
-    from cinegen.world.render import ClipSpec, render_clip
-
     alt = {"swap": {"specs": swapped_specs(data["train"]["specs"])}}
     if space.startswith("latent"):
         path = cache.with_suffix(".swap-latent.pt")
         if not path.exists():
-            with torch.no_grad():
-                lat = [_clip_latents(pipe, render_clip(ClipSpec.from_dict(sd))) for sd in alt["swap"]["specs"]]
-            torch.save(torch.cat(lat).to(torch.bfloat16), path)
+            torch.save(vae_stills(pipe, alt["swap"]["specs"]), path)
         alt["swap"]["X"] = torch.load(path)
     XS, _ = load_stills(alt, "swap", space, cache, k, dict(fit))  # (N, 1, C, h, w), the train split's scaling
     g = torch.Generator().manual_seed(7)  # its own draws: the batches stay paired with arms without the swap
@@ -308,6 +316,7 @@ def train(args: argparse.Namespace) -> None:
 
     from cinegen.pipeline import load_pipeline
     from cinegen.sampling.schedules import alphas_cumprod
+    from cinegen.train.optim import EMA
 
     pipe = load_pipeline(args.model)
     if args.space in ("pixel", "pca") and pipe.vae_spatial != PIXEL_FACTOR:
@@ -331,7 +340,8 @@ def train(args: argparse.Namespace) -> None:
     ac = alphas_cumprod(pipe.scheduler).float()  # (1000,)
     levels = {a: int((ac - a).abs().argmin()) for a in LEVELS}
     eval_noise = torch.randn(XV.shape, generator=torch.Generator().manual_seed(123))
-    ema = copy.deepcopy(model).eval().requires_grad_(False) if args.ema > 0 else None
+    ema = EMA(model, args.ema) if args.ema > 0 else None  # fp32 shadow weights, as `cinegen train` keeps
+    ema_net = copy.deepcopy(model).eval().requires_grad_(False) if ema is not None else None  # they are scored in
     perturb = None
     if args.swap_shapes > 0:
         perturb = shape_swap(
@@ -343,7 +353,7 @@ def train(args: argparse.Namespace) -> None:
         if args.ema > 0:
             raise SystemExit("--train-text with --ema: the EMA would pair with the live text encoder")
         caps = data["train"]["captions"][args.arm]
-        text = text_encoder([c for sp in ("train", "eval") for a in ARMS for c in data[sp]["captions"][a]], E.shape[2])
+        text = text_encoder(cached_captions(data), E.shape[2])
         text.model.float().eval().requires_grad_(True)
         params += list(text.model.parameters())
         E = LiveText(text.model, text.tokenize(caps))
@@ -368,7 +378,9 @@ def train(args: argparse.Namespace) -> None:
             if text is not None:
                 with torch.no_grad():
                     EV = text.model(ids_eval)[0].float()  # (N, L, D) from the encoder as trained so far
-            for tag, net in (("", model), ("_ema", ema)):
+            if ema is not None:
+                ema.copy_to(ema_net)
+            for tag, net in (("", model), ("_ema", ema_net)):
                 if net is None:
                     continue
                 entry[f"x0_mse{tag}"] = x0_errors(net, XV, EV, eval_noise, ac, levels, 1.0, chunk=16)
@@ -408,9 +420,7 @@ def train(args: argparse.Namespace) -> None:
         if aux is not None:
             aux_losses.append(extra)
         if ema is not None:
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-                    pe.lerp_(p, 1 - args.ema)
+            ema.update(model)
 
 
 def main(argv: list[str] | None = None) -> None:

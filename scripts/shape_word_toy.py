@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         E = torch.randn(len(specs), 8, width, generator=torch.Generator().manual_seed(3))  # (N, 8, D)
         E = E / E.norm(dim=-1, keepdim=True) * width**0.5  # unit RMS per token, as a T5's output
     else:
-        caps = [c for sp in ("train", "eval") for a in screen.ARMS for c in data[sp]["captions"][a]]
-        text = screen.text_encoder(caps, width)
+        text = screen.text_encoder(screen.cached_captions(data), width)
         ids = text.tokenize([dense_caption(ClipSpec.from_dict(sd).truth(layout=True)) for sd in specs])
         with torch.no_grad():
             E = text.model(ids)[0].float()  # (N, L, D)
