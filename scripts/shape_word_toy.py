@@ -17,9 +17,12 @@ same seeds for every mode); only the caption embeddings differ:
 `--variants N --vary color|position|grid|jitter` makes the ladder between this toy and the world: N stills per
 shape with a random colour and/or place (`toy_specs`).
 
-Every `--every` steps each caption is sampled twice (with variants: the first two stills of each shape; 20 DDIM
-steps, CFG 4) and scored by the ShapesBench analyzer (JSON lines in OUT.jsonl, a PNG strip OUT.STEP.png: circle,
-square, triangle, star, ring, cross, twice).
+`--patch P` and `--positions rope|sincos` change the transformer (patch size; 3D RoPE as the default model, or
+added 3D sin-cos positions as CogVideoX 2B); everything else stays paired.
+
+Every `--every` steps each caption is sampled `--samples` times (with variants: the first K stills of each shape;
+20 DDIM steps, CFG 4) and scored by the ShapesBench analyzer (JSON lines in OUT.jsonl, a PNG strip OUT.STEP.png:
+circle, square, triangle, star, ring, cross, K times; the weights in OUT.weights.pt).
 """
 
 from __future__ import annotations
@@ -68,6 +71,14 @@ def toy_specs(size: str = "large", variants: int = 1, vary: tuple[str, ...] = ()
     return out
 
 
+def token_cell_caption(spec: dict, token_px: int = 8) -> str:
+    """A sentence naming the transformer token (a `token_px` square, row-major from the top left) that holds the
+    object's centre: the exact place that a 3x3 layout cell leaves open, as words the T5 vocabulary gets."""
+    obj = spec["objects"][0]
+    col, row = (int(obj[k] * spec[n] / token_px + 1e-6) for k, n in (("x", "width"), ("y", "height")))  # floor
+    return f" Its centre is in column c{col} and row r{row}."
+
+
 def main(argv: list[str] | None = None) -> None:
     from PIL import Image
 
@@ -89,9 +100,22 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="what varies between them",
     )
+    ap.add_argument("--patch", type=int, default=2, help="transformer patch size (the default model's is 2)")
+    ap.add_argument(
+        "--positions",
+        choices=("rope", "sincos"),
+        help="3D RoPE (the default model's, as CogVideoX 5B) or added 3D sin-cos positions (CogVideoX 2B); "
+        "default: the folder's",
+    )
+    ap.add_argument(
+        "--token-cell",
+        action="store_true",
+        help="captions also name the 8-pixel token of the object's centre (column cC, row rR)",
+    )
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--samples", type=int, default=2, help="samples per shape at each evaluation")
     ap.add_argument("--out", required=True, help="output prefix: OUT.jsonl, OUT.STEP.png")
     args = ap.parse_args(argv)
     cache, out = Path(args.cache), Path(args.out)
@@ -109,13 +133,21 @@ def main(argv: list[str] | None = None) -> None:
         E = torch.randn(len(specs), 8, width, generator=torch.Generator().manual_seed(3))  # (N, 8, D)
         E = E / E.norm(dim=-1, keepdim=True) * width**0.5  # unit RMS per token, as a T5's output
     else:
-        text = screen.text_encoder(screen.cached_captions(data), width)
-        ids = text.tokenize([dense_caption(ClipSpec.from_dict(sd).truth(layout=True)) for sd in specs])
+        captions = [dense_caption(ClipSpec.from_dict(sd).truth(layout=True)) for sd in specs]
+        words = screen.cached_captions(data)
+        if args.token_cell:  # name the token of each centre; its words join the vocabulary
+            captions = [c + token_cell_caption(sd) for c, sd in zip(captions, specs, strict=True)]
+            words += [token_cell_caption({"width": 96, "height": 96, "objects": [{"x": i / 12, "y": i / 12}]})
+                      for i in range(12)]  # fmt: skip
+        text = screen.text_encoder(words, width)
+        ids = text.tokenize(captions)
         with torch.no_grad():
             E = text.model(ids)[0].float()  # (N, L, D)
     torch.manual_seed(0)
     chans = {"in_channels": X.shape[2], "out_channels": X.shape[2]}
-    cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], **chans)
+    cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], patch_size=args.patch, **chans)
+    if args.positions is not None:
+        cfg = dataclasses.replace(cfg, use_rotary_positional_embeddings=args.positions == "rope")
     model = type(pipe.transformer)(cfg).float().train()
     params = list(model.parameters())
     if args.text == "t5-train":
@@ -135,15 +167,18 @@ def main(argv: list[str] | None = None) -> None:
             train_step(model, opt, X, E, ac, g, 16)
             if step % args.every == 0 or step == args.steps:
                 E = E.detach()
-                pick = [i * args.variants + j for j in range(min(2, args.variants)) for i in range(6)]  # 2 per shape
-                pick = pick if args.variants > 1 else list(range(6)) * 2
+                k = args.samples
+                pick = [i * args.variants + j for j in range(min(k, args.variants)) for i in range(6)]  # k per shape
+                pick = pick if args.variants > 1 else list(range(6)) * k
                 layout = bool({"position", "grid"} & set(args.vary))
                 res, images = screen.generate_and_score(pipe, model, E[pick], [specs[i] for i in pick], layout, decode)
                 Image.fromarray(np.concatenate(images, axis=1)).save(out.with_suffix(f".{step}.png"))
-                entry = {"step": step, "seconds": round(time.time() - t0), **res}
+                arch = {"patch": cfg.patch_size, "rope": cfg.use_rotary_positional_embeddings}
+                entry = {"step": step, "seconds": round(time.time() - t0), **arch, **res}
                 print(json.dumps(entry), flush=True)
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
+                torch.save(model.state_dict(), out.with_suffix(".weights.pt"))  # the latest scored weights
 
 
 if __name__ == "__main__":

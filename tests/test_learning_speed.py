@@ -6,8 +6,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "learning_speed.py"
 
@@ -215,14 +217,23 @@ def test_shape_word_toy_modes(tiny_2b_folder: Path, tmp_path: Path) -> None:
     grid = {round(s["objects"][0]["x"] * 96, 6) for s in toy.toy_specs(variants=8, vary=("grid",))}
     assert grid <= {24.0, 32.0, 40.0, 48.0, 56.0, 64.0, 72.0} and len(grid) > 1  # whole tokens from the centre
     assert all(abs(s["objects"][0]["y"] * 96 - 48) < 4 for s in toy.toy_specs(variants=8, vary=("jitter",)))
+    cells = [toy.token_cell_caption(sd) for sd in toy.toy_specs(variants=16, vary=("grid",))]
+    assert " Its centre is in column c3 and row r3." in cells and len(set(cells)) > 20  # 8-px tokens 3..9
+    assert all(int(c.split("column c")[1].split()[0]) in range(3, 10) for c in cells)
     cache = tmp_path / "stills.pt"
     screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
     for mode in toy.MODES:
         out = tmp_path / mode
-        vary = ["--variants", "2", "--vary", "position"] if mode == "t5" else []
+        vary = ["--variants", "2", "--vary", "position", "--token-cell"] if mode == "t5" else []
+        arch = ["--patch", "1", "--positions", "rope", "--samples", "1"] if mode == "random" else []
         toy.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--text", mode, "--steps", "2"]
-                 + ["--every", "2", "--out", str(out), *vary])  # fmt: skip
+                 + ["--every", "2", "--out", str(out), *vary, *arch])  # fmt: skip
         entry = json.loads(out.with_suffix(".jsonl").read_text().splitlines()[-1])
-        assert entry["step"] == 2 and "shape" in entry and out.with_suffix(".2.png").is_file()
+        assert entry["step"] == 2 and "shape" in entry
+        assert (entry["patch"], entry["rope"]) == ((1, True) if arch else (2, False))  # the tiny 2B has sin-cos
+        strip = np.asarray(Image.open(out.with_suffix(".2.png")))
+        assert strip.shape[1] == strip.shape[0] * 6 * (1 if arch else 2)  # square samples: per shape x six shapes
+        weights = torch.load(out.with_suffix(".weights.pt"))
+        assert weights["patch_embed.proj.weight"].shape[-1] == (1 if arch else 2)  # --patch
     with pytest.raises(SystemExit, match="not found"):
         toy.main(["--cache", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")])
