@@ -66,8 +66,39 @@ def text_encoder(captions: list[str], width: int):  # noqa: ANN201
 
 
 def cached_captions(data: dict) -> list[str]:
-    """Every caption of a stills cache (both splits, both arms): the words `text_encoder` is built over."""
-    return [c for split in ("train", "eval") for arm in ARMS for c in data[split]["captions"][arm]]
+    """Every caption of a stills cache (both splits, every arm it holds): the words `text_encoder` is built over."""
+    return [c for split in ("train", "eval") for caps in data[split]["captions"].values() for c in caps]
+
+
+def token_cell(x: float, y: float, token_px: int) -> tuple[int, int]:
+    """(column, row) of the transformer token (a `token_px` pixel square, from the top left) holding pixel (x, y)."""
+    return int(x / token_px + 1e-6), int(y / token_px + 1e-6)  # floor; whole-token places stay exact
+
+
+def cell_caption(spec: dict, token_px: int) -> str:
+    """The `cell` arm's addition to a layout caption: each object's colour, shape and the token of its centre at
+    frame 0 (" Centres: red square c8 r7; blue star c3 r3."), the exact place a 3x3 layout cell leaves open."""
+    from cinegen.world.render import ClipSpec, object_tracks
+
+    clip = ClipSpec.from_dict(spec)
+    cells = [token_cell(t.cx[0], t.cy[0], token_px) for t in object_tracks(clip)]
+    parts = [f"{o.color} {o.shape} c{c} r{r}" for o, (c, r) in zip(clip.objects, cells, strict=True)]
+    return " Centres: " + "; ".join(parts) + "."
+
+
+def add_cell_arm(data: dict, width: int, token_px: int) -> None:
+    """Add the `cell` arm to a loaded stills cache (in memory): layout captions + `cell_caption`, encoded by a fresh
+    random T5 (the prep's recipe) over the cache's words and the token words."""
+    for split in ("train", "eval"):
+        part = data[split]
+        part["captions"]["cell"] = [
+            c + cell_caption(sd, token_px) for c, sd in zip(part["captions"]["layout"], part["specs"], strict=True)
+        ]
+    text = text_encoder(cached_captions(data), width)
+    with torch.no_grad():
+        for split in ("train", "eval"):
+            caps = data[split]["captions"]["cell"]
+            data[split]["E_cell"] = torch.cat([text.encode(caps[i : i + 64]).float() for i in range(0, len(caps), 64)])
 
 
 def vae_stills(pipe, specs: list) -> torch.Tensor:  # noqa: ANN001
@@ -326,6 +357,8 @@ def train(args: argparse.Namespace) -> None:
     data = torch.load(args.cache, weights_only=False)
     X, fit = load_stills(data, "train", args.space, Path(args.cache), args.pca_k)  # (N, 1, C, h, w)
     XV, _ = load_stills(data, "eval", args.space, Path(args.cache), args.pca_k, fit)
+    if args.arm == "cell":
+        add_cell_arm(data, pipe.transformer.config.text_embed_dim, pipe.vae_spatial * args.patch)
     E, EV = data["train"][f"E_{args.arm}"], data["eval"][f"E_{args.arm}"]  # (N, L, D)
     decode = functools.partial(unlatent, fit=fit) if args.space in ("pixel", "pca") else None
     if args.space == "latent-white":
@@ -386,7 +419,7 @@ def train(args: argparse.Namespace) -> None:
                 entry[f"x0_mse{tag}"] = x0_errors(net, XV, EV, eval_noise, ac, levels, 1.0, chunk=16)
                 if step > 0 and (step % args.gen_every == 0 or step == args.steps):
                     specs = data["eval"]["specs"][: args.gen_n]
-                    entry[f"gen{tag}"], images = generate_and_score(pipe, net, EV, specs, args.arm == "layout", decode)
+                    entry[f"gen{tag}"], images = generate_and_score(pipe, net, EV, specs, args.arm != "plain", decode)
                     rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
                     if rows:
                         Image.fromarray(np.concatenate(rows)).save(out.with_suffix(f".{step}{tag}.png"))
@@ -430,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default="runs/layout/stills.pt")
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=64)
-    ap.add_argument("--arm", choices=ARMS, default="plain")
+    ap.add_argument("--arm", choices=(*ARMS, "cell"), default="plain")
     ap.add_argument(
         "--space",
         choices=("latent", "latent-white", "pixel", "pca"),

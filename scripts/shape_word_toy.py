@@ -75,7 +75,7 @@ def token_cell_caption(spec: dict, token_px: int = 8) -> str:
     """A sentence naming the transformer token (a `token_px` square, row-major from the top left) that holds the
     object's centre: the exact place that a 3x3 layout cell leaves open, as words the T5 vocabulary gets."""
     obj = spec["objects"][0]
-    col, row = (int(obj[k] * spec[n] / token_px + 1e-6) for k, n in (("x", "width"), ("y", "height")))  # floor
+    col, row = screen.token_cell(obj["x"] * spec["width"], obj["y"] * spec["height"], token_px)
     return f" Its centre is in column c{col} and row r{row}."
 
 

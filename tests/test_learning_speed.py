@@ -60,7 +60,7 @@ def test_layout_screen_arms_share_stills_and_start(tiny_2b_folder: Path, tmp_pat
     with pytest.raises(SystemExit):  # a run needs its log
         screen.main([*base, "--arm", "plain"])
     runs = {}
-    for arm in ("plain", "layout"):
+    for arm in ("plain", "layout", "cell"):
         out = tmp_path / f"{arm}.json"
         screen.main(
             [*base, "--arm", arm, "--steps", "2", "--every", "1", "--gen-every", "2", "--gen-n", "8", "--out", str(out)]
@@ -71,6 +71,37 @@ def test_layout_screen_arms_share_stills_and_start(tiny_2b_folder: Path, tmp_pat
     assert set(first["plain"]) == {str(a) for a in screen.LEVELS}
     gen = {arm: r["log"][-1]["gen"] for arm, r in runs.items()}
     assert "position" in gen["layout"] and "position" not in gen["plain"] and "shape" in gen["plain"]
+    assert "position" in gen["cell"] and runs["cell"]["arm"] == "cell"
+
+
+def test_layout_screen_cell_arm_names_each_token(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """--arm cell: the layout caption plus each object's colour, shape and the 8-pixel token of its centre, every
+    word in the fresh T5's vocabulary."""
+    from cinegen.world.render import ClipSpec, ObjectSpec
+
+    screen = _module("layout_screen.py")
+    objs = (
+        ObjectSpec("circle", "red", "large", "still", None, 0.25, 0.75),
+        ObjectSpec("star", "blue", "small", "still", None, 0.5, 0.5),
+    )
+    spec = ClipSpec(objs, width=96, height=96, num_frames=1, background="white").to_dict()  # star: the centre
+    assert screen.cell_caption(spec, 8) == " Centres: red circle c3 r9; blue star c6 r6."
+    assert screen.token_cell(55.999999999, 8.0, 8) == (7, 1)  # float error just under a token edge
+    assert screen.token_cell(7.9, 0.0, 8) == (0, 0)
+    cache = tmp_path / "stills.pt"
+    screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
+    data = torch.load(cache, weights_only=False)
+    screen.add_cell_arm(data, 32, 8)
+    for split in ("train", "eval"):
+        caps = data[split]["captions"]
+        assert all(
+            c == lay + screen.cell_caption(sd, 8)
+            for c, lay, sd in zip(caps["cell"], caps["layout"], data[split]["specs"], strict=True)
+        )
+        assert data[split]["E_cell"].shape == data[split]["E_layout"].shape
+    text = screen.text_encoder(screen.cached_captions(data), 32)
+    ids = text.tokenize(data["train"]["captions"]["cell"])
+    assert not (ids == text.tokenizer.unk_token_id).any()  # "centres", "c3", "r9": all known words
 
 
 def test_layout_screen_decoder_free_spaces_round_trip(tmp_path: Path) -> None:
