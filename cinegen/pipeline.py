@@ -97,7 +97,7 @@ class PipelineDefaults:
     spacing: str = "scheduler"  # ddim/dpm timesteps: "scheduler" or "log_snr" (cinegen.sampling.loop.SamplerSpec)
     fps: float = 8.0
     negative_prompt: str = ""
-    prompt_enhancer: str | None = None  # "shapes" / "shapes-layout": Shapes-world rewriters (cinegen.world.captions)
+    prompt_enhancer: str | None = None  # "shapes" / "shapes-layout" / "shapes-tokens": Shapes-world rewriters
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -223,9 +223,10 @@ class Pipeline:
         """The model's built-in prompt rewriter; falls back to the raw prompt when it cannot parse it.
 
         "shapes": the Shapes-world rewriter (deterministic defaults); "shapes-layout": the same plus each object's
-        start cell, drawn from the request's seed and clip format when the prompt states none."""
+        start cell, drawn from the request's seed and clip format when the prompt states none; "shapes-tokens":
+        the start cell and token ("in the top left at c3 r2")."""
         style = self.defaults.prompt_enhancer
-        if style in ("shapes", "shapes-layout"):
+        if style in ("shapes", "shapes-layout", "shapes-tokens"):
             from cinegen.world.captions import enhance_prompt
 
             try:
@@ -237,7 +238,8 @@ class Pipeline:
                     "height": int(r.height or self.defaults.height),
                     "num_frames": int(r.num_frames or self.defaults.num_frames),
                 }
-                return enhance_prompt(prompt, np.random.default_rng(int(r.seed)), layout=True, **fmt)
+                tokens = style == "shapes-tokens"
+                return enhance_prompt(prompt, np.random.default_rng(int(r.seed)), layout=True, tokens=tokens, **fmt)
             except ValueError as e:
                 log.warning("prompt enhancer could not rewrite %r (%s); using it as it is", prompt, e)
         return prompt

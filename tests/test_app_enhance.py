@@ -142,6 +142,9 @@ def test_make_enhancer_specs(tmp_path: Path) -> None:
     assert out == lay.enhance("a red circle moves up and a blue star spins")
     assert all(o.position is not None for o in parse_prompt(out).objects)
     assert make_enhancer("builtin", model_style="shapes-layout").name == "shapes-layout"
+    tok = make_enhancer(None, model_style="shapes-tokens")  # token captions: a cell and an 8-pixel token each
+    assert isinstance(tok, ShapesEnhancer) and tok.name == "shapes-tokens"
+    assert all(o.token is not None and o.position is not None for o in parse_prompt(tok.enhance("a red star")).objects)
     assert all(o.position is None for o in parse_prompt(make_enhancer("builtin").enhance("a red star")).objects)
     with pytest.raises(ValueError, match="openai:MODEL@URL"):
         make_enhancer("openai:gpt")

@@ -167,13 +167,14 @@ def test_prompt_enhancer_from_model_defaults(tmp_path: Path) -> None:
     assert pipe.resolve(cinegen.GenerateRequest(prompt="a panda playing guitar")).prompt == "a panda playing guitar"
 
 
-def test_layout_prompt_enhancer_draws_cells_from_the_seed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("style", ["shapes-layout", "shapes-tokens"])
+def test_layout_prompt_enhancer_draws_cells_from_the_seed(tmp_path: Path, style: str) -> None:
     """`prompt_enhancer: shapes-layout` (models trained on layout captions): each object gets a start cell drawn from
-    the request's seed in the request's clip format; a stated cell is kept."""
+    the request's seed in the request's clip format; a stated cell is kept. `shapes-tokens`: a start token too."""
     from cinegen.world.captions import parse_prompt
     from tests.conftest import TINY_DEFAULTS, make_tiny_folder
 
-    defaults = {**TINY_DEFAULTS, "prompt_enhancer": "shapes-layout"}
+    defaults = {**TINY_DEFAULTS, "prompt_enhancer": style}
     pipe = cinegen.load_pipeline(make_tiny_folder(tmp_path, "tiny-cogvideox-2b", defaults=defaults), device="cpu")
     text = "a red circle moves up and a blue square spins on a navy background"
 
@@ -185,6 +186,8 @@ def test_layout_prompt_enhancer_draws_cells_from_the_seed(tmp_path: Path) -> Non
     for p in prompts:
         objs = parse_prompt(p).objects
         assert [o.motion for o in objs] == ["up", "rotate"] and all(o.position is not None for o in objs)
+        assert all((o.token is not None) == (style == "shapes-tokens") for o in objs)
+        assert all(o.token is None or o.token[0] < 16 for o in objs)  # 128 pixels wide: columns 0-15
     kept = parse_prompt(enhanced(0, "a red circle in the bottom left moves up on a navy background"))
     assert kept.objects[0].position == "bottom_left"
 

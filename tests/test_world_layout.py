@@ -1,18 +1,29 @@
 """Layout captions: each object's start cell in the caption ("in the top left"), read back by the parser, honoured
-by the layout and the renderer, drawn by the layout prompt enhancer, and checked by the analyzer."""
+by the layout and the renderer, drawn by the layout prompt enhancer, and checked by the analyzer. Token captions
+add the 8-pixel token of the start ("in the top left at c3 r2")."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from cinegen.world import vocab as V
 from cinegen.world.analyze import analyze_video, score_video
-from cinegen.world.captions import dense_caption, enhance_prompt, parse_prompt, position_phrase
+from cinegen.world.captions import dense_caption, enhance_prompt, parse_prompt, position_phrase, token_phrase
 from cinegen.world.dataset import clip_spec, export_dataset
-from cinegen.world.render import ClipSpec, complete_truth, layout_truth, object_tracks, render_clip, render_truth
+from cinegen.world.render import (
+    ClipSpec,
+    ObjectTruth,
+    SceneTruth,
+    complete_truth,
+    layout_truth,
+    object_tracks,
+    render_clip,
+    render_truth,
+)
 
 
 def test_grid_cells() -> None:
@@ -138,3 +149,79 @@ def test_export_with_layout_captions(tmp_path) -> None:
         spec = ClipSpec.from_dict(b["meta"]["spec"])
         assert a["text"] == dense_caption(spec.truth()) and b["text"] == dense_caption(spec.truth(layout=True))
         assert a["text"] != b["text"]
+
+
+def test_token_captions_parse_back_and_name_the_start_token() -> None:
+    """Clip specs -> token truth (the cell and the 8-pixel token of each centre on screen at the first frame) ->
+    caption -> the same truth; without the token words it is the layout caption."""
+    assert V.token_of(55.999999999, 8.0) == (7, 1) and V.token_of(7.9, 0.0) == (0, 0)
+    assert V.token_bounds((3, 9)) == (24, 32, 72, 80) and token_phrase((3, 9)) == "at c3 r9"
+    lengths = []
+    for i in range(300):
+        spec, _ = clip_spec(5, i, include_held_out=True, camera_prob=0.5)
+        truth = spec.truth(tokens=True)
+        assert [o.token for o in truth.objects] == [V.token_of(t.cx[0], t.cy[0]) for t in object_tracks(spec)]
+        layout = spec.truth(layout=True)
+        assert [o.position for o in truth.objects] == [o.position for o in layout.objects]
+        text = dense_caption(truth)
+        assert parse_prompt(text).canonical() == truth.canonical(), text
+        assert re.sub(r" at c\d+ r\d+", "", text) == dense_caption(layout)
+        lengths.append(len(re.findall(r"\w+|[^\w\s]", text)) + 1)  # word-level T5 tokens with </s>
+    assert max(lengths) <= 72  # 3 more per object than a layout caption (the default model reads 64)
+
+
+@pytest.mark.parametrize(
+    ("text", "cells", "tokens"),
+    [
+        ("a red circle in the top left at c2 r3 moves right", ["top_left"], [(2, 3)]),
+        ("a red circle at c5 r6 stays still", [None], [(5, 6)]),
+        ("two red circles on the left at c1 r5 and at c2 r7 move up", ["left", None], [(1, 5), (2, 7)]),
+        ("two red circles on the left at c1 r5 move up", ["left", None], [(1, 5), None]),  # a token is one object's
+        ("a red circle at c99 r3 moves up", [None], [None]),  # outside the grid: not a token
+        ("a red circle moves up at the top", ["top"], [None]),
+    ],
+)
+def test_token_phrases(text: str, cells: list, tokens: list) -> None:
+    objs = parse_prompt(text).objects
+    assert [o.position for o in objs] == cells and [o.token for o in objs] == tokens
+
+
+def test_object_truth_token_round_trips_and_is_checked() -> None:
+    truth = SceneTruth((ObjectTruth("circle", "red", "small", "still", None, "center", (5, 6)),), "white")
+    assert SceneTruth.from_dict(json.loads(json.dumps(truth.to_dict()))) == truth  # JSON lists back to a tuple
+    with pytest.raises(ValueError, match="outside"):
+        ObjectTruth("circle", token=(V.MAX_TOKENS, 0))
+
+
+def test_layout_and_enhancer_honour_stated_tokens() -> None:
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        col, row = 4 + i % 5, 4 + (i // 5) % 4
+        truth = complete_truth(parse_prompt(f"a small red circle at c{col} r{row} stays still"), rng)
+        for w, h in ((96, 96), (128, 96), (96, 128)):
+            spec = layout_truth(truth, w, h, 17, rng)
+            assert spec is not None and spec.truth(tokens=True).objects[0].token == (col, row)
+    # a zoomed-out first frame: the stated token is where the object is on screen
+    truth = complete_truth(
+        parse_prompt("a small red square in the top left at c3 r2 stays still, the camera zooms out")
+    )
+    spec = layout_truth(truth, 96, 96, 17, np.random.default_rng(1))
+    assert spec is not None and spec.truth(tokens=True).objects[0].token == (3, 2)
+    # the enhancer: a cell and a token for every object, drawn from the seed, the stated ones kept
+    text = "a blue square slides left and a red star spins on a gray background"
+    a = [enhance_prompt(text, np.random.default_rng(s), tokens=True) for s in range(4)]
+    assert a == [enhance_prompt(text, np.random.default_rng(s), tokens=True) for s in range(4)] and len(set(a)) > 1
+    for caption in a:
+        objs = parse_prompt(caption).objects
+        assert all(o.position in V.POSITIONS and o.token is not None for o in objs)
+    kept = enhance_prompt("a red circle in the bottom right at c8 r8 moves up", np.random.default_rng(3), tokens=True)
+    assert "in the bottom right at c8 r8" in kept
+    with pytest.raises(ValueError, match="cannot lay out"):  # the left cell is rows 4-7 of a 96-pixel frame
+        enhance_prompt("a red circle on the left at c2 r1 stays still", tokens=True)
+
+
+def test_export_with_token_captions(tmp_path) -> None:
+    out = export_dataset(tmp_path / "t", 3, seed=4, frame_counts=[9], masks=False, tokens=True)
+    for r in (json.loads(line) for line in out.read_text().splitlines()):
+        spec = ClipSpec.from_dict(r["meta"]["spec"])
+        assert r["text"] == dense_caption(spec.truth(tokens=True)) and re.search(r" at c\d+ r\d+", r["text"])

@@ -112,17 +112,18 @@ class ShapesEnhancer:
     Unstated attributes are filled with the world's defaults (deterministic) so the same short prompt always
     becomes the same caption; a prompt naming no shape raises (and so falls back to the raw prompt). With `layout`
     (models trained on layout captions, `prompt_enhancer: shapes-layout`) every object the prompt does not place
-    also gets a start cell, from a fixed-seed layout, so the shown rewrite is the one generated.
+    also gets a start cell, from a fixed-seed layout, so the shown rewrite is the one generated; with `tokens`
+    (`prompt_enhancer: shapes-tokens`) a start cell and token ("in the top left at c3 r2").
     """
 
-    def __init__(self, layout: bool = False) -> None:
-        self.layout = layout
-        self.name = "shapes-layout" if layout else "shapes"
+    def __init__(self, layout: bool = False, tokens: bool = False) -> None:
+        self.layout, self.tokens = layout, tokens
+        self.name = "shapes-tokens" if tokens else "shapes-layout" if layout else "shapes"
 
     def enhance(self, prompt: str) -> str:
         from cinegen.world.captions import enhance_prompt
 
-        return enhance_prompt(prompt, layout=self.layout)
+        return enhance_prompt(prompt, layout=self.layout, tokens=self.tokens)
 
     def examples(self, n: int = 3) -> list[str]:
         """A few dense captions of the world (few-shot examples for the LLM enhancers)."""
@@ -270,7 +271,8 @@ class LocalLLMEnhancer:
 
 
 # ------------------------------------------------------------------------------------------ factory
-_SHAPES_STYLES = ("shapes", "shapes-layout")  # `_cinegen_defaults.prompt_enhancer` of Shapes-world models
+# `_cinegen_defaults.prompt_enhancer` of Shapes-world models
+SHAPES_STYLES = ("shapes", "shapes-layout", "shapes-tokens")
 
 
 def make_enhancer(
@@ -281,7 +283,7 @@ def make_enhancer(
 ) -> PromptEnhancer | None:
     """Build an enhancer from a CLI spec.
 
-    spec: "auto" (None) = the built-in Shapes enhancer when `model_style` is "shapes" or "shapes-layout", else none;
+    spec: "auto" (None) = the built-in Shapes enhancer when `model_style` is one of `SHAPES_STYLES`, else none;
       "none"; "builtin" / "shapes"; "openai:MODEL@URL" (e.g. "openai:gpt-4o-mini@https://api.openai.com/v1",
       "openai:qwen2.5@http://127.0.0.1:8000/v1"); "local:FOLDER".
     The LLM enhancers get a few dense captions of the world as style examples when the model is the Shapes one.
@@ -289,15 +291,15 @@ def make_enhancer(
     spec = (spec or "auto").strip()
 
     def examples() -> list[str]:  # rendered only for the LLM enhancers that use them
-        return ShapesEnhancer().examples() if model_style in _SHAPES_STYLES else []
+        return ShapesEnhancer().examples() if model_style in SHAPES_STYLES else []
 
-    layout = model_style == "shapes-layout"
+    layout, tokens = model_style == "shapes-layout", model_style == "shapes-tokens"
     if spec == "auto":
-        return ShapesEnhancer(layout) if model_style in _SHAPES_STYLES else None
+        return ShapesEnhancer(layout, tokens) if model_style in SHAPES_STYLES else None
     if spec == "none":
         return None
     if spec in ("builtin", "shapes"):
-        return ShapesEnhancer(layout)
+        return ShapesEnhancer(layout, tokens)
     if spec.startswith("openai:"):
         model, sep, url = spec[len("openai:") :].partition("@")
         if not sep or not model or not url:

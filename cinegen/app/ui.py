@@ -18,6 +18,7 @@ import os
 import time
 from typing import Any
 
+from cinegen.app.enhance import SHAPES_STYLES
 from cinegen.app.jobs import Job, JobState, QueueFull
 from cinegen.app.service import GenerationService
 from cinegen.pipeline import RequestError
@@ -148,7 +149,7 @@ def build_ui(service: GenerationService, api_key_set: bool = False) -> Any:
                 with gr.Row():
                     enhance = gr.Checkbox(
                         label=f"Enhance prompt ({info['enhancer'] or 'no enhancer configured'})",
-                        value=info["enhancer"] in ("shapes", "shapes-layout"),  # the model's own rewriter: on
+                        value=info["enhancer"] in SHAPES_STYLES,  # the model's own rewriter: on
                         interactive=info["enhancer"] is not None,
                         elem_id="enhance",
                     )

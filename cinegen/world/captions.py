@@ -35,6 +35,7 @@ __all__ = [
     "enhance_prompt",
     "scene_target",
     "position_phrase",
+    "token_phrase",
 ]
 
 _NUMBER = {1: "one", 2: "two", 3: "three"}
@@ -68,18 +69,30 @@ _DENSE_CAMERA = {
 }
 
 
+def _where(o: ObjectTruth) -> list[str]:
+    """The stated start of an object as caption words: "in the top left", "in the top left at c3 r9" (token
+    captions), "at c3 r9"; [] if not stated."""
+    words = ([position_phrase(o.position)] if o.position else []) + ([token_phrase(o.token)] if o.token else [])
+    return [" ".join(words)] if words else []
+
+
+def token_phrase(token: tuple[int, int]) -> str:
+    """The caption words of a start token (`vocab.token_of`): "at c3 r9" (column 3, row 9 from the top left)."""
+    return f"at c{token[0]} r{token[1]}"
+
+
 def _groups(truth: SceneTruth) -> list[tuple[ObjectTruth, int, list[str]]]:
     """Objects identical but for their position merged into (object without position, count, stated positions
-    of its members), in order of first appearance."""
+    of its members as caption words), in order of first appearance."""
     out: list[tuple[ObjectTruth, int, list[str]]] = []
     for o in truth.objects:
-        bare = dataclasses.replace(o, position=None)
+        bare = dataclasses.replace(o, position=None, token=None)
         for i, (g, n, where) in enumerate(out):
             if g == bare:
-                out[i] = (g, n + 1, where + ([o.position] if o.position else []))
+                out[i] = (g, n + 1, where + _where(o))
                 break
         else:
-            out.append((bare, 1, [o.position] if o.position else []))
+            out.append((bare, 1, _where(o)))
     return out
 
 
@@ -119,7 +132,7 @@ def dense_caption(truth: SceneTruth) -> str:
         noun = o.shape if k == 1 else V.SHAPE_PLURALS[o.shape]
         head = f"{_article(o.size or '')} {o.size}" if k == 1 else f"{_NUMBER[k]} {o.size}"
         both = "" if k == 1 else ("both " if k == 2 else "all ")
-        at = "".join(f" {position_phrase(p)}" if i == 0 else f" and {position_phrase(p)}" for i, p in enumerate(where))
+        at = "".join(f" {p}" if i == 0 else f" and {p}" for i, p in enumerate(where))
         parts.append(f"{head.capitalize()} {o.color} {noun}{at} {both}{_dense_motion(o, k > 1)}.")
     style = _DENSE_STYLE[truth.background_style or "solid"].capitalize()
     parts.append(f"{style} {truth.background} background, {_DENSE_CAMERA[truth.camera or 'still']}.")
@@ -377,12 +390,32 @@ def _cell(words: list[str]) -> str | None:
     return row or col or ("center" if any(w in _POS_MID for w in words) else None)
 
 
-def _positions(seg: list[str]) -> tuple[list[str], list[str]]:
-    """Position phrases of an object's segment -> (cells in order, the segment without them)."""
-    cells: list[str] = []
+def _token(seg: list[str], j: int) -> tuple[int, int] | None:
+    """The start token stated at seg[j:] ("at c3 r9", `token_phrase`), or None."""
+    if seg[j : j + 1] != ["at"] or j + 2 >= len(seg):
+        return None
+    col, row = re.fullmatch(r"c(\d+)", seg[j + 1]), re.fullmatch(r"r(\d+)", seg[j + 2])
+    if col is None or row is None or max(int(col[1]), int(row[1])) >= V.MAX_TOKENS:
+        return None
+    return int(col[1]), int(row[1])
+
+
+def _positions(seg: list[str]) -> tuple[list[tuple[str | None, tuple[int, int] | None]], list[str]]:
+    """Position phrases of an object's segment -> ((cell, token) of each stated start in order, the segment
+    without them). A token phrase right after a cell phrase belongs to it ("in the top left at c3 r9")."""
+    starts: list[tuple[str | None, tuple[int, int] | None]] = []
     rest: list[str] = []
-    j = 0
+    j, just_after_cell = 0, False
     while j < len(seg):
+        token = _token(seg, j)
+        if token is not None:
+            if starts and starts[-1][1] is None and starts[-1][0] is not None and just_after_cell:
+                starts[-1] = (starts[-1][0], token)
+            else:
+                starts.append((None, token))
+            j, just_after_cell = j + 3, False
+            continue
+        just_after_cell = False
         if seg[j] in _POS_PREP:
             k = j + 1 + (j + 1 < len(seg) and seg[j + 1] == "the")
             words: list[str] = []
@@ -391,12 +424,12 @@ def _positions(seg: list[str]) -> tuple[list[str], list[str]]:
                 k += 1
             cell = _cell(words)
             if cell is not None:
-                cells.append(cell)
-                j = k + (k < len(seg) and seg[k] in _POS_TAIL)
+                starts.append((cell, None))
+                j, just_after_cell = k + (k < len(seg) and seg[k] in _POS_TAIL), True
                 continue
         rest.append(seg[j])
         j += 1
-    return cells, rest
+    return starts, rest
 
 
 @dataclass
@@ -514,14 +547,14 @@ def parse_prompt(text: str) -> SceneTruth:
                         j -= 1
                 seg = seg[:j]
                 break
-        cells, seg = _positions(seg)
+        starts, seg = _positions(seg)
         motion, speed = _motion(seg)
         if motion is not None and not V.motion_valid(m.shape, motion):
             motion, speed = None, None
-        if len(cells) == 1:  # "two red circles on the left": both there
-            cells = cells * m.count
-        cells = (cells + [None] * m.count)[: m.count]  # type: ignore[list-item]
-        objects.extend(ObjectTruth(m.shape, m.color, m.size, motion, speed, c) for c in cells)
+        if len(starts) == 1 and starts[0][1] is None:  # "two red circles on the left": both there
+            starts = starts * m.count
+        starts = (starts + [(None, None)] * m.count)[: m.count]
+        objects.extend(ObjectTruth(m.shape, m.color, m.size, motion, speed, c, t) for c, t in starts)
     if len(objects) > V.MAX_OBJECTS:
         raise ValueError(f"{len(objects)} objects in {text!r}; the Shapes world holds at most {V.MAX_OBJECTS}")
     background = next((_BG_WORDS[t] for t in tokens if t in _BG_WORDS), None)
@@ -534,6 +567,7 @@ def enhance_prompt(
     rng: np.random.Generator | None = None,
     *,
     layout: bool = False,
+    tokens: bool = False,
     width: int = 96,
     height: int = 96,
     num_frames: int = 17,
@@ -545,10 +579,11 @@ def enhance_prompt(
     prompt states, else one drawn (with `rng`, else seed 0) from a layout of the scene in a `width` x `height`,
     `num_frames` clip where every path stays in frame, as the training clips were laid out (unstated attributes
     are redrawn, then set to the plain defaults, if they do not fit). Raises ValueError if the stated cells and
-    motions cannot be laid out ("a large red circle on the right moves right quickly").
+    motions cannot be laid out ("a large red circle on the right moves right quickly"). With `tokens` (models
+    trained on token captions), the same plus each object's start token ("in the top left at c3 r9").
     """
     parsed = parse_prompt(text)
-    if not layout:
+    if not (layout or tokens):
         return dense_caption(complete_truth(parsed, rng))
     draw = rng if rng is not None else np.random.default_rng(0)
     # Unstated attributes drawn at random may not fit the frame together (three objects are crowded at 96 px):
@@ -557,5 +592,5 @@ def enhance_prompt(
         truth = complete_truth(parsed, rng if k < 20 else None)
         spec = layout_truth(truth, width, height, num_frames, draw, tries=500 if k < 20 else 2000)
         if spec is not None:
-            return dense_caption(spec.truth(layout=True))
+            return dense_caption(spec.truth(layout=True, tokens=tokens))
     raise ValueError(f"cannot lay out {text!r} in a {width}x{height} clip of {num_frames} frames")

@@ -328,6 +328,7 @@ def _cmd_world_render(args: argparse.Namespace) -> int:
         crf=args.crf,
         masks=not args.no_masks,
         layout=args.layout_captions,
+        tokens=args.token_captions,
         progress=CountBar("rendering", open_now=True),
     )
     print(f"wrote {args.num} clips and {manifest}")
@@ -394,6 +395,11 @@ def _add_world(subparsers: argparse._SubParsersAction) -> None:
         "--layout-captions",
         action="store_true",
         help='captions name each object\'s start cell ("a red circle in the top left ...")',
+    )
+    p.add_argument(
+        "--token-captions",
+        action="store_true",
+        help='captions name each object\'s start cell and 8-pixel token ("a red circle in the top left at c3 r2 ...")',
     )
     p.set_defaults(func=_cmd_world_render)
     p = wsub.add_parser("show", help="render the ground truth of one prompt")

@@ -74,6 +74,7 @@ def export_dataset(
     manifest_name: str = "manifest.jsonl",
     masks: bool = True,
     layout: bool = False,
+    tokens: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render `num_clips` clips into `out_dir/clips/` and write `out_dir/manifest.jsonl`; returns its path.
@@ -83,7 +84,8 @@ def export_dataset(
     Files already on disk (same name) are kept, not re-rendered: an interrupted export resumes, and a later
     export with `masks` adds the masks to an existing set. The manifest is written atomically at the end and
     every 200 clips. With `layout` the captions are layout captions (each object's start cell, "in the top left";
-    `ClipSpec.truth(layout=True)`); the clips are the same.
+    `ClipSpec.truth(layout=True)`); with `tokens`, token captions (the cell and the start token, "in the top left
+    at c3 r9"); the clips are the same.
     """
     from cinegen.data.manifest import ClipRecord, format_bucket, write_manifest
 
@@ -123,7 +125,7 @@ def export_dataset(
             ClipRecord(
                 path=rel,
                 type="video",
-                text=dense_caption(spec.truth(layout=layout)),
+                text=dense_caption(spec.truth(layout=layout, tokens=tokens)),
                 width=spec.width,
                 height=spec.height,
                 num_frames=spec.num_frames,

@@ -55,8 +55,14 @@ class ObjectTruth:
     motion: str | None = None
     speed: str | None = None  # None for "still"
     position: str | None = None  # start cell of the 3 x 3 grid (`vocab.POSITIONS`), stated in layout captions only
+    token: tuple[int, int] | None = None  # start token (column, row; `vocab.TOKEN_PX` pixels), token captions only
 
     def __post_init__(self) -> None:
+        if self.token is not None:  # JSON gives a list
+            col, row = (int(v) for v in self.token)
+            if not (0 <= col < V.MAX_TOKENS and 0 <= row < V.MAX_TOKENS):
+                raise ValueError(f"token {tuple(self.token)} outside the 0..{V.MAX_TOKENS - 1} grid")
+            object.__setattr__(self, "token", (col, row))
         _check(self.shape, V.SHAPES, "shape")
         _check(self.color, V.COLORS, "color", optional=True)
         _check(self.size, V.SIZES, "size", optional=True)
@@ -166,14 +172,21 @@ class ClipSpec:
         if self.width < 16 or self.height < 16 or self.num_frames < 1:
             raise ValueError(f"bad clip format {self.width}x{self.height}x{self.num_frames}")
 
-    def truth(self, layout: bool = False) -> SceneTruth:
+    def truth(self, layout: bool = False, tokens: bool = False) -> SceneTruth:
         """The clip's caption-level truth; with `layout`, each object's start cell too (where it is on screen at
-        the first frame, camera zoom included)."""
+        the first frame, camera zoom included); with `tokens`, its cell and its start token (`vocab.token_of`)."""
         objs = tuple(o.truth() for o in self.objects)
-        if layout:
+        if layout or tokens:
             w, h = self.width, self.height
-            cells = [V.position_cell(t.cx[0] / w, t.cy[0] / h) for t in object_tracks(self)]
-            objs = tuple(dataclasses.replace(o, position=c) for o, c in zip(objs, cells, strict=True))
+            tracks = object_tracks(self)
+            objs = tuple(
+                dataclasses.replace(
+                    o,
+                    position=V.position_cell(t.cx[0] / w, t.cy[0] / h),
+                    token=V.token_of(t.cx[0], t.cy[0]) if tokens else None,
+                )
+                for o, t in zip(objs, tracks, strict=True)
+            )
         return SceneTruth(objs, self.background, self.background_style, self.camera)
 
     @property
@@ -421,6 +434,12 @@ def layout_truth(
                 hi_x = min(hi_x, width / 2 + (x1 - 0.5) * width / zoom0 - 1e-6)
                 lo_y = max(lo_y, height / 2 + (y0 - 0.5) * height / zoom0)
                 hi_y = min(hi_y, height / 2 + (y1 - 0.5) * height / zoom0 - 1e-6)
+            if o.token is not None:  # the token's pixels on screen at frame 0, mapped back the same way
+                x0, x1, y0, y1 = V.token_bounds(o.token)
+                lo_x = max(lo_x, width / 2 + (x0 - width / 2) / zoom0)
+                hi_x = min(hi_x, width / 2 + (x1 - width / 2) / zoom0 - 1e-3)
+                lo_y = max(lo_y, height / 2 + (y0 - height / 2) / zoom0)
+                hi_y = min(hi_y, height / 2 + (y1 - height / 2) / zoom0 - 1e-3)
             if lo_x > hi_x or lo_y > hi_y:
                 return None  # this object's path alone does not fit the frame
             x = rng.uniform(lo_x, hi_x) / width
@@ -457,7 +476,7 @@ def complete_truth(truth: SceneTruth, rng: np.random.Generator | None = None) ->
         speed = (o.speed or pick(V.SPEEDS, "slow")) if V.has_speed(motion) else None
         color = o.color or pick(list(V.COLORS), "red")
         size = o.size or pick(list(V.SIZES), "large" if len(truth.objects) == 1 else "small")
-        objs.append(ObjectTruth(o.shape, color, size, motion, speed, o.position))
+        objs.append(ObjectTruth(o.shape, color, size, motion, speed, o.position, o.token))
     return SceneTruth(
         tuple(objs),
         truth.background or pick(list(V.BACKGROUND_COLORS), "white"),

@@ -155,6 +155,26 @@ def cell_bounds(position: str) -> tuple[float, float, float, float]:
     return col / 3, (col + 1) / 3, row / 3, (row + 1) / 3
 
 
+# Token captions name, after the cell, the transformer token that holds an object's centre at the first frame
+# ("in the top left at c3 r9": column 3, row 9 of the 8-pixel grid from the top left, the default model's 4x VAE
+# with 2x2 patches). The 3x3 cell leaves a third of the frame open, so at high noise the best guess is a blur
+# over it and the shape word has nothing to sharpen; the token pins the place (session 20: a one-object toy drew
+# the named shape at 1,000 steps with the token named, blobs without).
+TOKEN_PX = 8
+MAX_TOKENS = 32  # columns / rows a token caption may name (256 pixels)
+
+
+def token_of(x: float, y: float, token_px: int = TOKEN_PX) -> tuple[int, int]:
+    """(column, row) of the token holding pixel (x, y) (from the top left; whole-token edges stay exact)."""
+    return int(x / token_px + 1e-6), int(y / token_px + 1e-6)
+
+
+def token_bounds(token: tuple[int, int], token_px: int = TOKEN_PX) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) of a token, in pixels."""
+    col, row = token
+    return col * token_px, (col + 1) * token_px, row * token_px, (row + 1) * token_px
+
+
 # ----------------------------------------------------------------------------------------------- clip format
 # (width, height); all multiples of 16 as the VAE (8x) and 2x2 patching need.
 ASPECTS: dict[str, tuple[int, int]] = {"square": (96, 96), "landscape": (128, 96), "portrait": (96, 128)}
