@@ -28,6 +28,11 @@ for another instead of the true one, with the true still as the target, so the c
 `--ema D` also keeps an EMA of the weights, scored and saved beside the raw ones (`gen_ema`, `OUT_ema.pt`).
 `--train-text` trains a fresh random T5 (the prep's recipe) with the transformer instead of reading the cached
 frozen embeddings, so its token features can learn to carry the shape word.
+
+`--arm cell` adds to each layout caption every object's colour, shape and the 8-pixel transformer token of its
+centre (" Centres: red square c8 r7; blue star c3 r3.", `cell_caption`; a fresh T5 over the cache's words and these).
+`--prep --snap 8` draws stills whose objects start on token corners (`clip_spec(snap=...)`), so the token says
+exactly where each object is.
 """
 
 from __future__ import annotations
@@ -111,16 +116,17 @@ def vae_stills(pipe, specs: list) -> torch.Tensor:  # noqa: ANN001
     return torch.cat(lat).to(torch.bfloat16)
 
 
-def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
+def prep(model: str, cache: Path, n_train: int, n_eval: int, snap: int | None = None) -> None:
     from cinegen.pipeline import load_pipeline
     from cinegen.world.captions import dense_caption
     from cinegen.world.dataset import clip_spec
 
     pipe = load_pipeline(model)
     specs = {
-        "train": [clip_spec(0, i, aspects=["square"], frame_counts=[1])[0] for i in range(n_train)],
+        "train": [clip_spec(0, i, aspects=["square"], frame_counts=[1], snap=snap)[0] for i in range(n_train)],
         "eval": [
-            clip_spec(777, i, aspects=["square"], frame_counts=[1], include_held_out=True)[0] for i in range(n_eval)
+            clip_spec(777, i, aspects=["square"], frame_counts=[1], include_held_out=True, snap=snap)[0]
+            for i in range(n_eval)
         ],
     }
     caps = {
@@ -129,7 +135,7 @@ def prep(model: str, cache: Path, n_train: int, n_eval: int) -> None:
     }
     captions = [c for split in caps.values() for arm in ARMS for c in split[arm]]
     text = text_encoder(captions, pipe.transformer.config.text_embed_dim)  # the default model's T5 width (128)
-    data: dict = {"meta": {"model": str(Path(model).resolve()), "n_train": n_train, "n_eval": n_eval}}
+    data: dict = {"meta": {"model": str(Path(model).resolve()), "n_train": n_train, "n_eval": n_eval, "snap": snap}}
     with torch.no_grad():
         for split, ss in specs.items():
             part = {
@@ -463,6 +469,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default="runs/layout/stills.pt")
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=64)
+    ap.add_argument(
+        "--snap",
+        type=int,
+        default=None,
+        help="--prep: start every object on screen on whole multiples of this many pixels (8: token corners)",
+    )
     ap.add_argument("--arm", choices=(*ARMS, "cell"), default="plain")
     ap.add_argument(
         "--space",
@@ -488,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="JSON log (required unless --prep)")
     args = ap.parse_args(argv)
     if args.prep:
-        prep(args.model, Path(args.cache), args.n_train, args.n_eval)
+        prep(args.model, Path(args.cache), args.n_train, args.n_eval, args.snap)
     elif not args.out:
         ap.error("--out is required")
     else:

@@ -221,7 +221,26 @@ def test_layout_and_enhancer_honour_stated_tokens() -> None:
 
 
 def test_export_with_token_captions(tmp_path) -> None:
-    out = export_dataset(tmp_path / "t", 3, seed=4, frame_counts=[9], masks=False, tokens=True)
+    out = export_dataset(tmp_path / "t", 3, seed=4, frame_counts=[9], masks=False, tokens=True, snap=V.TOKEN_PX)
     for r in (json.loads(line) for line in out.read_text().splitlines()):
         spec = ClipSpec.from_dict(r["meta"]["spec"])
         assert r["text"] == dense_caption(spec.truth(tokens=True)) and re.search(r" at c\d+ r\d+", r["text"])
+        assert spec == clip_spec(4, int(r["path"][-10:-4]), frame_counts=[9], snap=V.TOKEN_PX)[0]  # snapped starts
+
+
+def test_snapped_starts_sit_on_token_corners() -> None:
+    """`snap`: every object starts on screen (camera zoom included) on a whole multiple of the snap; the same
+    clips without it are unchanged by the option."""
+    for i in range(80):
+        spec, _ = clip_spec(3, i, camera_prob=0.5, snap=V.TOKEN_PX)
+        for t in object_tracks(spec):
+            assert abs(t.cx[0] / 8 - round(t.cx[0] / 8)) < 1e-6 and abs(t.cy[0] / 8 - round(t.cy[0] / 8)) < 1e-6
+        assert spec.truth(tokens=True).objects[0].token == V.token_of(
+            object_tracks(spec)[0].cx[0], object_tracks(spec)[0].cy[0]
+        )
+    assert clip_spec(3, 0)[0] == clip_spec(3, 0, snap=None)[0]
+    truth = complete_truth(parse_prompt("a small red circle at c5 r6 stays still, the camera zooms out"))
+    spec = layout_truth(truth, 96, 96, 17, np.random.default_rng(0), snap=8)
+    assert spec is not None
+    t = object_tracks(spec)[0]
+    assert (round(t.cx[0], 6), round(t.cy[0], 6)) == (40.0, 48.0)  # the stated token's corner, on screen

@@ -312,6 +312,7 @@ def _cmd_eval_probe(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------- world
 def _cmd_world_render(args: argparse.Namespace) -> int:
+    from cinegen.world import vocab as V
     from cinegen.world.dataset import export_dataset
 
     aspects = [a.strip() for a in args.aspects.split(",") if a.strip()]
@@ -329,6 +330,7 @@ def _cmd_world_render(args: argparse.Namespace) -> int:
         masks=not args.no_masks,
         layout=args.layout_captions,
         tokens=args.token_captions,
+        snap=V.TOKEN_PX if args.snap_starts else None,
         progress=CountBar("rendering", open_now=True),
     )
     print(f"wrote {args.num} clips and {manifest}")
@@ -400,6 +402,11 @@ def _add_world(subparsers: argparse._SubParsersAction) -> None:
         "--token-captions",
         action="store_true",
         help='captions name each object\'s start cell and 8-pixel token ("a red circle in the top left at c3 r2 ...")',
+    )
+    p.add_argument(
+        "--snap-starts",
+        action="store_true",
+        help="start every object on an 8-pixel token corner on screen, so token captions say exactly where it starts",
     )
     p.set_defaults(func=_cmd_world_render)
     p = wsub.add_parser("show", help="render the ground truth of one prompt")

@@ -37,8 +37,11 @@ def clip_spec(
     max_objects: int = V.MAX_OBJECTS,
     include_held_out: bool = False,
     camera_prob: float = 0.25,
+    snap: int | None = None,
 ) -> tuple[ClipSpec, str]:
-    """The spec and short caption of clip `index` of the data set `seed` (pure function of its arguments)."""
+    """The spec and short caption of clip `index` of the data set `seed` (pure function of its arguments). `snap`:
+    starts on whole multiples of that many pixels on screen (`render.layout_truth`; `vocab.TOKEN_PX` for token
+    captions that say exactly where each object starts)."""
     rng = np.random.default_rng([seed, index])
     spec = sample_spec(
         rng,
@@ -48,6 +51,7 @@ def clip_spec(
         max_objects=max_objects,
         exclude_held_out=not include_held_out,
         camera_prob=camera_prob,
+        snap=snap,
     )
     return spec, short_caption(spec.truth(), rng)
 
@@ -75,6 +79,7 @@ def export_dataset(
     masks: bool = True,
     layout: bool = False,
     tokens: bool = False,
+    snap: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render `num_clips` clips into `out_dir/clips/` and write `out_dir/manifest.jsonl`; returns its path.
@@ -85,7 +90,8 @@ def export_dataset(
     export with `masks` adds the masks to an existing set. The manifest is written atomically at the end and
     every 200 clips. With `layout` the captions are layout captions (each object's start cell, "in the top left";
     `ClipSpec.truth(layout=True)`); with `tokens`, token captions (the cell and the start token, "in the top left
-    at c3 r9"); the clips are the same.
+    at c3 r9"); the clips are the same. `snap` starts every object on screen on whole multiples of that many pixels
+    (`clip_spec`; other clips than without it).
     """
     from cinegen.data.manifest import ClipRecord, format_bucket, write_manifest
 
@@ -110,6 +116,7 @@ def export_dataset(
             max_objects=max_objects,
             include_held_out=include_held_out,
             camera_prob=camera_prob,
+            snap=snap,
         )
         rel = f"clips/{seed}-{i:06d}.mp4"
         mask_rel = f"masks/{seed}-{i:06d}.npz" if masks else None

@@ -406,12 +406,15 @@ def layout_truth(
     rng: np.random.Generator,
     fps: float = V.FPS,
     tries: int = 200,
+    snap: int | None = None,
 ) -> ClipSpec | None:
     """Place the objects of a complete truth so that every path stays in frame and no two objects touch.
 
     Start points are drawn uniformly from the range that keeps each object's own path inside the frame (and,
-    for an object with a stated `position`, its start inside that grid cell on screen), then whole-clip checks
-    (camera included) reject overlaps. Returns None if no layout is found in `tries`.
+    for an object with a stated `position` / `token`, its start inside that grid cell / token on screen), then
+    whole-clip checks (camera included) reject overlaps. With `snap`, each start is on screen at the first frame
+    on a whole multiple of `snap` pixels (a token corner for `vocab.TOKEN_PX`: a token caption then says exactly
+    where the object is). Returns None if no layout is found in `tries`.
     """
     if not truth.complete:
         raise ValueError("layout needs a complete truth; call complete_truth first")
@@ -442,8 +445,10 @@ def layout_truth(
                 hi_y = min(hi_y, height / 2 + (y1 - height / 2) / zoom0 - 1e-3)
             if lo_x > hi_x or lo_y > hi_y:
                 return None  # this object's path alone does not fit the frame
-            x = rng.uniform(lo_x, hi_x) / width
-            y = rng.uniform(lo_y, hi_y) / height
+            x, y = _draw_start(lo_x, hi_x, width, zoom0, snap, rng), _draw_start(lo_y, hi_y, height, zoom0, snap, rng)
+            if x is None or y is None:
+                return None  # no snapped start in range
+            x, y = x / width, y / height
             objs.append(ObjectSpec(o.shape, o.color, o.size, o.motion, o.speed, float(x), float(y), 0.0))
         spec = ClipSpec(
             tuple(objs),
@@ -460,6 +465,20 @@ def layout_truth(
         if _fits(spec):
             return spec
     return None
+
+
+def _draw_start(
+    lo: float, hi: float, size: int, zoom0: float, snap: int | None, rng: np.random.Generator
+) -> float | None:
+    """A start coordinate in world pixels, uniform in [lo, hi]; with `snap`, uniform over those whose screen
+    position at the first frame (zoom `zoom0` about the frame centre) is a whole multiple of `snap` (None if none)."""
+    if snap is None:
+        return float(rng.uniform(lo, hi))
+    k_lo = math.ceil((size / 2 + (lo - size / 2) * zoom0) / snap - 1e-9)
+    k_hi = math.floor((size / 2 + (hi - size / 2) * zoom0) / snap + 1e-9)
+    if k_lo > k_hi:
+        return None
+    return size / 2 + (int(rng.integers(k_lo, k_hi + 1)) * snap - size / 2) / zoom0
 
 
 def complete_truth(truth: SceneTruth, rng: np.random.Generator | None = None) -> SceneTruth:
@@ -538,11 +557,13 @@ def sample_spec(
     exclude_held_out: bool = True,
     group_prob: float = 0.35,
     camera_prob: float = 0.25,
+    snap: int | None = None,
 ) -> ClipSpec:
     """A random, renderable clip (training data by default: held-out compositions excluded).
 
     `aspects` are names from `vocab.ASPECTS` or explicit (width, height) pairs. Scenes whose objects cannot
     be laid out without touching are redrawn, so the result is a deterministic function of the rng state.
+    `snap`: starts on whole multiples of that many pixels on screen (`layout_truth`).
     """
     sizes = [V.ASPECTS[a] if isinstance(a, str) else (int(a[0]), int(a[1])) for a in aspects]
     while True:
@@ -559,7 +580,7 @@ def sample_spec(
                 camera_prob=camera_prob,
                 num_objects=n,
             )
-            spec = layout_truth(truth, w, h, f, rng, fps=fps, tries=30)
+            spec = layout_truth(truth, w, h, f, rng, fps=fps, tries=30, snap=snap)
             if spec is not None:
                 return spec
 
