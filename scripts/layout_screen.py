@@ -70,6 +70,14 @@ def text_encoder(captions: list[str], width: int):  # noqa: ANN201
     return TextEncoder(enc, make_tokenizer(words), TEXT_LEN)
 
 
+def save_atomic(obj: object, path: Path) -> None:
+    """torch.save through a temp file renamed into place: arms started together never read half a side cache."""
+    from cinegen.fsutil import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
 def cached_captions(data: dict) -> list[str]:
     """Every caption of a stills cache (both splits, every arm it holds): the words `text_encoder` is built over."""
     return [c for split in ("train", "eval") for caps in data[split]["captions"].values() for c in caps]
@@ -149,7 +157,7 @@ def prep(model: str, cache: Path, n_train: int, n_eval: int, snap: int | None = 
             data[split] = part
             print(f"{split}: {tuple(part['X'].shape)} latents", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, cache)
+    save_atomic(data, cache)
 
 
 PIXEL_FACTOR = 4  # --space pixel: 4x4 pixel-unshuffle, the VAE's spatial compression, 48 channels
@@ -179,7 +187,7 @@ def load_stills(data: dict, split: str, space: str, cache: Path, k: int = 8, fit
     else:
         path = cache.with_suffix(f".pixel-{split}.pt")
         if not path.exists():
-            torch.save(pixel_stills(data[split]["specs"]).to(torch.bfloat16), path)
+            save_atomic(pixel_stills(data[split]["specs"]).to(torch.bfloat16), path)
         X = torch.load(path).float()  # (N, 1, 48, h, w)
         if space == "pca":
             if fit is None:
@@ -258,7 +266,7 @@ def shape_targets(specs: list[dict], token_px: int, cache: Path) -> torch.Tensor
     n, hh, ww = maps.shape
     t = torch.from_numpy(maps).long().view(n, hh // SUB, SUB, ww // SUB, SUB).permute(0, 1, 3, 2, 4)
     out = t.reshape(n, (hh // SUB) * (ww // SUB), SUB * SUB)  # (N, tokens, SUB*SUB)
-    torch.save(out, path)
+    save_atomic(out, path)
     return out
 
 
@@ -322,7 +330,7 @@ def shape_swap(pipe, data: dict, space: str, cache: Path, k: int, fit: dict, pro
     if space.startswith("latent"):
         path = cache.with_suffix(".swap-latent.pt")
         if not path.exists():
-            torch.save(vae_stills(pipe, alt["swap"]["specs"]), path)
+            save_atomic(vae_stills(pipe, alt["swap"]["specs"]), path)
         alt["swap"]["X"] = torch.load(path)
     XS, _ = load_stills(alt, "swap", space, cache, k, dict(fit))  # (N, 1, C, h, w), the train split's scaling
     g = torch.Generator().manual_seed(7)  # its own draws: the batches stay paired with arms without the swap
