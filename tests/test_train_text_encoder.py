@@ -87,3 +87,37 @@ def test_parse_pretraining_learns_word_order_and_leaves_its_input_alone() -> Non
 def test_parse_pretraining_refuses_no_data() -> None:
     with pytest.raises(ValueError, match="at least one"):
         pretrain_text_encoder(_encoder(), _tokenizer(), [], TextPretrainConfig(steps=1))
+
+
+def test_extend_word_vocabulary_keeps_old_encodings(tmp_path) -> None:  # noqa: ANN001
+    """New words go at the end of a word-level vocabulary with new T5 rows: captions without them encode exactly as
+    before, the new words stop being <unk>, and the folders save and load back (the default model's encoder)."""
+    from pathlib import Path
+
+    from cinegen.models.text import TextEncoder, extend_word_vocabulary, load_t5, load_tokenizer
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "cinegen-shapes"
+    tok, model = load_tokenizer(folder / "tokenizer"), load_t5(folder / "text_encoder")
+    old_caption = "One shape: A large red circle slowly moves to the right. Plain white background, static camera."
+    new_caption = "One shape: A large red circle in the top left at c3 r9 stays still."
+    before = TextEncoder(model, tok, 64).encode([old_caption])
+    n = len(tok)
+    rows = model.get_input_embeddings().weight[:n].clone()
+    tok2, added = extend_word_vocabulary(tok, model, ["top", "C3", "r9", "red", "top"], seed=0)
+    assert added == ["top", "c3", "r9"] and len(tok2) == model.config.vocab_size == n + 3
+    assert torch.equal(model.get_input_embeddings().weight[:n], rows)  # old rows untouched
+    assert torch.equal(TextEncoder(model, tok2, 64).encode([old_caption]), before)
+    ids = tok2(new_caption).input_ids
+    assert tok2.unk_token_id not in ids and {n, n + 1, n + 2} <= set(ids)  # "top", "c3", "r9"
+    assert tok.unk_token_id in tok(new_caption).input_ids
+    assert extend_word_vocabulary(tok2, model, ["top"])[1] == []  # nothing new: unchanged
+    tok2.save_pretrained(tmp_path / "tokenizer")
+    model.save_pretrained(tmp_path / "text_encoder")
+    tok3, model3 = load_tokenizer(tmp_path / "tokenizer"), load_t5(tmp_path / "text_encoder")
+    assert tok3(new_caption).input_ids == ids
+    enc = TextEncoder(model3, tok3, 64)
+    assert torch.equal(enc.encode([old_caption]), before)
+    with pytest.raises(ValueError, match="word-level"):
+        from cinegen.models.presets import tiny_t5
+
+        extend_word_vocabulary(tiny_t5()[1], tiny_t5()[0], ["x"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["TextEncoder", "load_tokenizer", "load_t5"]
+__all__ = ["TextEncoder", "extend_word_vocabulary", "load_tokenizer", "load_t5"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,41 @@ def load_t5(folder: str | Path, dtype: torch.dtype | None = None) -> nn.Module:
     except Exception as e:
         raise ValueError(f"{folder}: cannot load the T5 text encoder ({type(e).__name__}: {e})") from e
     return model.eval().requires_grad_(False)
+
+
+def extend_word_vocabulary(tokenizer, model: nn.Module, words: list[str], seed: int = 0):  # noqa: ANN001, ANN201
+    """Append the `words` a word-level tokenizer (a `tokenizers` WordLevel model, as the default model's) lacks at
+    the end of its vocabulary, and give the T5 a new embedding row for each, drawn from N(0, std of the old rows)
+    with `seed`. Old ids and rows stay, so a caption without the new words encodes exactly as before and a
+    transformer trained on the old encoder can be continued. -> (the new tokenizer, words added); `model` is
+    resized in place (`config.vocab_size` too)."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # None: a slow (e.g. byte-level ByT5) tokenizer
+    state = json.loads(backend.to_str()) if backend is not None else {"model": {"type": type(tokenizer).__name__}}
+    if state["model"]["type"] != "WordLevel":
+        raise ValueError(f"extend_word_vocabulary needs a word-level tokenizer, got {state['model']['type']}")
+    vocab: dict[str, int] = state["model"]["vocab"]
+    new = [w for w in dict.fromkeys(x.lower() for x in words) if w not in vocab]  # the normaliser lower-cases
+    emb = model.get_input_embeddings().weight  # (V, D)
+    if len(vocab) != emb.shape[0]:
+        raise ValueError(f"tokenizer has {len(vocab)} words but the T5 {emb.shape[0]} embedding rows")
+    if not new:
+        return tokenizer, []
+    for w in new:
+        vocab[w] = len(vocab)
+    std = float(emb.detach().float().std())
+    model.resize_token_embeddings(len(vocab), mean_resizing=False)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        rows = torch.randn(len(new), emb.shape[1], generator=g) * std  # (new, D)
+        model.get_input_embeddings().weight[-len(new) :] = rows.to(emb.dtype)
+    special = {k: getattr(tokenizer, k) for k in ("pad_token", "eos_token", "unk_token")}
+    out = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(state)), **special)
+    return out, new
 
 
 class TextEncoder:
