@@ -48,7 +48,7 @@ def test_suite_is_fixed_and_covers_the_world() -> None:
 
 def test_analyzer_validation_on_ground_truth_suite() -> None:
     """The analyzer must score >= 98 % on every attribute, seen and held-out, on real renders of the suite; the
-    start cell (position) is scored against the layout the render drew."""
+    start cell (position) and token are scored against the layout the render drew."""
     from cinegen.world.analyze import match_objects
     from cinegen.world.bench import binding_labels, binding_summary
 
@@ -58,8 +58,9 @@ def test_analyzer_validation_on_ground_truth_suite() -> None:
         frames, spec = render_truth(it.truth, it.width, it.height, it.num_frames, it.seed)
         assert np.array_equal(frames, render_item(it))
         analysis = analyze_video(frames)
-        assert score_video(analysis, it.truth)["position"] is None  # the suite's prompts state no position
-        scores = score_video(analysis, spec.truth(layout=True))
+        plain = score_video(analysis, it.truth)
+        assert plain["position"] is None and plain["token"] is None  # the suite's prompts state no position
+        scores = score_video(analysis, spec.truth(tokens=True))
         for a, v in scores.items():
             if v is not None:
                 per_group[it.group].setdefault(a, []).append(v)
@@ -89,8 +90,8 @@ def test_bench_run_writes_reports(tmp_path) -> None:
     res = run_shapes_bench(fake_generate, tmp_path, limit=6, model="fake")
     assert len(calls) == res["videos"] == 6
     assert res["summary"]["seen"]["videos"] == res["summary"]["held_out"]["videos"] == 3
-    assert all(res["summary"]["all"][a] == 1.0 for a in ATTRIBUTES if a != "position")
-    assert res["summary"]["all"]["position"] is None  # the suite's prompts state no start cell
+    assert all(res["summary"]["all"][a] == 1.0 for a in ATTRIBUTES if a not in ("position", "token"))
+    assert res["summary"]["all"]["position"] is None and res["summary"]["all"]["token"] is None  # none stated
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["summary"] == res["summary"] and len(data["items"]) == 6
     assert {"truth", "scores", "analysis", "prompt", "seed"} <= set(data["items"][0])

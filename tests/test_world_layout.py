@@ -244,3 +244,20 @@ def test_snapped_starts_sit_on_token_corners() -> None:
     assert spec is not None
     t = object_tracks(spec)[0]
     assert (round(t.cx[0], 6), round(t.cy[0], 6)) == (40.0, 48.0)  # the stated token's corner, on screen
+
+
+def test_analyzer_scores_the_stated_token() -> None:
+    """The start token is read back from ground-truth renders (snapped or not, cameras included: >= 98 %), and a
+    wrong token scores 0."""
+    for snap in (V.TOKEN_PX, None):
+        hits = []
+        for i in range(40):
+            spec, _ = clip_spec(9, i, frame_counts=[9], camera_prob=0.5, snap=snap)
+            hits.append(score_video(analyze_video(render_clip(spec)), spec.truth(tokens=True))["token"])
+        assert np.mean(hits) >= 0.98, (snap, np.mean(hits))
+    frames, spec = render_truth(parse_prompt("a large red square in the top right at c8 r3 stays still"), 96, 96, 9, 0)
+    analysis = analyze_video(frames)
+    assert spec.truth(tokens=True).objects[0].token == (8, 3)
+    assert score_video(analysis, spec.truth(tokens=True))["token"] == 1.0
+    assert score_video(analysis, parse_prompt("a large red square at c2 r8 stays still"))["token"] == 0.0
+    assert score_video(analysis, parse_prompt("a large red square stays still"))["token"] is None

@@ -78,6 +78,7 @@ ATTRIBUTES = (
     "consistency",
     "dynamic",
     "position",  # scored only where the prompt states a start cell (layout captions)
+    "token",  # scored only where the prompt states a start token (token captions)
 )
 
 _OBJ_NAMES, _OBJ_LAB = V.palette_lab(V.COLORS)
@@ -106,6 +107,7 @@ class ObjectAnalysis:
     shape_votes: dict[str, float] = field(default_factory=dict)
     position: str = "center"  # grid cell (`vocab.POSITIONS`) of the centroid where the object is first seen
     start: list[float] = field(default_factory=lambda: [0.5, 0.5])  # that centroid (x / W, y / H)
+    start_px: list[float] = field(default_factory=lambda: [0.0, 0.0])  # that centroid in pixels (x, y)
 
 
 @dataclass
@@ -355,6 +357,7 @@ def _analyze_track(track: list[Any], num_frames: int, width: int, height: int) -
         shape_votes={k: round(v / total, 3) for k, v in votes.items()},
         position=V.position_cell(track[0].cx / width, track[0].cy / height),
         start=[round(track[0].cx / width, 4), round(track[0].cy / height, 4)],
+        start_px=[round(float(track[0].cx), 2), round(float(track[0].cy), 2)],
     )
 
 
@@ -399,12 +402,17 @@ def analyze_video(frames: np.ndarray) -> VideoAnalysis:
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-_OBJECT_ATTRS = ("color", "shape", "size", "motion", "speed", "position")
+_OBJECT_ATTRS = ("color", "shape", "size", "motion", "speed", "position", "token")
 
 
-def _matches(attr: str, want: str, det: ObjectAnalysis) -> bool:
+def _matches(attr: str, want: Any, det: ObjectAnalysis) -> bool:
     """Does a detected object have the stated value? A stated start cell counts as met within POSITION_TOL of
-    it (a centroid a pixel across a grid line is still "in the top left")."""
+    it (a centroid a pixel across a grid line is still "in the top left"); a stated start token within half a
+    token of it (a snapped start sits on the token's top-left corner)."""
+    if attr == "token":
+        x0, x1, y0, y1 = V.token_bounds(want)
+        x, y, tol = *det.start_px, V.TOKEN_PX / 2
+        return x0 - tol <= x <= x1 + tol and y0 - tol <= y <= y1 + tol
     if attr != "position":
         return getattr(det, attr) == want
     x0, x1, y0, y1 = V.cell_bounds(want)
