@@ -409,7 +409,7 @@ def _positions(seg: list[str]) -> tuple[list[tuple[str | None, tuple[int, int] |
     while j < len(seg):
         token = _token(seg, j)
         if token is not None:
-            if starts and starts[-1][1] is None and starts[-1][0] is not None and just_after_cell:
+            if just_after_cell:  # "in the top left at c3 r9": that cell's token
                 starts[-1] = (starts[-1][0], token)
             else:
                 starts.append((None, token))

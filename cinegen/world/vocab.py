@@ -159,14 +159,15 @@ def cell_bounds(position: str) -> tuple[float, float, float, float]:
 # ("in the top left at c3 r9": column 3, row 9 of the 8-pixel grid from the top left, the default model's 4x VAE
 # with 2x2 patches). The 3x3 cell leaves a third of the frame open, so at high noise the best guess is a blur
 # over it and the shape word has nothing to sharpen; the token pins the place (session 20: a one-object toy drew
-# the named shape at 1,000 steps with the token named, blobs without).
+# the named shape at 1,000 steps with the token named and every start on a token corner, `layout_truth(snap=8)`;
+# with either alone, blobs).
 TOKEN_PX = 8
 MAX_TOKENS = 32  # columns / rows a token caption may name (256 pixels)
 
 
 def token_of(x: float, y: float, token_px: int = TOKEN_PX) -> tuple[int, int]:
     """(column, row) of the token holding pixel (x, y) (from the top left; whole-token edges stay exact)."""
-    return int(x / token_px + 1e-6), int(y / token_px + 1e-6)
+    return math.floor(x / token_px + 1e-6), math.floor(y / token_px + 1e-6)
 
 
 def token_bounds(token: tuple[int, int], token_px: int = TOKEN_PX) -> tuple[float, float, float, float]:
