@@ -83,18 +83,14 @@ def cached_captions(data: dict) -> list[str]:
     return [c for split in ("train", "eval") for caps in data[split]["captions"].values() for c in caps]
 
 
-def token_cell(x: float, y: float, token_px: int) -> tuple[int, int]:
-    """(column, row) of the transformer token (a `token_px` pixel square, from the top left) holding pixel (x, y)."""
-    return int(x / token_px + 1e-6), int(y / token_px + 1e-6)  # floor; whole-token places stay exact
-
-
 def cell_caption(spec: dict, token_px: int) -> str:
     """The `cell` arm's addition to a layout caption: each object's colour, shape and the token of its centre at
     frame 0 (" Centres: red square c8 r7; blue star c3 r3."), the exact place a 3x3 layout cell leaves open."""
     from cinegen.world.render import ClipSpec, object_tracks
+    from cinegen.world.vocab import token_of
 
     clip = ClipSpec.from_dict(spec)
-    cells = [token_cell(t.cx[0], t.cy[0], token_px) for t in object_tracks(clip)]
+    cells = [token_of(t.cx[0], t.cy[0], token_px) for t in object_tracks(clip)]
     parts = [f"{o.color} {o.shape} c{c} r{r}" for o, (c, r) in zip(clip.objects, cells, strict=True)]
     return " Centres: " + "; ".join(parts) + "."
 

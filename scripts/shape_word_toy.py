@@ -74,8 +74,10 @@ def toy_specs(size: str = "large", variants: int = 1, vary: tuple[str, ...] = ()
 def token_cell_caption(spec: dict, token_px: int = 8) -> str:
     """A sentence naming the transformer token (a `token_px` square, row-major from the top left) that holds the
     object's centre: the exact place that a 3x3 layout cell leaves open, as words the T5 vocabulary gets."""
+    from cinegen.world.vocab import token_of
+
     obj = spec["objects"][0]
-    col, row = screen.token_cell(obj["x"] * spec["width"], obj["y"] * spec["height"], token_px)
+    col, row = token_of(obj["x"] * spec["width"], obj["y"] * spec["height"], token_px)
     return f" Its centre is in column c{col} and row r{row}."
 
 

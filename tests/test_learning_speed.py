@@ -86,8 +86,6 @@ def test_layout_screen_cell_arm_names_each_token(tiny_2b_folder: Path, tmp_path:
     )
     spec = ClipSpec(objs, width=96, height=96, num_frames=1, background="white").to_dict()  # star: the centre
     assert screen.cell_caption(spec, 8) == " Centres: red circle c3 r9; blue star c6 r6."
-    assert screen.token_cell(55.999999999, 8.0, 8) == (7, 1)  # float error just under a token edge
-    assert screen.token_cell(7.9, 0.0, 8) == (0, 0)
     cache = tmp_path / "stills.pt"
     screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
     data = torch.load(cache, weights_only=False)
