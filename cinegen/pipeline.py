@@ -226,9 +226,11 @@ class Pipeline:
         start cell, drawn from the request's seed and clip format when the prompt states none; "shapes-tokens":
         the start cell and token ("in the top left at c3 r2")."""
         style = self.defaults.prompt_enhancer
-        if style in ("shapes", "shapes-layout", "shapes-tokens"):
-            from cinegen.world.captions import enhance_prompt
+        if style is None:
+            return prompt
+        from cinegen.world.captions import ENHANCER_STYLES, enhance_prompt
 
+        if style in ENHANCER_STYLES:
             try:
                 if style == "shapes":
                     return enhance_prompt(prompt)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from cinegen.world.captions import ENHANCER_STYLES
+
 __all__ = [
     "PromptEnhancer",
     "ShapesEnhancer",
@@ -271,8 +273,7 @@ class LocalLLMEnhancer:
 
 
 # ------------------------------------------------------------------------------------------ factory
-# `_cinegen_defaults.prompt_enhancer` of Shapes-world models
-SHAPES_STYLES = ("shapes", "shapes-layout", "shapes-tokens")
+SHAPES_STYLES = ENHANCER_STYLES  # `_cinegen_defaults.prompt_enhancer` of Shapes-world models
 
 
 def make_enhancer(

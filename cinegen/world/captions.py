@@ -36,7 +36,11 @@ __all__ = [
     "scene_target",
     "position_phrase",
     "token_phrase",
+    "ENHANCER_STYLES",
 ]
+
+# `prompt_enhancer` values of Shapes-world models: plain dense captions, + start cells, + start cells and tokens
+ENHANCER_STYLES = ("shapes", "shapes-layout", "shapes-tokens")
 
 _NUMBER = {1: "one", 2: "two", 3: "three"}
 
