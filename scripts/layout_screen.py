@@ -31,8 +31,14 @@ frozen embeddings, so its token features can learn to carry the shape word.
 
 `--arm cell` adds to each layout caption every object's colour, shape and the 8-pixel transformer token of its
 centre (" Centres: red square c8 r7; blue star c3 r3.", `cell_caption`; a fresh T5 over the cache's words and these).
-`--prep --snap 8` draws stills whose objects start on token corners (`clip_spec(snap=...)`), so the token says
-exactly where each object is.
+`--arm tokens` trains on the product's token captions ("A large red circle in the top left at c3 r2 ...",
+`dense_caption(ClipSpec.truth(tokens=True))`, what `world render --token-captions` writes); both arms that name a
+token are also scored on it. `--text-over tokens` encodes another arm (e.g. `layout`) by the same fresh T5 the
+tokens arm gets, so a pair differs only in its captions. `--prep --snap 8` draws stills whose objects start on
+token corners (`clip_spec(snap=...)`), so the token says exactly where each object is.
+
+Every logged step also saves the training state (`OUT.ckpt.pt`: weights, optimiser, batch generator, log);
+`--resume` continues a cut run from it, bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -95,19 +101,42 @@ def cell_caption(spec: dict, token_px: int) -> str:
     return " Centres: " + "; ".join(parts) + "."
 
 
-def add_cell_arm(data: dict, width: int, token_px: int) -> None:
-    """Add the `cell` arm to a loaded stills cache (in memory): layout captions + `cell_caption`, encoded by a fresh
-    random T5 (the prep's recipe) over the cache's words and the token words."""
+def token_caption(spec: dict) -> str:
+    """The `tokens` arm: the product's token caption, exactly what `world render --token-captions` trains on
+    ("A large red circle in the top left at c3 r2 ...", `dense_caption(ClipSpec.truth(tokens=True))`)."""
+    from cinegen.world.captions import dense_caption
+    from cinegen.world.render import ClipSpec
+
+    return dense_caption(ClipSpec.from_dict(spec).truth(tokens=True))
+
+
+EXTRA_ARMS = ("cell", "tokens")  # built in memory from a stills cache (`add_arm`), each with its own T5
+
+
+def add_arm(data: dict, arm: str, token_px: int) -> None:
+    """Add an `EXTRA_ARMS` arm's captions to a loaded stills cache (in memory): `cell` = layout captions +
+    `cell_caption`, `tokens` = `token_caption`."""
     for split in ("train", "eval"):
         part = data[split]
-        part["captions"]["cell"] = [
-            c + cell_caption(sd, token_px) for c, sd in zip(part["captions"]["layout"], part["specs"], strict=True)
-        ]
+        if arm == "cell":
+            caps = [
+                c + cell_caption(sd, token_px) for c, sd in zip(part["captions"]["layout"], part["specs"], strict=True)
+            ]
+        else:
+            caps = [token_caption(sd) for sd in part["specs"]]
+        part["captions"][arm] = caps
+
+
+def encode_arm(data: dict, arm: str, width: int) -> None:
+    """Encode one arm's captions (`E_<arm>`, both splits) by a fresh random T5 (the prep's recipe) over every
+    caption the cache holds now (`cached_captions`): arms encoded after the same `add_arm` calls share one T5."""
     text = text_encoder(cached_captions(data), width)
     with torch.no_grad():
         for split in ("train", "eval"):
-            caps = data[split]["captions"]["cell"]
-            data[split]["E_cell"] = torch.cat([text.encode(caps[i : i + 64]).float() for i in range(0, len(caps), 64)])
+            caps = data[split]["captions"][arm]
+            data[split][f"E_{arm}"] = torch.cat(
+                [text.encode(caps[i : i + 64]).float() for i in range(0, len(caps), 64)]
+            )
 
 
 def vae_stills(pipe, specs: list) -> torch.Tensor:  # noqa: ANN001
@@ -208,8 +237,17 @@ def unlatent(x: torch.Tensor, fit: dict) -> torch.Tensor:
     return torch.nn.functional.pixel_shuffle(x, PIXEL_FACTOR)[:, :, None].clamp(-1, 1)
 
 
-def generate_and_score(pipe, model, E, specs: list[dict], layout: bool, decode=None) -> tuple[dict, list[np.ndarray]]:  # noqa: ANN001
-    """Sample each eval still from its caption embedding (20 DDIM steps, CFG 4, seed 1000 + i) and score it.
+def generate_and_score(  # noqa: ANN201
+    pipe,  # noqa: ANN001
+    model,  # noqa: ANN001
+    E: torch.Tensor,
+    specs: list[dict],
+    layout: bool,
+    decode=None,  # noqa: ANN001
+    tokens: bool = False,
+):
+    """Sample each eval still from its caption embedding (20 DDIM steps, CFG 4, seed 1000 + i) and score it
+    (-> ({attribute: %}, sample images)); `layout` adds the start cell (position), `tokens` the start token.
     `decode`: (1, 1, C, h, w) samples -> (1, 3, 1, H, W) video in [-1, 1] (default: the folder's VAE)."""
     from cinegen.sampling.guidance import cfg_batched
     from cinegen.sampling.loop import SamplerSpec, make_plan, sample
@@ -218,6 +256,7 @@ def generate_and_score(pipe, model, E, specs: list[dict], layout: bool, decode=N
     from cinegen.world.render import ClipSpec
 
     attrs = ("color", "shape", "size", "count", "background") + (("position",) if layout else ())
+    attrs += ("token",) if tokens else ()
     plan = make_plan(SamplerSpec(kind="ddim", num_steps=20), pipe.scheduler)
     decode = decode or pipe.decode
     h, w = specs[0]["height"] // pipe.vae_spatial, specs[0]["width"] // pipe.vae_spatial
@@ -237,7 +276,7 @@ def generate_and_score(pipe, model, E, specs: list[dict], layout: bool, decode=N
             video = decode(sample(denoise, x, plan, generator=g))  # (1, 3, 1, H, W) in [-1, 1]
         img = Video.from_tensor(video).frames  # (1, H, W, 3) uint8
         images.append(img[0])
-        truth = ClipSpec.from_dict(sd).truth(layout=layout)
+        truth = ClipSpec.from_dict(sd).truth(layout=layout, tokens=tokens)
         objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)  # a still: no motion
         res = score_video(analyze_video(img), dataclasses.replace(truth, objects=objs, camera=None))
         for a in attrs:
@@ -367,8 +406,11 @@ def train(args: argparse.Namespace) -> None:
     data = torch.load(args.cache, weights_only=False)
     X, fit = load_stills(data, "train", args.space, Path(args.cache), args.pca_k)  # (N, 1, C, h, w)
     XV, _ = load_stills(data, "eval", args.space, Path(args.cache), args.pca_k, fit)
-    if args.arm == "cell":
-        add_cell_arm(data, pipe.transformer.config.text_embed_dim, pipe.vae_spatial * args.patch)
+    over = args.text_over or (args.arm if args.arm in EXTRA_ARMS else None)
+    if over is not None:  # a fresh T5 over the cache's captions and this arm's: `--arm` re-encoded by it
+        for arm in {over, args.arm} & set(EXTRA_ARMS):
+            add_arm(data, arm, pipe.vae_spatial * args.patch)
+        encode_arm(data, args.arm, pipe.transformer.config.text_embed_dim)
     E, EV = data["train"][f"E_{args.arm}"], data["eval"][f"E_{args.arm}"]  # (N, L, D)
     decode = functools.partial(unlatent, fit=fit) if args.space in ("pixel", "pca") else None
     if args.space == "latent-white":
@@ -401,7 +443,7 @@ def train(args: argparse.Namespace) -> None:
         params += list(text.model.parameters())
         E = LiveText(text.model, text.tokenize(caps))
         ids_eval = text.tokenize(data["eval"]["captions"][args.arm])
-    aux = None
+    aux, head = None, None
     if args.aux_shape > 0:
         if not 1 <= args.aux_layer <= cfg.num_layers:
             raise SystemExit(f"--aux-layer {args.aux_layer}: the transformer has blocks 1..{cfg.num_layers}")
@@ -414,9 +456,23 @@ def train(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     log: list[dict] = []
     aux_losses: list[float] = []
-    t0 = time.time()
-    for step in range(args.steps + 1):
-        if step % args.every == 0 or step == args.steps:
+    # the training state after each logged step: --resume continues a cut run exactly where it was saved
+    ckpt = out.with_suffix(".ckpt.pt")
+    nets = {"model": model, "opt": opt, "ema": ema, "text": text.model if text else None, "head": head}
+    start, t_before = 0, 0.0
+    if args.resume and ckpt.exists():
+        if perturb is not None:
+            raise SystemExit("--resume with --swap-shapes: the swap's own draws are not saved")
+        state = torch.load(ckpt, weights_only=False)
+        for name, obj in nets.items():
+            if obj is not None:
+                obj.load_state_dict(state[name])
+        g.set_state(state["g"])
+        start, log, t_before = state["step"], state["log"], state["log"][-1]["seconds"]
+        print(f"resumed from {ckpt} at step {start}", flush=True)
+    t0 = time.time() - t_before
+    for step in range(start, args.steps + 1):
+        if (step % args.every == 0 or step == args.steps) and not (step == start and start > 0):
             entry: dict = {"step": step}
             if text is not None:
                 with torch.no_grad():
@@ -429,7 +485,9 @@ def train(args: argparse.Namespace) -> None:
                 entry[f"x0_mse{tag}"] = x0_errors(net, XV, EV, eval_noise, ac, levels, 1.0, chunk=16)
                 if step > 0 and (step % args.gen_every == 0 or step == args.steps):
                     specs = data["eval"]["specs"][: args.gen_n]
-                    entry[f"gen{tag}"], images = generate_and_score(pipe, net, EV, specs, args.arm != "plain", decode)
+                    entry[f"gen{tag}"], images = generate_and_score(
+                        pipe, net, EV, specs, args.arm != "plain", decode, tokens=args.arm in EXTRA_ARMS
+                    )
                     rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
                     if rows:
                         Image.fromarray(np.concatenate(rows)).save(out.with_suffix(f".{step}{tag}.png"))
@@ -457,6 +515,8 @@ def train(args: argparse.Namespace) -> None:
                 "swap_max_abar": args.swap_max_abar,
             }
             out.write_text(json.dumps({**meta, "log": log}, indent=1) + "\n")
+            state = {name: obj.state_dict() for name, obj in nets.items() if obj is not None}
+            save_atomic({**state, "g": g.get_state(), "step": step, "log": log}, ckpt)
         if step == args.steps:
             break
         extra = train_step(model, opt, X, E, ac, g, args.batch, aux=aux, perturb=perturb)
@@ -479,7 +539,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="--prep: start every object on screen on whole multiples of this many pixels (8: token corners)",
     )
-    ap.add_argument("--arm", choices=(*ARMS, "cell"), default="plain")
+    ap.add_argument("--arm", choices=(*ARMS, *EXTRA_ARMS), default="plain")
+    ap.add_argument(
+        "--text-over",
+        choices=EXTRA_ARMS,
+        help="encode --arm by the fresh T5 that this extra arm gets (its vocabulary), so the two arms share one T5",
+    )
     ap.add_argument(
         "--space",
         choices=("latent", "latent-white", "pixel", "pca"),
@@ -502,6 +567,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--swap-max-abar", type=float, default=0.5, help="swap only at ᾱ up to this (the noisier part)")
     ap.add_argument("--train-text", action="store_true", help="train a fresh random T5 with the transformer")
     ap.add_argument("--out", help="JSON log (required unless --prep)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt (saved at every logged step)")
     args = ap.parse_args(argv)
     if args.prep:
         prep(args.model, Path(args.cache), args.n_train, args.n_eval, args.snap)

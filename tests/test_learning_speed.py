@@ -60,7 +60,7 @@ def test_layout_screen_arms_share_stills_and_start(tiny_2b_folder: Path, tmp_pat
     with pytest.raises(SystemExit):  # a run needs its log
         screen.main([*base, "--arm", "plain"])
     runs = {}
-    for arm in ("plain", "layout", "cell"):
+    for arm in ("plain", "layout", "cell", "tokens"):
         out = tmp_path / f"{arm}.json"
         screen.main(
             [*base, "--arm", arm, "--steps", "2", "--every", "1", "--gen-every", "2", "--gen-n", "8", "--out", str(out)]
@@ -72,6 +72,7 @@ def test_layout_screen_arms_share_stills_and_start(tiny_2b_folder: Path, tmp_pat
     gen = {arm: r["log"][-1]["gen"] for arm, r in runs.items()}
     assert "position" in gen["layout"] and "position" not in gen["plain"] and "shape" in gen["plain"]
     assert "position" in gen["cell"] and runs["cell"]["arm"] == "cell"
+    assert "token" in gen["tokens"] and "token" in gen["cell"] and "token" not in gen["layout"]
 
 
 def test_layout_screen_cell_arm_names_each_token(tiny_2b_folder: Path, tmp_path: Path) -> None:
@@ -89,7 +90,8 @@ def test_layout_screen_cell_arm_names_each_token(tiny_2b_folder: Path, tmp_path:
     cache = tmp_path / "stills.pt"
     screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
     data = torch.load(cache, weights_only=False)
-    screen.add_cell_arm(data, 32, 8)
+    screen.add_arm(data, "cell", 8)
+    screen.encode_arm(data, "cell", 32)
     for split in ("train", "eval"):
         caps = data[split]["captions"]
         assert all(
@@ -100,6 +102,57 @@ def test_layout_screen_cell_arm_names_each_token(tiny_2b_folder: Path, tmp_path:
     text = screen.text_encoder(screen.cached_captions(data), 32)
     ids = text.tokenize(data["train"]["captions"]["cell"])
     assert not (ids == text.tokenizer.unk_token_id).any()  # "centres", "c3", "r9": all known words
+
+
+def test_layout_screen_tokens_arm_and_shared_text(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """--arm tokens trains on the product's token captions (`dense_caption(truth(tokens=True))`, what `world render
+    --token-captions` writes); `--arm layout --text-over tokens` encodes the layout captions by the very T5 the
+    tokens arm gets, so the two arms differ only in their captions."""
+    from cinegen.world.captions import dense_caption
+    from cinegen.world.render import ClipSpec
+
+    screen = _module("layout_screen.py")
+    cache = tmp_path / "stills.pt"
+    screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
+    data = torch.load(cache, weights_only=False)
+    screen.add_arm(data, "tokens", 8)
+    for split in ("train", "eval"):
+        caps, specs = data[split]["captions"], data[split]["specs"]
+        want = [dense_caption(ClipSpec.from_dict(sd).truth(tokens=True)) for sd in specs]
+        assert caps["tokens"] == want and all(" at c" in c for c in want)
+    text = screen.text_encoder(screen.cached_captions(data), 32)
+    assert not (text.tokenize(data["train"]["captions"]["tokens"]) == text.tokenizer.unk_token_id).any()
+    screen.encode_arm(data, "layout", 32)
+    with torch.no_grad():
+        assert torch.equal(data["eval"]["E_layout"], text.encode(data["eval"]["captions"]["layout"]).float())
+    base = ["--model", str(tiny_2b_folder), "--cache", str(cache), "--steps", "1", "--every", "1", "--gen-every", "9"]
+    logs = {}
+    for name, extra in (("layout", []), ("shared", ["--text-over", "tokens"])):
+        screen.main([*base, "--arm", "layout", *extra, "--out", str(tmp_path / f"{name}.json")])
+        logs[name] = json.loads((tmp_path / f"{name}.json").read_text())["log"]
+    assert logs["layout"][0]["x0_mse"] != logs["shared"][0]["x0_mse"]  # another T5: other embeddings
+
+
+def test_layout_screen_resume_equals_uninterrupted(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """A run cut after step 1 and continued with --resume reaches exactly the weights, optimiser state and log of
+    an uninterrupted run (the batch generator's state is saved with the weights)."""
+    screen = _module("layout_screen.py")
+    cache = tmp_path / "stills.pt"
+    base = ["--model", str(tiny_2b_folder), "--cache", str(cache)]
+    screen.main([*base, "--prep", "--n-train", "3", "--n-eval", "2"])
+    run = [*base, "--arm", "layout", "--every", "1", "--gen-every", "9"]
+    screen.main([*run, "--steps", "3", "--out", str(tmp_path / "whole.json")])
+    screen.main([*run, "--steps", "1", "--out", str(tmp_path / "cut.json")])
+    screen.main([*run, "--steps", "3", "--resume", "--out", str(tmp_path / "cut.json")])
+    whole, cut = (torch.load(tmp_path / f"{n}.ckpt.pt", weights_only=False) for n in ("whole", "cut"))
+    assert cut["step"] == whole["step"] == 3
+    for k, v in whole["model"].items():
+        assert torch.equal(v, cut["model"][k]), k
+    assert torch.equal(whole["g"], cut["g"])
+    m_whole, m_cut = whole["opt"]["state"], cut["opt"]["state"]
+    assert all(torch.equal(m_whole[i]["exp_avg_sq"], m_cut[i]["exp_avg_sq"]) for i in m_whole)
+    x0 = lambda log: [(e["step"], e["x0_mse"]) for e in log]  # noqa: E731  (the cut run also scored its last step)
+    assert x0(whole["log"]) == x0(cut["log"]) and [e["step"] for e in cut["log"]] == [0, 1, 2, 3]
 
 
 def test_layout_screen_decoder_free_spaces_round_trip(tmp_path: Path) -> None:
