@@ -391,6 +391,33 @@ class LiveText:
         return self.model(self.ids[idx])[0].float()
 
 
+def score_checkpoint(args: argparse.Namespace, pipe, model, data: dict, E: dict, decode) -> None:  # noqa: ANN001
+    """--score SPLIT: sample and score the first --gen-n stills of SPLIT with the weights of OUT.ckpt.pt (train
+    captions: does the model draw what it was trained on? eval: does it generalise?) -> OUT.score-SPLIT-STEP.json
+    and a PNG sheet beside it."""
+    from PIL import Image
+
+    out = Path(args.out)
+    ckpt = out.with_suffix(".ckpt.pt")
+    if not ckpt.exists():
+        raise SystemExit(f"--score: no checkpoint {ckpt} (train with --out {out} first)")
+    if args.train_text:
+        raise SystemExit("--score with --train-text: the checkpoint's T5 would have to re-encode the captions")
+    state = torch.load(ckpt, weights_only=False)
+    model.load_state_dict(state["model"])
+    specs = data[args.score]["specs"][: args.gen_n]
+    gen, images = generate_and_score(
+        pipe, model, E[args.score], specs, args.arm != "plain", decode, tokens=args.arm in EXTRA_ARMS
+    )
+    stem = f"{out.stem}.score-{args.score}-{state['step']}"
+    rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
+    if rows:
+        Image.fromarray(np.concatenate(rows)).save(out.with_name(f"{stem}.png"))
+    entry = {"split": args.score, "step": state["step"], "n": len(specs), "gen": gen}
+    out.with_name(f"{stem}.json").write_text(json.dumps(entry) + "\n")
+    print(json.dumps(entry), flush=True)
+
+
 def train(args: argparse.Namespace) -> None:
     from PIL import Image
 
@@ -450,6 +477,9 @@ def train(args: argparse.Namespace) -> None:
         labels = shape_targets(data["train"]["specs"], pipe.vae_spatial * args.patch, Path(args.cache))
         aux, head = shape_aux(model, labels, args.aux_layer, cfg.max_text_seq_length, args.aux_shape)
         params += list(head.parameters())
+    if args.score:
+        score_checkpoint(args, pipe, model, data, {"train": E, "eval": EV}, decode)
+        return
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     g = torch.Generator().manual_seed(1)  # batches, timesteps, noise: the same draws for every arm
     out = Path(args.out)
@@ -567,6 +597,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--swap-max-abar", type=float, default=0.5, help="swap only at ᾱ up to this (the noisier part)")
     ap.add_argument("--train-text", action="store_true", help="train a fresh random T5 with the transformer")
     ap.add_argument("--out", help="JSON log (required unless --prep)")
+    ap.add_argument(
+        "--score",
+        choices=("train", "eval"),
+        help="only sample and score the first --gen-n stills of this split with OUT.ckpt.pt's weights",
+    )
     ap.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt (saved at every logged step)")
     args = ap.parse_args(argv)
     if args.prep:

@@ -135,7 +135,8 @@ def test_layout_screen_tokens_arm_and_shared_text(tiny_2b_folder: Path, tmp_path
 
 def test_layout_screen_resume_equals_uninterrupted(tiny_2b_folder: Path, tmp_path: Path) -> None:
     """A run cut after step 1 and continued with --resume reaches exactly the weights, optimiser state and log of
-    an uninterrupted run (the batch generator's state is saved with the weights)."""
+    an uninterrupted run (the batch generator's state is saved with the weights); --score samples a split with the
+    checkpoint's weights."""
     screen = _module("layout_screen.py")
     cache = tmp_path / "stills.pt"
     base = ["--model", str(tiny_2b_folder), "--cache", str(cache)]
@@ -153,6 +154,13 @@ def test_layout_screen_resume_equals_uninterrupted(tiny_2b_folder: Path, tmp_pat
     assert all(torch.equal(m_whole[i]["exp_avg_sq"], m_cut[i]["exp_avg_sq"]) for i in m_whole)
     x0 = lambda log: [(e["step"], e["x0_mse"]) for e in log]  # noqa: E731  (the cut run also scored its last step)
     assert x0(whole["log"]) == x0(cut["log"]) and [e["step"] for e in cut["log"]] == [0, 1, 2, 3]
+    # --score: the checkpoint's weights sample the train captions too (memorised vs generalised)
+    screen.main([*run, "--score", "train", "--gen-n", "3", "--out", str(tmp_path / "whole.json")])
+    scored = json.loads((tmp_path / "whole.score-train-3.json").read_text())
+    assert scored["split"] == "train" and scored["n"] == 3 and {"shape", "position"} <= set(scored["gen"])
+    assert len(json.loads((tmp_path / "whole.json").read_text())["log"]) == 4  # the run's log is left as it was
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        screen.main([*run, "--score", "eval", "--out", str(tmp_path / "none.json")])
 
 
 def test_layout_screen_decoder_free_spaces_round_trip(tmp_path: Path) -> None:
