@@ -22,7 +22,9 @@ added 3D sin-cos positions as CogVideoX 2B); everything else stays paired.
 
 Every `--every` steps each caption is sampled `--samples` times (with variants: the first K stills of each shape;
 20 DDIM steps, CFG 4) and scored by the ShapesBench analyzer (JSON lines in OUT.jsonl, a PNG strip OUT.STEP.png:
-circle, square, triangle, star, ring, cross, K times; the weights in OUT.weights.pt).
+circle, square, triangle, star, ring, cross, K times; the weights in OUT.weights.pt). Those samples are of training
+stills; `--eval-seed S` (no training) samples K fresh stills per shape drawn with seed S (other places and, with
+`--vary color`, colours) with OUT.weights.pt and the same T5: does the toy generalise or only memorise?
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from learning_speed import train_step  # noqa: E402
 MODES = ("random", "t5", "t5-train")
 
 
-def toy_specs(size: str = "large", variants: int = 1, vary: tuple[str, ...] = ()) -> list[dict]:
+def toy_specs(size: str = "large", variants: int = 1, vary: tuple[str, ...] = (), seed: int = 11) -> list[dict]:
     """`variants` stills per shape (shape-major order), one object on plain white, 96x96, one frame: red and centred,
     or, per `vary`, a random colour (of `vocab.COLORS`) and / or a random place: `position` anywhere with its centre in
     [0.25, 0.75]^2, `grid` there on whole 8-pixel steps from the centre (a patch-2 token of a 4x latent), `jitter`
@@ -54,7 +56,7 @@ def toy_specs(size: str = "large", variants: int = 1, vary: tuple[str, ...] = ()
     from cinegen.world.render import ClipSpec, ObjectSpec
     from cinegen.world.vocab import COLORS, SHAPES
 
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     out = []
     for s in SHAPES:
         for _ in range(variants):
@@ -119,6 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--samples", type=int, default=2, help="samples per shape at each evaluation")
     ap.add_argument("--out", required=True, help="output prefix: OUT.jsonl, OUT.STEP.png")
+    ap.add_argument(
+        "--eval-seed",
+        type=int,
+        help="no training: sample --samples fresh stills per shape drawn with this seed (colours and places the "
+        "training stills may not have) with OUT.weights.pt -> OUT.fresh-SEED.png and .json: memorised or general?",
+    )
     args = ap.parse_args(argv)
     cache, out = Path(args.cache), Path(args.out)
     if not cache.is_file():
@@ -131,6 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     specs = toy_specs(args.size, args.variants, tuple(args.vary))
     X, _ = screen.load_stills({"toy": {"specs": specs}}, "toy", "pca", out.with_suffix(".pt"), 8, dict(fit))
     text, ids, width = None, None, pipe.transformer.config.text_embed_dim
+    if args.eval_seed is not None:
+        if args.text == "random":
+            raise SystemExit("--eval-seed needs captions (--text t5 or t5-train): random embeddings name no still")
+        if args.text == "t5-train":
+            raise SystemExit("--eval-seed with t5-train: the trained T5 is not saved")
+        fresh = toy_specs(args.size, args.samples, tuple(args.vary), seed=args.eval_seed)  # shape-major, k per shape
+        fresh = [fresh[i * args.samples + j] for j in range(args.samples) for i in range(6)]  # as the training strips
     if args.text == "random":
         E = torch.randn(len(specs), 8, width, generator=torch.Generator().manual_seed(3))  # (N, 8, D)
         E = E / E.norm(dim=-1, keepdim=True) * width**0.5  # unit RMS per token, as a T5's output
@@ -145,12 +160,34 @@ def main(argv: list[str] | None = None) -> None:
         ids = text.tokenize(captions)
         with torch.no_grad():
             E = text.model(ids)[0].float()  # (N, L, D)
+        if args.eval_seed is not None:
+            caps = [dense_caption(ClipSpec.from_dict(sd).truth(layout=True)) for sd in fresh]
+            caps = [c + token_cell_caption(sd) for c, sd in zip(caps, fresh, strict=True)] if args.token_cell else caps
+            with torch.no_grad():
+                E = text.model(text.tokenize(caps))[0].float()  # (6k, L, D), the training run's T5
     torch.manual_seed(0)
     chans = {"in_channels": X.shape[2], "out_channels": X.shape[2]}
     cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], patch_size=args.patch, **chans)
     if args.positions is not None:
         cfg = dataclasses.replace(cfg, use_rotary_positional_embeddings=args.positions == "rope")
     model = type(pipe.transformer)(cfg).float().train()
+    if args.eval_seed is not None:
+        weights = out.with_suffix(".weights.pt")
+        if not weights.is_file():
+            raise SystemExit(f"--eval-seed: no {weights} (train with --out {out} first)")
+        model.load_state_dict(torch.load(weights))
+        seen = {json.dumps(sd, sort_keys=True) for sd in specs}
+        layout = bool({"position", "grid"} & set(args.vary))
+        res, images = screen.generate_and_score(
+            pipe, model, E, fresh, layout, functools.partial(screen.unlatent, fit=fit)
+        )
+        tag = f"fresh-{args.eval_seed}"
+        Image.fromarray(np.concatenate(images, axis=1)).save(out.with_suffix(f".{tag}.png"))
+        entry = {"eval_seed": args.eval_seed, "n": len(fresh), "unseen": sum(json.dumps(sd, sort_keys=True) not in seen
+                 for sd in fresh), **res}  # fmt: skip
+        out.with_suffix(f".{tag}.json").write_text(json.dumps(entry) + "\n")
+        print(json.dumps(entry), flush=True)
+        return
     params = list(model.parameters())
     if args.text == "t5-train":
         assert text is not None

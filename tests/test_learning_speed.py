@@ -325,5 +325,15 @@ def test_shape_word_toy_modes(tiny_2b_folder: Path, tmp_path: Path) -> None:
         assert strip.shape[1] == strip.shape[0] * 6 * (1 if arch else 2)  # square samples: per shape x six shapes
         weights = torch.load(out.with_suffix(".weights.pt"))
         assert weights["patch_embed.proj.weight"].shape[-1] == (1 if arch else 2)  # --patch
+    # --eval-seed: the t5 run's weights sample fresh stills (other places) of every shape, without training
+    fresh = ["--model", str(tiny_2b_folder), "--cache", str(cache), "--text", "t5", "--out", str(tmp_path / "t5")]
+    toy.main([*fresh, "--variants", "2", "--vary", "position", "--token-cell", "--samples", "1", "--eval-seed", "5"])
+    entry = json.loads((tmp_path / "t5.fresh-5.json").read_text())
+    assert entry["n"] == 6 and entry["unseen"] == 6 and "position" in entry and "shape" in entry
+    assert len(json.loads((tmp_path / "t5.jsonl").read_text().splitlines()[-1])) > 0  # the run's log is kept
+    with pytest.raises(SystemExit, match="random embeddings"):
+        toy.main([*fresh[:-4], "--text", "random", "--out", str(tmp_path / "random"), "--eval-seed", "5"])
+    with pytest.raises(SystemExit, match="no .*weights"):
+        toy.main([*fresh[:-2], "--out", str(tmp_path / "none"), "--eval-seed", "5"])
     with pytest.raises(SystemExit, match="not found"):
         toy.main(["--cache", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")])
