@@ -14,8 +14,9 @@ same seeds for every mode); only the caption embeddings differ:
   frozen T5 (the screen's recipe): the captions differ in one word, whose token alone carries the difference;
 - `t5-train`: the same T5 trained with the transformer.
 
-`--variants N --vary color|position|grid|jitter` makes the ladder between this toy and the world: N stills per
-shape with a random colour and/or place (`toy_specs`).
+`--variants N --vary color|position|grid|jitter|size|background|count` makes the ladder between this toy and the
+world: N stills per shape with a random colour, place, size, background and / or 0-2 more objects (`toy_specs`).
+`--token-captions` captions them as the product's token captions ("... in the top left at c3 r2 ...").
 
 `--patch P` and `--positions rope|sincos` change the transformer (patch size; 3D RoPE as the default model, or
 added 3D sin-cos positions as CogVideoX 2B); everything else stays paired.
@@ -33,6 +34,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -48,28 +50,51 @@ from learning_speed import train_step  # noqa: E402
 MODES = ("random", "t5", "t5-train")
 
 
+VARY = ("color", "position", "grid", "jitter", "size", "background", "count")
+
+
 def toy_specs(size: str = "large", variants: int = 1, vary: tuple[str, ...] = (), seed: int = 11) -> list[dict]:
     """`variants` stills per shape (shape-major order), one object on plain white, 96x96, one frame: red and centred,
     or, per `vary`, a random colour (of `vocab.COLORS`) and / or a random place: `position` anywhere with its centre in
     [0.25, 0.75]^2, `grid` there on whole 8-pixel steps from the centre (a patch-2 token of a 4x latent), `jitter`
-    the centre moved by under 4 pixels."""
+    the centre moved by under 4 pixels. The rungs towards the world: `size` a random size, `background` a random
+    solid background colour, `count` 0-2 more objects of random shapes (and colours with `color`) placed the same
+    way without overlap. The first object of each still is the one of the shape it is listed under; options added
+    later draw after the earlier ones, so the earlier rungs' stills stay as they were."""
     from cinegen.world.render import ClipSpec, ObjectSpec
-    from cinegen.world.vocab import COLORS, SHAPES
+    from cinegen.world.vocab import BACKGROUND_COLORS, COLORS, SHAPES, SIZES
+
+    def place(rng: np.random.Generator) -> tuple[float, float]:
+        if "position" in vary:  # anywhere in the middle half
+            return tuple(rng.uniform(0.25, 0.75, 2))
+        if "grid" in vary:  # the middle half, on whole 8-pixel steps from the centre (one token of patch 2)
+            return tuple(0.5 + rng.integers(-3, 4, 2) * 8 / 96)
+        if "jitter" in vary:  # the centre, shifted by less than a token
+            return tuple(0.5 + rng.uniform(-4, 4, 2) / 96)
+        return 0.5, 0.5
+
+    def clear(o: ObjectSpec, objs: list[ObjectSpec]) -> bool:  # no overlap: centres beyond both outer radii
+        return all(math.hypot(o.x - p.x, o.y - p.y) > 1.3 * (SIZES[o.size] + SIZES[p.size]) for p in objs)
 
     rng = np.random.default_rng(seed)
     out = []
     for s in SHAPES:
         for _ in range(variants):
             color = str(rng.choice(list(COLORS))) if "color" in vary else "red"
-            x, y = 0.5, 0.5
-            if "position" in vary:  # anywhere in the middle half
-                x, y = rng.uniform(0.25, 0.75, 2)
-            elif "grid" in vary:  # the middle half, on whole 8-pixel steps from the centre (one token of patch 2)
-                x, y = 0.5 + rng.integers(-3, 4, 2) * 8 / 96
-            elif "jitter" in vary:  # the centre, shifted by less than a token
-                x, y = 0.5 + rng.uniform(-4, 4, 2) / 96
-            obj = ObjectSpec(s, color, size, "still", None, float(x), float(y))
-            out.append(ClipSpec((obj,), width=96, height=96, num_frames=1, background="white").to_dict())
+            x, y = place(rng)
+            sz = str(rng.choice(list(SIZES))) if "size" in vary else size
+            background = str(rng.choice(list(BACKGROUND_COLORS))) if "background" in vary else "white"
+            objs = [ObjectSpec(s, color, sz, "still", None, float(x), float(y))]
+            for _ in range(int(rng.integers(0, 3)) if "count" in vary else 0):
+                c = str(rng.choice(list(COLORS))) if "color" in vary else "red"
+                z = str(rng.choice(list(SIZES))) if "size" in vary else size
+                shape = str(rng.choice(SHAPES))
+                for _ in range(20):  # a free place, or no extra object
+                    o = ObjectSpec(shape, c, z, "still", None, *(float(v) for v in place(rng)))
+                    if clear(o, objs):
+                        objs.append(o)
+                        break
+            out.append(ClipSpec(tuple(objs), width=96, height=96, num_frames=1, background=background).to_dict())
     return out
 
 
@@ -100,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--vary",
         nargs="*",
-        choices=("color", "position", "grid", "jitter"),
+        choices=VARY,
         default=[],
         help="what varies between them",
     )
@@ -115,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
         "--token-cell",
         action="store_true",
         help="captions also name the 8-pixel token of the object's centre (column cC, row rR)",
+    )
+    ap.add_argument(
+        "--token-captions",
+        action="store_true",
+        help="the product's token captions (`dense_caption(truth(tokens=True))`: '... in the top left at c3 r2 ...')",
     )
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--every", type=int, default=250)
@@ -150,21 +180,27 @@ def main(argv: list[str] | None = None) -> None:
         E = torch.randn(len(specs), 8, width, generator=torch.Generator().manual_seed(3))  # (N, 8, D)
         E = E / E.norm(dim=-1, keepdim=True) * width**0.5  # unit RMS per token, as a T5's output
     else:
-        captions = [dense_caption(ClipSpec.from_dict(sd).truth(layout=True)) for sd in specs]
+
+        def caption(sd: dict) -> str:  # layout captions, or the product's token captions; + the toy's token sentence
+            c = dense_caption(ClipSpec.from_dict(sd).truth(layout=True, tokens=args.token_captions))
+            return c + token_cell_caption(sd) if args.token_cell else c
+
+        captions = [caption(sd) for sd in specs]
         words = screen.cached_captions(data)
         if args.token_cell:  # name the token of each centre; its words join the vocabulary
-            captions = [c + token_cell_caption(sd) for c, sd in zip(captions, specs, strict=True)]
             words += [token_cell_caption({"width": 96, "height": 96, "objects": [{"x": i / 12, "y": i / 12}]})
                       for i in range(12)]  # fmt: skip
+        if args.token_captions:  # every token word of a 96-pixel frame
+            words += [f"at c{i} r{i}" for i in range(96 // 8)]
         text = screen.text_encoder(words, width)
         ids = text.tokenize(captions)
         with torch.no_grad():
             E = text.model(ids)[0].float()  # (N, L, D)
         if args.eval_seed is not None:
-            caps = [dense_caption(ClipSpec.from_dict(sd).truth(layout=True)) for sd in fresh]
-            caps = [c + token_cell_caption(sd) for c, sd in zip(caps, fresh, strict=True)] if args.token_cell else caps
+            caps = [caption(sd) for sd in fresh]
             with torch.no_grad():
                 E = text.model(text.tokenize(caps))[0].float()  # (6k, L, D), the training run's T5
+    layout = bool({"position", "grid", "count"} & set(args.vary)) or args.token_captions  # score the start cells
     torch.manual_seed(0)
     chans = {"in_channels": X.shape[2], "out_channels": X.shape[2]}
     cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], patch_size=args.patch, **chans)
@@ -177,9 +213,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--eval-seed: no {weights} (train with --out {out} first)")
         model.load_state_dict(torch.load(weights))
         seen = {json.dumps(sd, sort_keys=True) for sd in specs}
-        layout = bool({"position", "grid"} & set(args.vary))
         res, images = screen.generate_and_score(
-            pipe, model, E, fresh, layout, functools.partial(screen.unlatent, fit=fit)
+            pipe, model, E, fresh, layout, functools.partial(screen.unlatent, fit=fit), tokens=args.token_captions
         )
         tag = f"fresh-{args.eval_seed}"
         Image.fromarray(np.concatenate(images, axis=1)).save(out.with_suffix(f".{tag}.png"))
@@ -209,8 +244,9 @@ def main(argv: list[str] | None = None) -> None:
                 k = args.samples
                 pick = [i * args.variants + j for j in range(min(k, args.variants)) for i in range(6)]  # k per shape
                 pick = pick if args.variants > 1 else list(range(6)) * k
-                layout = bool({"position", "grid"} & set(args.vary))
-                res, images = screen.generate_and_score(pipe, model, E[pick], [specs[i] for i in pick], layout, decode)
+                res, images = screen.generate_and_score(
+                    pipe, model, E[pick], [specs[i] for i in pick], layout, decode, tokens=args.token_captions
+                )
                 Image.fromarray(np.concatenate(images, axis=1)).save(out.with_suffix(f".{step}.png"))
                 arch = {"patch": cfg.patch_size, "rope": cfg.use_rotary_positional_embeddings}
                 entry = {"step": step, "seconds": round(time.time() - t0), **arch, **res}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -310,8 +311,26 @@ def test_shape_word_toy_modes(tiny_2b_folder: Path, tmp_path: Path) -> None:
     cells = [toy.token_cell_caption(sd) for sd in toy.toy_specs(variants=16, vary=("grid",))]
     assert " Its centre is in column c3 and row r3." in cells and len(set(cells)) > 20  # 8-px tokens 3..9
     assert all(int(c.split("column c")[1].split()[0]) in range(3, 10) for c in cells)
+    rungs = toy.toy_specs(variants=8, vary=("grid", "color", "size", "background", "count"))
+    assert [s["objects"][0]["shape"] for s in rungs] == [s for s in SHAPES for _ in range(8)]  # the listed shape first
+    assert {len(s["objects"]) for s in rungs} == {1, 2, 3} and len({s["background"] for s in rungs}) > 2
+    assert {o["size"] for s in rungs for o in s["objects"]} == {"small", "large"}
+    for s in rungs:  # no two objects overlap
+        objs = s["objects"]
+        assert all(
+            math.hypot(a["x"] - b["x"], a["y"] - b["y"]) > 0.125 * 2 for i, a in enumerate(objs) for b in objs[i + 1 :]
+        )
+    # golden: the places of session 20's recorded grid / position runs (checked against their cached pixels), which
+    # the later rungs' draws must not move
+    xy = lambda specs: [(round(o["x"] * 96, 2), round(o["y"] * 96, 2)) for o in (s["objects"][0] for s in specs)]  # noqa: E731
+    assert xy(toy.toy_specs(variants=16, vary=("grid",))[:4]) == [(24, 24), (64, 48), (56, 56), (56, 24)]
+    assert xy(toy.toy_specs(variants=16, vary=("position",))[:2]) == [(30.17, 47.97), (52.87, 25.38)]
     cache = tmp_path / "stills.pt"
     screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
+    out = tmp_path / "tokens"  # the product's token captions on the multi-object rung: scored on the token too
+    toy.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--variants", "2", "--vary", "grid", "count"]
+             + ["--token-captions", "--steps", "1", "--every", "1", "--samples", "1", "--out", str(out)])  # fmt: skip
+    assert "token" in json.loads(out.with_suffix(".jsonl").read_text())
     for mode in toy.MODES:
         out = tmp_path / mode
         vary = ["--variants", "2", "--vary", "position", "--token-cell"] if mode == "t5" else []
