@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     text, ids, width = None, None, pipe.transformer.config.text_embed_dim
     if args.eval_seed is not None:
         if args.text == "random":
-            raise SystemExit("--eval-seed needs captions (--text t5 or t5-train): random embeddings name no still")
+            raise SystemExit("--eval-seed needs captions (--text t5): random embeddings name no still")
         if args.text == "t5-train":
             raise SystemExit("--eval-seed with t5-train: the trained T5 is not saved")
         fresh = toy_specs(args.size, args.samples, tuple(args.vary), seed=args.eval_seed)  # shape-major, k per shape
