@@ -127,16 +127,18 @@ def add_arm(data: dict, arm: str, token_px: int) -> None:
         part["captions"][arm] = caps
 
 
+def encode_chunked(text, caps: list[str]) -> torch.Tensor:  # noqa: ANN001
+    """Captions -> (N, TEXT_LEN, D) float embeddings, 64 at a time (`TextEncoder.encode`)."""
+    with torch.no_grad():
+        return torch.cat([text.encode(caps[i : i + 64]).float() for i in range(0, len(caps), 64)])
+
+
 def encode_arm(data: dict, arm: str, width: int) -> None:
     """Encode one arm's captions (`E_<arm>`, both splits) by a fresh random T5 (the prep's recipe) over every
     caption the cache holds now (`cached_captions`): arms encoded after the same `add_arm` calls share one T5."""
     text = text_encoder(cached_captions(data), width)
-    with torch.no_grad():
-        for split in ("train", "eval"):
-            caps = data[split]["captions"][arm]
-            data[split][f"E_{arm}"] = torch.cat(
-                [text.encode(caps[i : i + 64]).float() for i in range(0, len(caps), 64)]
-            )
+    for split in ("train", "eval"):
+        data[split][f"E_{arm}"] = encode_chunked(text, data[split]["captions"][arm])
 
 
 def vae_stills(pipe, specs: list) -> torch.Tensor:  # noqa: ANN001
@@ -177,8 +179,7 @@ def prep(model: str, cache: Path, n_train: int, n_eval: int, snap: int | None = 
                 "captions": caps[split],
             }
             for arm in ARMS:
-                emb = [text.encode(caps[split][arm][i : i + 64]).float() for i in range(0, len(ss), 64)]
-                part[f"E_{arm}"] = torch.cat(emb)  # (N, TEXT_LEN, D)
+                part[f"E_{arm}"] = encode_chunked(text, caps[split][arm])  # (N, TEXT_LEN, D)
             data[split] = part
             print(f"{split}: {tuple(part['X'].shape)} latents", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -286,6 +287,15 @@ def generate_and_score(  # noqa: ANN201
     return {a: round(100 * float(np.mean(v)), 1) for a, v in scores.items()}, images
 
 
+def save_sheet(images: list[np.ndarray], path: Path) -> None:
+    """Samples as a PNG sheet of rows of 8 (nothing for fewer than 8)."""
+    from PIL import Image
+
+    rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
+    if rows:
+        Image.fromarray(np.concatenate(rows)).save(path)
+
+
 SUB = 4  # --aux-shape: each token's shape target is a SUB x SUB grid of cells
 
 
@@ -391,12 +401,10 @@ class LiveText:
         return self.model(self.ids[idx])[0].float()
 
 
-def score_checkpoint(args: argparse.Namespace, pipe, model, data: dict, E: dict, decode) -> None:  # noqa: ANN001
-    """--score SPLIT: sample and score the first --gen-n stills of SPLIT with the weights of OUT.ckpt.pt (train
-    captions: does the model draw what it was trained on? eval: does it generalise?) -> OUT.score-SPLIT-STEP.json
-    and a PNG sheet beside it."""
-    from PIL import Image
-
+def score_checkpoint(args: argparse.Namespace, model, data: dict, E: dict, gen) -> None:  # noqa: ANN001
+    """--score SPLIT: sample and score (`gen`: `generate_and_score` with the arm's settings) the first --gen-n
+    stills of SPLIT with the weights of OUT.ckpt.pt (train captions: does the model draw what it was trained on?
+    eval: does it generalise?) -> OUT.score-SPLIT-STEP.json and a PNG sheet beside it."""
     out = Path(args.out)
     ckpt = out.with_suffix(".ckpt.pt")
     if not ckpt.exists():
@@ -406,20 +414,15 @@ def score_checkpoint(args: argparse.Namespace, pipe, model, data: dict, E: dict,
     state = torch.load(ckpt, weights_only=False)
     model.load_state_dict(state["model"])
     specs = data[args.score]["specs"][: args.gen_n]
-    gen, images = generate_and_score(
-        pipe, model, E[args.score], specs, args.arm != "plain", decode, tokens=args.arm in EXTRA_ARMS
-    )
+    scores, images = gen(model, E[args.score], specs)
     stem = f"{out.stem}.score-{args.score}-{state['step']}"
-    rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
-    if rows:
-        Image.fromarray(np.concatenate(rows)).save(out.with_name(f"{stem}.png"))
-    entry = {"split": args.score, "step": state["step"], "n": len(specs), "gen": gen}
+    save_sheet(images, out.with_name(f"{stem}.png"))
+    entry = {"split": args.score, "step": state["step"], "n": len(specs), "gen": scores}
     out.with_name(f"{stem}.json").write_text(json.dumps(entry) + "\n")
     print(json.dumps(entry), flush=True)
 
 
 def train(args: argparse.Namespace) -> None:
-    from PIL import Image
 
     from cinegen.pipeline import load_pipeline
     from cinegen.sampling.schedules import alphas_cumprod
@@ -449,6 +452,12 @@ def train(args: argparse.Namespace) -> None:
     chans = {"in_channels": X.shape[2], "out_channels": X.shape[2]}
     cfg = dataclasses.replace(pipe.transformer.config, max_text_seq_length=E.shape[1], patch_size=args.patch, **chans)
     model = type(pipe.transformer)(cfg).float().train()
+    gen = functools.partial(
+        generate_and_score, pipe, layout=args.arm != "plain", decode=decode, tokens=args.arm in EXTRA_ARMS
+    )  # (net, E, specs) -> (scores, images)
+    if args.score:
+        score_checkpoint(args, model, data, {"train": E, "eval": EV}, gen)
+        return
     ac = alphas_cumprod(pipe.scheduler).float()  # (1000,)
     levels = {a: int((ac - a).abs().argmin()) for a in LEVELS}
     eval_noise = torch.randn(XV.shape, generator=torch.Generator().manual_seed(123))
@@ -477,9 +486,6 @@ def train(args: argparse.Namespace) -> None:
         labels = shape_targets(data["train"]["specs"], pipe.vae_spatial * args.patch, Path(args.cache))
         aux, head = shape_aux(model, labels, args.aux_layer, cfg.max_text_seq_length, args.aux_shape)
         params += list(head.parameters())
-    if args.score:
-        score_checkpoint(args, pipe, model, data, {"train": E, "eval": EV}, decode)
-        return
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     g = torch.Generator().manual_seed(1)  # batches, timesteps, noise: the same draws for every arm
     out = Path(args.out)
@@ -515,12 +521,8 @@ def train(args: argparse.Namespace) -> None:
                 entry[f"x0_mse{tag}"] = x0_errors(net, XV, EV, eval_noise, ac, levels, 1.0, chunk=16)
                 if step > 0 and (step % args.gen_every == 0 or step == args.steps):
                     specs = data["eval"]["specs"][: args.gen_n]
-                    entry[f"gen{tag}"], images = generate_and_score(
-                        pipe, net, EV, specs, args.arm != "plain", decode, tokens=args.arm in EXTRA_ARMS
-                    )
-                    rows = [np.concatenate(images[r : r + 8], axis=1) for r in range(0, len(images) - 7, 8)]
-                    if rows:
-                        Image.fromarray(np.concatenate(rows)).save(out.with_suffix(f".{step}{tag}.png"))
+                    entry[f"gen{tag}"], images = gen(net, EV, specs)
+                    save_sheet(images, out.with_suffix(f".{step}{tag}.png"))
                     torch.save(net.state_dict(), out.with_name(f"{out.stem}{tag}.pt"))  # the latest scored weights
                     if text is not None:  # the T5 the transformer was trained with
                         torch.save(text.model.state_dict(), out.with_name(f"{out.stem}_text.pt"))
