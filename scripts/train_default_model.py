@@ -590,28 +590,146 @@ def joint_manifest(per_clip: int = 2, seed: int = 0) -> Path:
     return out
 
 
+# ---------------------------------------------------------------------------------- round 6: token captions
+# Prepared in session 22, not trained yet (`--round configs/shapes-dit-tokens.yaml`): the product's token captions
+# ("a red circle in the top left at c3 r2 ...", `world render --token-captions --snap-starts`: every object starts
+# on a token corner) on NUM_CLIPS new clips, release 4's T5 with the token words appended (old captions encode
+# bit-identically, so release 4's transformer is continued), and one still per clip, its first frame: the frame
+# the caption's tokens describe. Why: model card, "Token captions, longer, and does the toy generalise?".
+TOKEN_DATA = ROOT / "data" / "shapes-tokens"
+TEXT_TOKENS = RUNS / "text-tokens"
+TOKEN_CORPUS = 5000  # token captions checked for unknown words and length (~80 s on one thread)
+
+
+def token_caption_corpus(n: int, seed: int = 123) -> list[str]:
+    """Dense token captions of `n` random clips, starts snapped to token corners as in TOKEN_DATA (held-out
+    compositions included: the vocabulary must cover every ShapesBench prompt; no clip is rendered)."""
+    import numpy as np
+
+    from cinegen.world import vocab as V
+    from cinegen.world.captions import dense_caption
+    from cinegen.world.render import sample_spec
+
+    def spec(i: int) -> Any:
+        return sample_spec(np.random.default_rng([seed, i]), exclude_held_out=False, snap=V.TOKEN_PX)
+
+    return [dense_caption(spec(i).truth(tokens=True)) for i in range(n)]
+
+
+def token_words(corpus: list[str]) -> list[str]:
+    """The words token captions use: the corpus's ("top", "center", ...) and every column and row token of the
+    largest training frame (c0..c15, r0..r15), sorted so the appended ids are deterministic."""
+    from cinegen.world import vocab as V
+
+    cols = max(w for w, _ in V.ASPECTS.values()) // V.TOKEN_PX
+    rows = max(h for _, h in V.ASPECTS.values()) // V.TOKEN_PX
+    return sorted(set(word_vocabulary(corpus)) | {f"c{i}" for i in range(cols)} | {f"r{j}" for j in range(rows)})
+
+
+def build_token_text_encoder(src: Path, out: Path) -> dict:
+    """`src`'s tokenizer + T5 with the token words appended (`extend_word_vocabulary`) -> out/{tokenizer,
+    text_encoder,stats.json}. Checks that no token caption has an unknown word and that the old captions encode
+    exactly as before; the stats record how many token captions exceed TEXT_LENGTH (their tail is cut)."""
+    import torch
+
+    from cinegen.models.text import extend_word_vocabulary, load_t5, load_tokenizer
+
+    old_tok, model = load_tokenizer(src / "tokenizer"), load_t5(src / "text_encoder", dtype=torch.float32)
+    corpus = token_caption_corpus(TOKEN_CORPUS)
+    probe = caption_corpus(50)[:50]  # old captions: their ids and features must not change
+    before = [model(**old_tok(t, return_tensors="pt")).last_hidden_state for t in probe]
+    tokenizer, added = extend_word_vocabulary(old_tok, model, token_words(corpus))
+    lengths = [len(ids) for ids in tokenizer(corpus).input_ids]
+    unk = sum(ids.count(tokenizer.unk_token_id) for ids in tokenizer(corpus).input_ids)
+    if unk:
+        raise SystemExit(f"{unk} unknown tokens in the token caption corpus")
+    for t, b in zip(probe, before, strict=True):
+        if old_tok(t).input_ids != tokenizer(t).input_ids:
+            raise SystemExit(f"the extended tokenizer changed an old caption's ids: {t!r}")
+        if not torch.equal(model(**tokenizer(t, return_tensors="pt")).last_hidden_state, b):
+            raise SystemExit(f"the extended T5 encodes an old caption differently: {t!r}")
+    stats = {
+        "from": str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src),
+        "added_words": added,
+        "vocab_size": int(model.config.vocab_size),
+        "longest_caption_tokens": max(lengths),
+        "captions_over_text_length": round(sum(n > TEXT_LENGTH for n in lengths) / len(lengths), 4),
+        "text_binding": binding_probe(model, tokenizer),
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    os.replace(tmp, out)
+    return stats
+
+
+def token_joint_manifest() -> Path:
+    """TOKEN_DATA/manifest-joint.jsonl: its first DIT_CLIPS clips plus the first frame of each as a still (the
+    data set is rendered here first when missing)."""
+    import dataclasses
+
+    from cinegen.data.frames import extract_frames
+    from cinegen.data.manifest import read_manifest, write_manifest
+
+    out = TOKEN_DATA / "manifest-joint.jsonl"
+    if out.is_file():
+        return out
+    if not (TOKEN_DATA / "manifest.jsonl").is_file():
+        render = [PY, "-m", "cinegen.cli", "world", "render", "--out", str(TOKEN_DATA), "--num", str(NUM_CLIPS)]
+        flags = ["--seed", str(DATA_SEED), "--frames", "9,17", "--token-captions", "--snap-starts"]
+        run(render + flags, RUNS / "data-tokens.log")
+    clips = read_manifest(TOKEN_DATA / "manifest.jsonl")[:DIT_CLIPS]
+    stills = extract_frames(clips, TOKEN_DATA, TOKEN_DATA / "stills", per_clip=1, first=True)
+    stills = [dataclasses.replace(r, path=f"stills/{r.path}") for r in stills]  # relative to TOKEN_DATA
+    write_manifest([*clips, *stills], out)
+    log(f"token joint manifest: {len(clips)} clips + {len(stills)} first-frame stills -> {out.relative_to(ROOT)}")
+    return out
+
+
+def prepare_round(config: str) -> None:
+    """Make the inputs a transformer round's config reads when they are missing: its joint manifest (clips +
+    stills) and, for the token round, its data and text encoder (built from release 4's, TEXT)."""
+    manifest = _config_manifest(config)
+    if manifest == DATA / "manifest-joint.jsonl":
+        joint_manifest()
+    elif manifest == TOKEN_DATA / "manifest-joint.jsonl":
+        token_joint_manifest()
+    text = ROOT / str(_round_cfg(config).model.text_encoder_path)
+    if text == TEXT_TOKENS and not (text / "stats.json").is_file():
+        if not (TEXT / "stats.json").is_file():
+            raise SystemExit(f"{text.relative_to(ROOT)} extends {TEXT.relative_to(ROOT)}: run --only text or --base")
+        log(f"text: {text.relative_to(ROOT)} {build_token_text_encoder(TEXT, text)}")
+
+
+def train_round(config: str, overrides: list[str]) -> None:
+    """One transformer round (its config names its run, warm start, data, VAE and T5) as two DDP processes of
+    one thread and 4 clips each (global batch 8); it resumes from its last checkpoint."""
+    run_dir, init = _round_dirs(config)
+    if not (init / "model_index.json").is_file():
+        raise SystemExit(f"{config} starts from {init.relative_to(ROOT)}, which is missing")
+    prepare_round(config)
+    torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd = [*torchrun, "-m", "cinegen.train.cli", "train", config]
+    log(f"$ {' '.join(cmd)}  (log: runs/shapes/{run_dir.name}.log)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(RUNS / f"{run_dir.name}.log", "a") as f:
+        args = [*cmd, "parallel.strategy=ddp", "data.batch_size=4", *overrides]
+        rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    if rc != 0:
+        raise SystemExit(f"{config} failed with exit code {rc}; see runs/shapes/{run_dir.name}.log")
+
+
 def stage_dit_shift(overrides: list[str]) -> None:
     """Continue the stage-4 transformer at SNR shift 10 (configs/shapes-dit-shift.yaml; the model card measures
     why), then once more with the learning rate re-warmed (configs/shapes-dit-long.yaml): two DDP processes of one
     thread and 4 clips each, the same global batch of 8 as stage 4."""
-    torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for config in SHIFT_ROUNDS:
-        run_dir, init = _round_dirs(config)
+        run_dir, _ = _round_dirs(config)
         if (done := _round_output(config)) is not None:
             log(f"dit-shift: {run_dir.relative_to(ROOT)} done ({done.relative_to(ROOT)})")
             continue
-        if not (init / "model_index.json").is_file():
-            raise SystemExit(f"dit-shift: {config} starts from {init.relative_to(ROOT)}, which is missing")
-        if _config_manifest(config) == DATA / "manifest-joint.jsonl":  # image-video joint round: clips + stills
-            joint_manifest()
-        cmd = [*torchrun, "-m", "cinegen.train.cli", "train", config]  # its config names its VAE and T5
-        log(f"$ {' '.join(cmd)}  (log: runs/shapes/{run_dir.name}.log)")
-        with open(RUNS / f"{run_dir.name}.log", "a") as f:
-            args = [*cmd, "parallel.strategy=ddp", "data.batch_size=4", *overrides]
-            rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        if rc != 0:
-            raise SystemExit(f"dit-shift failed with exit code {rc}; see runs/shapes/{run_dir.name}.log")
+        train_round(config, overrides)
         if _round_output(config) is None:
             raise SystemExit(f"dit-shift: {config} ended without its model export or stop checkpoint")
 
@@ -817,6 +935,24 @@ def stage_card() -> None:
     log("card: plots written; numbers: runs/shapes/eval/{vae.json,bench/results.md,gen_bench.md}")
 
 
+def round_main(config: str, init_from: str | None, overrides: list[str]) -> int:
+    """`--round CONFIG [--init-from FOLDER]`: one round, its warm start copied from FOLDER when missing."""
+    import shutil
+
+    if not (ROOT / config).is_file():
+        raise SystemExit(f"--round: {config} not found")
+    if init_from and not (Path(init_from) / "model_index.json").is_file():
+        raise SystemExit(f"--init-from: {init_from} is not a model folder (no model_index.json)")
+    _, init = _round_dirs(config)
+    if init_from and not (init / "model_index.json").is_file():
+        shutil.copytree(init_from, init, dirs_exist_ok=True)
+        log(f"round: warm start {init.relative_to(ROOT)} copied from {init_from}")
+    t0 = time.time()
+    train_round(config, overrides)
+    log(f"finished round {config} in {(time.time() - t0) / 60:.1f} min")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", choices=STAGES + EXTRA_STAGES, default=None)
@@ -839,6 +975,20 @@ def main(argv: list[str] | None = None) -> int:
         help="take the VAE and text encoder from this model folder (e.g. models/cinegen-shapes) instead of "
         "training them; stages text and vae are then done",
     )
+    p.add_argument(
+        "--round",
+        default=None,
+        metavar="CONFIG",
+        help="train one transformer round outside the release chain (e.g. configs/shapes-dit-tokens.yaml), making "
+        "its data and text encoder first when missing; resumes from its last checkpoint",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="FOLDER",
+        help="with --round: copy this model folder (e.g. models/cinegen-shapes) to the round's warm start "
+        "(model.transformer_init) when that is missing, as on an empty runs/",
+    )
     p.add_argument("--fill-cache", default=None, metavar="RANK/WORLD", help=argparse.SUPPRESS)  # stage dit's helper
     p.add_argument("dit_overrides", nargs="*", help="dot-list overrides for the DiT runs (e.g. train.steps=300)")
     args = p.parse_args(argv)
@@ -851,6 +1001,8 @@ def main(argv: list[str] | None = None) -> int:
         EXPORT_RUN = ROOT / args.dit_run
     if args.base:
         adopt_base(Path(args.base).resolve())
+    if args.round:
+        return round_main(args.round, args.init_from, args.dit_overrides)
     fns = {k: v for k, v in globals().items() if k.startswith("stage_")}
     todo = [args.only] if args.only else list(STAGES[STAGES.index(args.start) :] if args.start else STAGES)
     t0 = time.time()

@@ -25,6 +25,10 @@ def test_pick_frames() -> None:
     assert pick_frames(2, 5, rng) == [0, 1]  # fewer frames than asked: all of them
     with pytest.raises(ValueError, match="per_clip"):
         pick_frames(9, 0, rng)
+    for seed in range(20):  # `first`: frame 0 always, then distinct random others
+        firsts = pick_frames(9, 3, random.Random(seed), first=True)
+        assert firsts[0] == 0 and len(set(firsts)) == 3 and firsts == sorted(firsts) and max(firsts) < 9
+    assert pick_frames(9, 1, rng, first=True) == [0] and pick_frames(2, 5, rng, first=True) == [0, 1]
 
 
 def test_extract_frames_content_and_records(tmp_path: Path) -> None:
@@ -47,6 +51,10 @@ def test_extract_frames_content_and_records(tmp_path: Path) -> None:
     assert [r.path for r in again] == [r.path for r in imgs]  # same seed, same frames
     other = extract_frames(records, man.parent, tmp_path / "other", per_clip=2, seed=6)
     assert [r.path for r in other] != [r.path for r in imgs]
+    first = extract_frames(records[:3], man.parent, tmp_path / "first", per_clip=1, first=True)
+    assert [Path(r.path).stem[-4:] for r in first] == ["-000"] * 3  # the frame a token caption describes
+    src0 = read_video(man.parent / records[0].path).frames[0]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "first" / first[0].path)), src0)
 
     # the trainer's data pipeline puts them in image buckets
     write_manifest(imgs, out / "manifest.jsonl")

@@ -123,7 +123,7 @@ def _stills(args: argparse.Namespace) -> int:
         return 1
     bar = CountBar("stills")
     try:
-        stills = extract_frames(videos, src.parent, out, args.per_clip, args.seed, progress=bar)
+        stills = extract_frames(videos, src.parent, out, args.per_clip, args.seed, progress=bar, first=args.first)
     except (FileNotFoundError, ValueError, OSError) as e:
         bar.close()
         print(f"cinegen data stills: {e}", file=sys.stderr)
@@ -162,6 +162,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--out", "-o", required=True, help="output folder: frames/*.png + manifest.jsonl")
     p.add_argument("--per-clip", type=int, default=1, help="stills per clip (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the frame choice")
+    p.add_argument(
+        "--first",
+        action="store_true",
+        help="each clip's first frame is one of its stills (the frame token / layout captions describe exactly)",
+    )
     p.add_argument("--joint", action="store_true", help="the manifest's own records too: one joint manifest")
     p.set_defaults(func=_stills, stage="stills")
     return data

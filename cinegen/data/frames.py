@@ -21,10 +21,13 @@ import numpy as np
 from cinegen.data.manifest import ClipRecord, resolve_path
 
 
-def pick_frames(n_frames: int, per_clip: int, rng: random.Random) -> list[int]:
-    """`per_clip` distinct frame indices of a clip of n_frames (all of them when it has fewer), sorted."""
+def pick_frames(n_frames: int, per_clip: int, rng: random.Random, first: bool = False) -> list[int]:
+    """`per_clip` distinct frame indices of a clip of n_frames (all of them when it has fewer), sorted; with
+    `first`, frame 0 and random others."""
     if per_clip < 1:
         raise ValueError(f"per_clip must be >= 1, got {per_clip}")
+    if first:
+        return [0, *sorted(rng.sample(range(1, n_frames), min(per_clip, n_frames) - 1))]
     return sorted(rng.sample(range(n_frames), min(per_clip, n_frames)))
 
 
@@ -36,11 +39,14 @@ def extract_frames(
     seed: int = 0,
     read_frames: Callable[[Path, float, float | None], np.ndarray] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    first: bool = False,
 ) -> list[ClipRecord]:
     """Write `per_clip` random frames of every video record (paths relative to `root`) as PNG files under
     out_dir/frames/ and return their image records, paths relative to out_dir. Image records pass through
     unchanged in content (path rebased). A clip's time range (start/end) is honoured and its crop carried over
-    (same pixel grid). Frame choice depends only on the seed and the record order.
+    (same pixel grid). Frame choice depends only on the seed and the record order. With `first`, each clip's
+    stills include its first frame: the one a caption that states where each object starts (token captions)
+    describes exactly.
     `read_frames(path, start, end) -> (F, H, W, 3) uint8` defaults to PyAV decoding."""
     if read_frames is None:
         from cinegen.video import read_video
@@ -57,7 +63,7 @@ def extract_frames(
         if r.type == "image":
             out.append(dataclasses.replace(r, path=os.path.relpath(src.resolve(), out_dir.resolve()), mask=None))
         else:
-            out.extend(_stills(r, i, src, out_dir, per_clip, rng, read_frames))
+            out.extend(_stills(r, i, src, out_dir, per_clip, rng, read_frames, first))
         if progress is not None:
             progress(i + 1, len(records))
     return out
@@ -71,6 +77,7 @@ def _stills(
     per_clip: int,
     rng: random.Random,
     read_frames: Callable[[Path, float, float | None], np.ndarray],
+    first: bool = False,
 ) -> list[ClipRecord]:
     """The PNG stills of video record r (number i of the manifest) and their image records."""
     from PIL import Image
@@ -79,7 +86,7 @@ def _stills(
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise ValueError(f"{src}: no frames decoded")
     out = []
-    for k in pick_frames(frames.shape[0], per_clip, rng):
+    for k in pick_frames(frames.shape[0], per_clip, rng, first):
         name = f"frames/{i:06d}-{Path(r.path).stem}-{k:03d}.png"  # record index: stems may repeat
         Image.fromarray(frames[k]).save(out_dir / name)
         out.append(
