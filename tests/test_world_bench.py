@@ -4,6 +4,7 @@ every attribute), and a fast end-to-end run that writes results.json / results.m
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -302,3 +303,26 @@ def test_binding_tells_swapped_from_ignored_motion_words() -> None:
         }
     ]
     assert direction_summary(rows)["binding"] == {"objects": 2, "own": 0.0, "other": 1.0, "neither": 0.0, "still": 0.0}
+
+
+def test_prompt_enhancer_flag_rewrites_every_prompt(tmp_path, tiny_2b_folder, monkeypatch) -> None:
+    """--prompt-enhancer shapes-tokens: a checkpoint export (no `_cinegen_defaults`) is prompted as a model trained
+    on token captions is, each object placed at a start cell and token; bad styles are refused by argparse."""
+    import cinegen.pipeline
+    from cinegen.world.cli import main
+
+    seen: list[str] = []
+    enhance = cinegen.pipeline.Pipeline.enhance
+
+    def spy(self, prompt, request=None):  # noqa: ANN001, ANN202
+        seen.append(enhance(self, prompt, request))
+        return seen[-1]
+
+    monkeypatch.setattr(cinegen.pipeline.Pipeline, "enhance", spy)
+    args = ["eval", "shapes", "--model", str(tiny_2b_folder), "--steps", "2", "--limit", "2"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert seen == []  # the tiny folder has no enhancer: prompts go in as written
+    assert main([*args, "--prompt-enhancer", "shapes-tokens", "--out", str(tmp_path / "tokens")]) == 0
+    assert len(seen) == 2 and all(re.search(r" at c\d+ r\d+", p) for p in seen)
+    with pytest.raises(SystemExit):
+        main([*args, "--prompt-enhancer", "fancy"])

@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,9 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
         from cinegen.pipeline import load_pipeline, parse_dtype
 
         pipe = load_pipeline(args.model, device=args.device, dtype=parse_dtype(args.dtype))
+        if args.prompt_enhancer is not None:  # e.g. a checkpoint export, which has no `_cinegen_defaults`
+            style = None if args.prompt_enhancer == "none" else args.prompt_enhancer
+            pipe.defaults = dataclasses.replace(pipe.defaults, prompt_enhancer=style)
         if args.from_truth is not None:
             from cinegen.sampling.loop import kept_steps
 
@@ -94,6 +98,8 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
 
 
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    from cinegen.world.captions import ENHANCER_STYLES
+
     # `eval` may be shared with other subsystems: reuse its sub-command table if it exists already.
     if "eval" in subparsers.choices:
         ev = subparsers.choices["eval"]
@@ -141,6 +147,13 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         "--spacing", choices=["scheduler", "log_snr"], default=None, help="ddim/dpm timesteps (default: the model's)"
     )
     p.add_argument("--prompt-style", choices=["dense", "short"], default="dense")
+    p.add_argument(
+        "--prompt-enhancer",
+        choices=[*ENHANCER_STYLES, "none"],
+        default=None,
+        help="rewrite each prompt with this Shapes-world enhancer (default: the model's `_cinegen_defaults`); "
+        "shapes-tokens for a model trained on token captions",
+    )
     p.add_argument("--save-videos", action="store_true", help="also write every video as MP4 under OUT/videos")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16")
