@@ -4,6 +4,8 @@
     .venv/bin/python scripts/train_default_model.py --only dit      # one stage (its inputs must exist)
     .venv/bin/python scripts/train_default_model.py --from export   # re-run export, eval and the card
     .venv/bin/python scripts/train_default_model.py --base models/cinegen-shapes   # reuse the shipped VAE + T5
+    .venv/bin/python scripts/train_default_model.py --base models/cinegen-shapes \
+        --round configs/shapes-dit-tokens.yaml --init-from models/cinegen-shapes   # round 6 (token captions)
 
 Stages (each is resumable: it is skipped when its output exists, and the two training stages resume from their
 last checkpoint when interrupted); every stage logs to `runs/shapes/<stage>.log`:
