@@ -593,7 +593,7 @@ def joint_manifest(per_clip: int = 2, seed: int = 0) -> Path:
 
 
 # ---------------------------------------------------------------------------------- round 6: token captions
-# Prepared in session 22, not trained yet (`--round configs/shapes-dit-tokens.yaml`): the product's token captions
+# Started in session 22 (3,600 of 12,000 steps; `--round configs/shapes-dit-tokens.yaml`): the product's token captions
 # ("a red circle in the top left at c3 r2 ...", `world render --token-captions --snap-starts`: every object starts
 # on a token corner) on NUM_CLIPS new clips, release 4's T5 with the token words appended (old captions encode
 # bit-identically, so release 4's transformer is continued), and one still per clip, its first frame: the frame
@@ -641,8 +641,9 @@ def build_token_text_encoder(src: Path, out: Path) -> dict:
     probe = caption_corpus(50)[:50]  # old captions: their ids and features must not change
     before = [model(**old_tok(t, return_tensors="pt")).last_hidden_state for t in probe]
     tokenizer, added = extend_word_vocabulary(old_tok, model, token_words(corpus))
-    lengths = [len(ids) for ids in tokenizer(corpus).input_ids]
-    unk = sum(ids.count(tokenizer.unk_token_id) for ids in tokenizer(corpus).input_ids)
+    encoded = tokenizer(corpus).input_ids
+    lengths = [len(ids) for ids in encoded]
+    unk = sum(ids.count(tokenizer.unk_token_id) for ids in encoded)
     if unk:
         raise SystemExit(f"{unk} unknown tokens in the token caption corpus")
     for t, b in zip(probe, before, strict=True):
@@ -994,6 +995,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fill-cache", default=None, metavar="RANK/WORLD", help=argparse.SUPPRESS)  # stage dit's helper
     p.add_argument("dit_overrides", nargs="*", help="dot-list overrides for the DiT runs (e.g. train.steps=300)")
     args = p.parse_args(argv)
+    if args.init_from and not args.round:
+        p.error("--init-from needs --round")
     if args.fill_cache:
         rank, world = (int(v) for v in args.fill_cache.split("/"))
         fill_cache(rank, world, args.dit_overrides)

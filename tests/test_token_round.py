@@ -92,3 +92,5 @@ def test_round_flag_fails_clearly_on_bad_input(tmp_path: Path) -> None:
         tdm.main(["--round", "configs/no-such-round.yaml"])
     with pytest.raises(SystemExit, match="not a model folder"):  # checked before anything runs
         tdm.main(["--round", CONFIG, "--init-from", str(tmp_path)])
+    with pytest.raises(SystemExit):  # argparse: --init-from only means something with --round
+        tdm.main(["--init-from", str(tmp_path)])
