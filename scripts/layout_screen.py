@@ -423,7 +423,6 @@ def score_checkpoint(args: argparse.Namespace, model, data: dict, E: dict, gen) 
 
 
 def train(args: argparse.Namespace) -> None:
-
     from cinegen.pipeline import load_pipeline
     from cinegen.sampling.schedules import alphas_cumprod
     from cinegen.train.optim import EMA

@@ -260,6 +260,12 @@ def build_text_encoder(out: Path, seed: int = 0, parse_steps: int = 0) -> None:
     if parse_steps:
         model, stats["parse"] = parse_pretrain(model, tokenizer, pairs, parse_steps, seed)
     stats["text_binding"] = binding_probe(model, tokenizer)
+    save_text_folder(model, tokenizer, stats, out)
+
+
+def save_text_folder(model: Any, tokenizer: Any, stats: dict, out: Path) -> None:
+    """out/{text_encoder,tokenizer,stats.json}, written beside it and moved into place whole (stats.json marks a
+    finished folder)."""
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
@@ -574,22 +580,29 @@ def dit_manifest() -> Path:
     return manifest
 
 
-def joint_manifest(per_clip: int = 2, seed: int = 0) -> Path:
-    """The DiT clips plus `per_clip` random stills of each (data/shapes/stills, captions kept) in one manifest,
-    data/shapes/manifest-joint.jsonl: image-video joint training (configs/shapes-dit-joint.yaml)."""
+def write_joint_manifest(root: Path, clips: list, per_clip: int, seed: int = 0, first: bool = False) -> Path:
+    """root/manifest-joint.jsonl: `clips` (records of root's manifest) plus `per_clip` stills of each
+    (root/stills, captions kept; with `first`, each clip's first frame among them): image-video joint training."""
     import dataclasses
 
     from cinegen.data.frames import extract_frames
-    from cinegen.data.manifest import read_manifest, write_manifest
+    from cinegen.data.manifest import write_manifest
+
+    out = root / "manifest-joint.jsonl"
+    stills = extract_frames(clips, root, root / "stills", per_clip, seed, first=first)
+    stills = [dataclasses.replace(r, path=f"stills/{r.path}") for r in stills]  # relative to root
+    write_manifest([*clips, *stills], out)
+    log(f"joint manifest: {len(clips)} clips + {len(stills)} stills -> {out.relative_to(ROOT)}")
+    return out
+
+
+def joint_manifest(per_clip: int = 2, seed: int = 0) -> Path:
+    """The DiT clips plus `per_clip` random stills of each (data/shapes/stills, captions kept) in one manifest,
+    data/shapes/manifest-joint.jsonl: image-video joint training (configs/shapes-dit-joint.yaml)."""
+    from cinegen.data.manifest import read_manifest
 
     out = DATA / "manifest-joint.jsonl"
-    if not out.is_file():
-        clips = read_manifest(dit_manifest())
-        stills = extract_frames(clips, DATA, DATA / "stills", per_clip, seed)
-        stills = [dataclasses.replace(r, path=f"stills/{r.path}") for r in stills]  # relative to DATA
-        write_manifest([*clips, *stills], out)
-        log(f"joint manifest: {len(clips)} clips + {len(stills)} stills -> {out.relative_to(ROOT)}")
-    return out
+    return out if out.is_file() else write_joint_manifest(DATA, read_manifest(dit_manifest()), per_clip, seed)
 
 
 # ---------------------------------------------------------------------------------- round 6: token captions
@@ -659,21 +672,14 @@ def build_token_text_encoder(src: Path, out: Path) -> dict:
         "captions_over_text_length": round(sum(n > TEXT_LENGTH for n in lengths) / len(lengths), 4),
         "text_binding": binding_probe(model, tokenizer),
     }
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-    os.replace(tmp, out)
+    save_text_folder(model, tokenizer, stats, out)
     return stats
 
 
 def token_joint_manifest() -> Path:
     """TOKEN_DATA/manifest-joint.jsonl: its first DIT_CLIPS clips plus the first frame of each as a still (the
     data set is rendered here first when missing)."""
-    import dataclasses
-
-    from cinegen.data.frames import extract_frames
-    from cinegen.data.manifest import read_manifest, write_manifest
+    from cinegen.data.manifest import read_manifest
 
     out = TOKEN_DATA / "manifest-joint.jsonl"
     if out.is_file():
@@ -682,12 +688,7 @@ def token_joint_manifest() -> Path:
         render = [PY, "-m", "cinegen.cli", "world", "render", "--out", str(TOKEN_DATA), "--num", str(NUM_CLIPS)]
         flags = ["--seed", str(DATA_SEED), "--frames", "9,17", "--token-captions", "--snap-starts"]
         run(render + flags, RUNS / "data-tokens.log")
-    clips = read_manifest(TOKEN_DATA / "manifest.jsonl")[:DIT_CLIPS]
-    stills = extract_frames(clips, TOKEN_DATA, TOKEN_DATA / "stills", per_clip=1, first=True)
-    stills = [dataclasses.replace(r, path=f"stills/{r.path}") for r in stills]  # relative to TOKEN_DATA
-    write_manifest([*clips, *stills], out)
-    log(f"token joint manifest: {len(clips)} clips + {len(stills)} first-frame stills -> {out.relative_to(ROOT)}")
-    return out
+    return write_joint_manifest(TOKEN_DATA, read_manifest(TOKEN_DATA / "manifest.jsonl")[:DIT_CLIPS], 1, first=True)
 
 
 def prepare_round(config: str) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -85,8 +86,6 @@ def test_prepare_token_round_makes_its_data_and_text_encoder(tmp_path: Path, mon
 
 
 def test_round_flag_fails_clearly_on_bad_input(tmp_path: Path) -> None:
-    import pytest
-
     tdm = _script()
     with pytest.raises(SystemExit, match="not found"):
         tdm.main(["--round", "configs/no-such-round.yaml"])

@@ -305,9 +305,9 @@ def test_binding_tells_swapped_from_ignored_motion_words() -> None:
     assert direction_summary(rows)["binding"] == {"objects": 2, "own": 0.0, "other": 1.0, "neither": 0.0, "still": 0.0}
 
 
-def test_prompt_enhancer_flag_rewrites_every_prompt(tmp_path, tiny_2b_folder, monkeypatch) -> None:
+def test_prompt_enhancer_flag_rewrites_every_prompt(tmp_path, tiny_2b_folder, monkeypatch, capsys) -> None:
     """--prompt-enhancer shapes-tokens: a checkpoint export (no `_cinegen_defaults`) is prompted as a model trained
-    on token captions is, each object placed at a start cell and token; bad styles are refused by argparse."""
+    on token captions is, each object placed at a start cell and token; bad styles are refused with a message."""
     import cinegen.pipeline
     from cinegen.world.cli import main
 
@@ -324,5 +324,6 @@ def test_prompt_enhancer_flag_rewrites_every_prompt(tmp_path, tiny_2b_folder, mo
     assert seen == []  # the tiny folder has no enhancer: prompts go in as written
     assert main([*args, "--prompt-enhancer", "shapes-tokens", "--out", str(tmp_path / "tokens")]) == 0
     assert len(seen) == 2 and all(re.search(r" at c\d+ r\d+", p) for p in seen)
-    with pytest.raises(SystemExit):
-        main([*args, "--prompt-enhancer", "fancy"])
+    assert main([*args, "--prompt-enhancer", "fancy", "--out", str(tmp_path / "fancy")]) == 2
+    assert "use one of shapes, shapes-layout, shapes-tokens, none" in capsys.readouterr().err
+    assert not (tmp_path / "fancy").exists()  # refused before anything is generated

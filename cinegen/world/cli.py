@@ -31,7 +31,12 @@ __all__ = ["register_cli", "main"]
 # ------------------------------------------------------------------------------------------- eval shapes
 def _cmd_eval_shapes(args: argparse.Namespace) -> int:
     from cinegen.world.bench import oracle_generate, pipeline_generate, run_shapes_bench, vae_roundtrip_generate
+    from cinegen.world.captions import ENHANCER_STYLES
 
+    styles = (*ENHANCER_STYLES, "none")
+    if args.prompt_enhancer not in (None, *styles):
+        print(f"error: --prompt-enhancer {args.prompt_enhancer!r}: use one of {', '.join(styles)}", file=sys.stderr)
+        return 2
     modes = [m for m, on in (("--oracle", args.oracle), ("--vae-ceiling", args.vae_ceiling)) if on]
     modes += ["--from-truth"] if args.from_truth is not None else []
     if args.latent_noise and not args.vae_ceiling:
@@ -98,8 +103,6 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
 
 
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:
-    from cinegen.world.captions import ENHANCER_STYLES
-
     # `eval` may be shared with other subsystems: reuse its sub-command table if it exists already.
     if "eval" in subparsers.choices:
         ev = subparsers.choices["eval"]
@@ -149,10 +152,10 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-style", choices=["dense", "short"], default="dense")
     p.add_argument(
         "--prompt-enhancer",
-        choices=[*ENHANCER_STYLES, "none"],
         default=None,
-        help="rewrite each prompt with this Shapes-world enhancer (default: the model's `_cinegen_defaults`); "
-        "shapes-tokens for a model trained on token captions",
+        metavar="STYLE",
+        help="rewrite each prompt with this Shapes-world enhancer (`captions.ENHANCER_STYLES`, or none; default: the "
+        "model's `_cinegen_defaults`): shapes-tokens for a model trained on token captions",
     )
     p.add_argument("--save-videos", action="store_true", help="also write every video as MP4 under OUT/videos")
     p.add_argument("--device", default=None)
