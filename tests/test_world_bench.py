@@ -260,6 +260,12 @@ def test_compare_table_and_cli(tmp_path, capsys) -> None:
     hb, sb = b["summary"]["held_out"]["color"], b["summary"]["seen"]["color"]
     assert lines[3].startswith(f"| fixed | {100 * hb:.1f} / {100 * sb:.1f} |")
     assert lines[4] == "| bar (held-out / seen) | >= 90 / higher | >= 80 / higher | (50 = chance) |"
+    # the same prompts and seeds: paired differences of b against a (the ground truth scores 100 everywhere)
+    assert lines[6].startswith("Paired differences against truth (videos of the same prompt and seed")
+    assert lines[8:9] == ["| run | color | motion |"]
+    dc = 100 * (b["summary"]["all"]["color"] - 1.0)
+    assert lines[10].startswith("| fixed | ") and f" / {dc:+.1f} ± " in lines[10].split("|")[2]
+    assert len(compare_table([a], ["truth"], ["color"]).splitlines()) == 4  # one run: no paired section
     old = {k: v for k, v in b.items() if k != "direction"}  # results written before the diagnostic existed
     assert compare_table([a, old], ["x", "y"], ["color"]).splitlines()[0] == "| run | color |"
     with pytest.raises(ValueError, match="different suites"):
@@ -275,6 +281,58 @@ def test_compare_table_and_cli(tmp_path, capsys) -> None:
     assert "no ShapesBench results" in capsys.readouterr().err
     assert main(["eval", "compare", str(tmp_path / "a"), "--label", "x, 1", "--label", "y"]) == 2
     assert "1 results for 2 labels" in capsys.readouterr().err
+
+
+def test_repeats_sample_every_prompt_with_distinct_fixed_seeds(tmp_path, capsys) -> None:
+    """`repeats` = 2 runs every prompt twice, the second pass at other seeds that still lay out; the oracle stays
+    exact, results record the repeat and seed, and the summary carries standard errors over prompts."""
+    from cinegen.cli import main
+    from cinegen.world.bench import repeat_seed
+
+    res = run_shapes_bench(oracle_generate, tmp_path, limit=4, repeats=2)
+    items = res["items"]
+    assert res["videos"] == 8 and res["repeats"] == 2 and res["suite_size"] == 52
+    assert [r["repeat"] for r in items] == [0] * 4 + [1] * 4
+    assert [r["id"] for r in items[:4]] == [r["id"] for r in items[4:]]
+    suite = {it.id: it for it in default_suite()}
+    assert all(r["seed"] == suite[r["id"]].seed for r in items[:4])
+    assert all(r["seed"] == repeat_seed(suite[r["id"]], 1) != suite[r["id"]].seed for r in items[4:])
+    assert repeat_seed(suite[items[0]["id"]], 1) == repeat_seed(suite[items[0]["id"]], 1)  # fixed, not random
+    assert len({r["seed"] for r in items}) == 8
+    s = res["summary"]
+    assert all(s["all"][a] == 1.0 for a in ("color", "shape", "count", "motion", "background"))
+    assert s["all"]["stderr"]["color"] == 0.0 and s["held_out"]["stderr"]["shape"] == 0.0  # 2 prompts each
+    assert "Standard error over prompts (points, held-out / all" in (tmp_path / "results.md").read_text()
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        run_shapes_bench(oracle_generate, tmp_path, limit=1, repeats=0)
+    assert main(["eval", "shapes", "--oracle", "--limit", "1", "--repeats", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--repeats must be >= 1" in capsys.readouterr().err
+
+
+def _result(scores: list[tuple[str, str, int, float | None]]) -> dict:
+    """A minimal results.json of (prompt id, group, seed, colour score) rows."""
+    items = [{"id": i, "group": g, "seed": s, "scores": {"color": c, "shape": 1.0}} for i, g, s, c in scores]
+    return {"items": items}
+
+
+def test_paired_differences_average_repeats_per_prompt_then_over_prompts() -> None:
+    from cinegen.world.bench import paired_differences
+
+    base = _result(
+        [("a", "held_out", 1, 1.0), ("b", "held_out", 2, 0.0), ("c", "held_out", 3, 1.0), ("d", "seen", 4, 0.5)]
+        + [("a", "held_out", 11, 0.0), ("z", "seen", 9, 0.0)]  # a's second repeat; z has no partner
+    )
+    other = _result(
+        [("a", "held_out", 1, 1.0), ("b", "held_out", 2, 1.0), ("c", "held_out", 3, 0.0), ("d", "seen", 4, None)]
+        + [("a", "held_out", 11, 0.0), ("a", "held_out", 99, 1.0)]  # seed 99 was not run by base: unpaired
+    )
+    d = paired_differences(base, other, ["color", "shape"])
+    ho = d["held_out"]["color"]  # per prompt: a (0 + 0) / 2 = 0, b +1, c -1
+    assert ho["prompts"] == 3 and ho["mean"] == 0.0
+    assert ho["ci95"] == pytest.approx(1.96 * 1.0 / 3**0.5, abs=1e-4)
+    assert d["seen"]["color"] == {"prompts": 0, "mean": None, "ci95": None}  # d's score is None in other
+    assert d["all"]["shape"] == {"prompts": 4, "mean": 0.0, "ci95": 0.0}
+    assert paired_differences(base, _result([("q", "seen", 5, 1.0)]))["all"]["color"]["prompts"] == 0
 
 
 def test_binding_tells_swapped_from_ignored_motion_words() -> None:

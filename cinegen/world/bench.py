@@ -10,7 +10,9 @@ user-style short caption instead and scores only what it states).
 to the prompt) and scores it against the truth, then writes `results.json`, `results.md` (attribute x
 seen / held-out table, by-motion table, the direction diagnostic of `direction_summary`, shape and motion
 `confusion` tables) and `samples.png`
-(a contact sheet).
+(a contact sheet). `repeats` = R samples every prompt R times with distinct fixed seeds (`repeat_seed`): a model's
+scores move by ~10 points between seeds on 26 prompts, so a decision between two models wants R > 1 and the paired
+differences of `paired_differences` (same prompts, same seeds), which `compare_table` prints with 95 % intervals.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ __all__ = [
     "vae_roundtrip_generate",
     "pipeline_generate",
     "confusion",
+    "paired_differences",
+    "repeat_seed",
     "summarize",
 ]
 
@@ -189,6 +193,24 @@ def default_suite() -> tuple[BenchItem, ...]:
     return tuple(items)
 
 
+REPEAT_SEED_STRIDE = 100_000  # repeat r of a prompt starts its seed search at seed + r * stride
+
+
+def repeat_seed(item: BenchItem, repeat: int) -> int:
+    """The seed of repeat `repeat` of a suite item: its own seed for repeat 0, else the first seed from
+    `item.seed + repeat * REPEAT_SEED_STRIDE` at which its scene can be laid out (the oracle and `--from-truth`
+    render the layout of that seed; a model samples its noise from it)."""
+    if repeat < 0:
+        raise ValueError(f"repeat must be >= 0, got {repeat}")
+    if repeat == 0:
+        return item.seed
+    start = item.seed + repeat * REPEAT_SEED_STRIDE
+    for seed in range(start, start + 1000):
+        if _fits(dataclasses.replace(item, seed=seed)):
+            return seed
+    raise AssertionError(f"no feasible layout for {item.id} near seed {start}")  # pragma: no cover
+
+
 # ------------------------------------------------------------------------------------- ground-truth oracle
 def render_item(item: BenchItem) -> np.ndarray:
     """Ground-truth render of a suite item (its seed fixes the layout)."""
@@ -260,18 +282,72 @@ def pipeline_generate(pipe: Any, from_truth: float | None = None, **sample_kw: A
 
 
 # ------------------------------------------------------------------------------------------------ runner
+def _per_prompt(rows: Sequence[dict[str, Any]], value: Callable[[dict[str, Any]], float | None]) -> dict[str, float]:
+    """Prompt id -> mean of `value(row)` over that prompt's rows (its repeats), skipping None; prompts with no
+    value are left out."""
+    acc: dict[str, list[float]] = {}
+    for r in rows:
+        v = value(r)
+        if v is not None:
+            acc.setdefault(r["id"], []).append(float(v))
+    return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+def _stderr(values: Sequence[float]) -> float | None:
+    """Standard error of the mean (sample std / sqrt n); None below two values."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Mean of each attribute score per group (seen / held_out / all); None scores are skipped."""
+    """Mean of each attribute score per group (seen / held_out / all); None scores are skipped. `stderr`: the
+    standard error of each mean over prompts (a prompt's repeats averaged first: prompts are the sample), None
+    below two prompts."""
     out: dict[str, dict[str, Any]] = {}
     for g in GROUPS:
         sel = [r for r in rows if g == "all" or r["group"] == g]
         stats: dict[str, Any] = {"videos": len(sel)}
+        stderr: dict[str, float | None] = {}
         for a in ATTRIBUTES:
             vals = [r["scores"][a] for r in sel if r["scores"].get(a) is not None]
             stats[a] = round(float(np.mean(vals)), 4) if vals else None
+            se = _stderr(list(_per_prompt(sel, lambda r, a=a: r["scores"].get(a)).values()))
+            stderr[a] = None if se is None else round(se, 4)
         vals = [r["analysis"]["dynamic_degree"] for r in sel]
         stats["dynamic_degree"] = round(float(np.mean(vals)), 5) if vals else None
+        stats["stderr"] = stderr
         out[g] = stats
+    return out
+
+
+def paired_differences(
+    base: dict[str, Any], other: dict[str, Any], attributes: Sequence[str] | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """`other` minus `base` (two ShapesBench results) per group (held_out / seen / all) and attribute, paired: only
+    videos of the same prompt and seed count, each prompt's differences are averaged over its repeats, and the
+    interval is 1.96 standard errors over prompts. Pairing removes the prompts' own difficulty, which dominates
+    the unpaired spread. Each cell: {"prompts": k, "mean": d, "ci95": h} (mean/ci95 None without pairs)."""
+    attrs = list(attributes or ATTRIBUTES)
+    by_key = {(r["id"], r["seed"]): r for r in base.get("items", [])}
+    diffs = []  # one row per paired video: its prompt id, group and per-attribute difference (None: unscored)
+    for y in other.get("items", []):
+        if (x := by_key.get((y["id"], y["seed"]))) is not None:
+            d = {
+                a: None if x["scores"].get(a) is None or y["scores"].get(a) is None else y["scores"][a] - x["scores"][a]
+                for a in attrs
+            }
+            diffs.append({"id": x["id"], "group": x["group"], "diff": d})
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for g in GROUPS:
+        sel = [r for r in diffs if g == "all" or r["group"] == g]
+        out[g] = {}
+        for a in attrs:
+            per = list(_per_prompt(sel, lambda r, a=a: r["diff"][a]).values())
+            se = _stderr(per)
+            out[g][a] = {
+                "prompts": len(per),
+                "mean": round(float(np.mean(per)), 4) if per else None,
+                "ci95": None if se is None else round(1.96 * se, 4),
+            }
     return out
 
 
@@ -316,7 +392,35 @@ def compare_table(
     bar = [f">= {100 * HELD_OUT_BAR[a]:.0f} / higher" if a in HELD_OUT_BAR else "" for a in attrs]
     bar += ["(50 = chance)"] if direction else []
     lines.append("| bar (held-out / seen) | " + " | ".join(bar) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _paired_lines(results, labels, attrs)) + "\n"
+
+
+def _signed(cell: dict[str, Any]) -> str:
+    """A `paired_differences` cell in points: "+8.9 ± 7.1" ("n/a" without pairs, no interval below two prompts)."""
+    if cell["mean"] is None:
+        return "n/a"
+    return f"{100 * cell['mean']:+.1f}" + ("" if cell["ci95"] is None else f" ± {100 * cell['ci95']:.1f}")
+
+
+def _paired_lines(results: Sequence[dict[str, Any]], labels: Sequence[str], attrs: Sequence[str]) -> list[str]:
+    """Markdown of each later run's `paired_differences` against the first (empty for a single run, or when no
+    video of a later run shares a prompt and seed with the first)."""
+    diffs = [paired_differences(results[0], r, attrs) for r in results[1:]]
+    if not diffs or not any(d["all"][a]["prompts"] for d in diffs for a in attrs):
+        return []
+    lines = [
+        "",
+        f"Paired differences against {labels[0]} (videos of the same prompt and seed; points, mean over prompts"
+        " ± 95 % interval; held-out / all):",
+        "",
+        "| run | " + " | ".join(attrs) + " |",
+        "|---|" + "---:|" * len(attrs),
+    ]
+    for label, d in zip(labels[1:], diffs, strict=True):
+        lines.append(
+            f"| {label} | " + " | ".join(f"{_signed(d['held_out'][a])} / {_signed(d['all'][a])}" for a in attrs) + " |"
+        )
+    return lines
 
 
 def direction_projection(motion: str | None, displacement: Sequence[float] | None) -> float | None:
@@ -478,6 +582,17 @@ def _markdown(result: dict[str, Any]) -> str:
         f"| dynamic degree (mean) | {s['seen']['dynamic_degree']} | {s['held_out']['dynamic_degree']} |"
         f" {s['all']['dynamic_degree']} |"
     )
+    ses = {g: s[g].get("stderr") or {} for g in ("held_out", "all")}
+    if any(v is not None for v in ses["held_out"].values()):
+        cells = [
+            f"{a} {_pct(ses['held_out'].get(a), '')} / {_pct(ses['all'].get(a), '')}"
+            for a in ("color", "shape", "count", "motion")
+        ]
+        lines += [
+            "",
+            "Standard error over prompts (points, held-out / all; two runs differ beyond noise only by about twice"
+            " this, or by a paired interval of `cinegen eval compare` that excludes 0): " + ", ".join(cells) + ".",
+        ]
     lines += [
         "",
         "Motion accuracy by motion type (objects, all prompts):",
@@ -534,14 +649,18 @@ def run_shapes_bench(
     model: str | None = None,
     sheet_rows: int = 16,
     save_videos: bool = False,
+    repeats: int = 1,
     progress: Callable[[int, int, BenchItem], None] | None = None,
 ) -> dict[str, Any]:
     """Generate, analyze and score every suite item; write results.json, results.md and samples.png.
 
     `generate_fn(prompt, num_frames, height, width, seed)` returns uint8 (F, H, W, 3). `limit` runs the first
-    N items of a balanced interleaving of held-out and seen items. results.json is rewritten after every
-    video, so an interrupted run leaves the scores so far.
+    N items of a balanced interleaving of held-out and seen items. `repeats` = R runs them R times, all items
+    once per pass, pass r with `repeat_seed(item, r)`. results.json is rewritten after every video, so an
+    interrupted run leaves the scores so far.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     items = list(suite if suite is not None else default_suite())
     ho = [it for it in items if it.held_out]
     seen = [it for it in items if not it.held_out]
@@ -552,15 +671,16 @@ def run_shapes_bench(
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     samples: list[tuple[str, np.ndarray]] = []
-    # Sheet rows spread over the run (single objects, groups and mixed scenes, seen and held-out).
+    runs = [(item, r, repeat_seed(item, r)) for r in range(repeats) for item in items]
+    # Sheet rows spread over the first pass (single objects, groups and mixed scenes, seen and held-out).
     sample_at = set(np.linspace(0, len(items) - 1, min(sheet_rows, len(items))).round().astype(int).tolist())
     result: dict[str, Any] = {}
-    for n, item in enumerate(items):
+    for n, (item, r, seed) in enumerate(runs):
         if progress is not None:
-            progress(n, len(items), item)
+            progress(n, len(runs), item)
         prompt, stated = item.prompt_and_truth(prompt_style)
         t0 = time.perf_counter()
-        frames = np.asarray(generate_fn(prompt, item.num_frames, item.height, item.width, item.seed))
+        frames = np.asarray(generate_fn(prompt, item.num_frames, item.height, item.width, seed))
         seconds = time.perf_counter() - t0
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"generate_fn must return uint8 (F, H, W, 3); got {frames.dtype} {frames.shape}")
@@ -572,7 +692,8 @@ def run_shapes_bench(
                 "id": item.id,
                 "group": item.group,
                 "prompt": prompt,
-                "seed": item.seed,
+                "repeat": r,
+                "seed": seed,
                 "format": [item.num_frames, item.height, item.width],
                 "output_shape": list(frames.shape),
                 "truth": item.truth.to_dict(),
@@ -594,7 +715,7 @@ def run_shapes_bench(
         if save_videos:  # Video.save creates out/videos/
             from cinegen.video import Video
 
-            Video(frames, V.FPS).save(out / "videos" / f"{item.id}.mp4", crf=12)
+            Video(frames, V.FPS).save(out / "videos" / f"{item.id}{f'-r{r}' if r else ''}.mp4", crf=12)
         if n in sample_at:
             tag = "HELD-OUT" if item.held_out else "seen"
             samples.append((f"{item.id} [{tag}] {prompt}", frames))
@@ -605,6 +726,7 @@ def run_shapes_bench(
             "prompt_style": prompt_style,
             "videos": len(rows),
             "suite_size": len(order),
+            "repeats": repeats,
             "summary": summarize(rows),
             "by_motion": _by_motion(rows),
             "direction": direction_summary(rows),

@@ -2,7 +2,7 @@
 
 Usage::
 
-    cinegen eval shapes --model PATH [--limit N] [--out DIR] [--steps N] [--prompt-style dense|short]
+    cinegen eval shapes --model PATH [--limit N] [--repeats R] [--out DIR] [--steps N] [--prompt-style dense|short]
     cinegen eval shapes --oracle            # the analyzer on ground-truth renders (validation, no model)
     cinegen eval shapes --model PATH --vae-ceiling   # ground truth through the model's VAE (the ceiling)
     cinegen eval shapes --model PATH --vae-ceiling --latent-noise 0.1   # ... with noisy latents (robustness)
@@ -36,6 +36,9 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
     styles = (*ENHANCER_STYLES, "none")
     if args.prompt_enhancer not in (None, *styles):
         print(f"error: --prompt-enhancer {args.prompt_enhancer!r}: use one of {', '.join(styles)}", file=sys.stderr)
+        return 2
+    if args.repeats < 1:
+        print(f"error: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)
         return 2
     modes = [m for m, on in (("--oracle", args.oracle), ("--vae-ceiling", args.vae_ceiling)) if on]
     modes += ["--from-truth"] if args.from_truth is not None else []
@@ -94,6 +97,7 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
         prompt_style=args.prompt_style,
         model=model_name,
         save_videos=args.save_videos,
+        repeats=args.repeats,
         progress=lambda i, n, item: bar(i, n),
     )
     bar(result["videos"], result["videos"])
@@ -143,6 +147,14 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         "(video-to-video): which noise range loses an attribute (1.0 = from pure noise)",
     )
     p.add_argument("--limit", type=int, default=None, help="run only the first N prompts (held-out/seen interleaved)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        metavar="R",
+        help="sample every prompt R times with distinct fixed seeds (default 1): a decision between two models wants "
+        "R >= 3 and the paired intervals of `cinegen eval compare`",
+    )
     p.add_argument("--out", default="outputs/shapesbench", help="output folder")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
