@@ -289,6 +289,10 @@ def test_repeats_sample_every_prompt_with_distinct_fixed_seeds(tmp_path, capsys)
     from cinegen.cli import main
     from cinegen.world.bench import repeat_seed
 
+    res = run_shapes_bench(oracle_generate, tmp_path, limit=2, repeats=2, save_videos=True)
+    assert sorted(f.name for f in (tmp_path / "videos").iterdir()) == sorted(
+        f"{r['id']}{'-r1' if r['repeat'] else ''}.mp4" for r in res["items"]
+    )
     res = run_shapes_bench(oracle_generate, tmp_path, limit=4, repeats=2)
     items = res["items"]
     assert res["videos"] == 8 and res["repeats"] == 2 and res["suite_size"] == 52
