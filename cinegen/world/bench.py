@@ -584,10 +584,7 @@ def _markdown(result: dict[str, Any]) -> str:
     )
     ses = {g: s[g].get("stderr") or {} for g in ("held_out", "all")}
     if any(v is not None for v in ses["held_out"].values()):
-        cells = [
-            f"{a} {_pct(ses['held_out'].get(a), '')} / {_pct(ses['all'].get(a), '')}"
-            for a in ("color", "shape", "count", "motion")
-        ]
+        cells = [f"{a} {_pct(ses['held_out'].get(a), '')} / {_pct(ses['all'].get(a), '')}" for a in HELD_OUT_BAR]
         lines += [
             "",
             "Standard error over prompts (points, held-out / all; two runs differ beyond noise only by about twice"
