@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument(
+        "--init",
+        help="start from these weights (another run's OUT.weights.pt, same --patch / --positions) instead of a fresh "
+        "model: a curriculum, e.g. the plain grid rung first, then colour + background",
+    )
     ap.add_argument("--samples", type=int, default=2, help="samples per shape at each evaluation")
     ap.add_argument("--out", required=True, help="output prefix: OUT.jsonl, OUT.STEP.png")
     ap.add_argument(
@@ -223,6 +228,10 @@ def main(argv: list[str] | None = None) -> None:
         out.with_suffix(f".{tag}.json").write_text(json.dumps(entry) + "\n")
         print(json.dumps(entry), flush=True)
         return
+    if args.init is not None:
+        if not Path(args.init).is_file():
+            raise SystemExit(f"--init: {args.init} not found")
+        model.load_state_dict(torch.load(args.init))  # the optimizer starts fresh
     params = list(model.parameters())
     if args.text == "t5-train":
         assert text is not None
