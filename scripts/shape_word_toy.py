@@ -18,6 +18,10 @@ same seeds for every mode); only the caption embeddings differ:
 world: N stills per shape with a random colour, place, size, background and / or 0-2 more objects (`toy_specs`).
 `--token-captions` captions them as the product's token captions ("... in the top left at c3 r2 ...").
 
+`--space factored` trains in another code of the same stills: the object's coverage per 4x4 patch (PCA-8) plus the
+object and background colours, multiplied only in a fixed decoder, so the transformer draws a colour-free shape
+(one object on a solid background). `--init W` starts from another run's weights (a curriculum).
+
 `--patch P` and `--positions rope|sincos` change the transformer (patch size; 3D RoPE as the default model, or
 added 3D sin-cos positions as CogVideoX 2B); everything else stays paired.
 
@@ -108,6 +112,58 @@ def token_cell_caption(spec: dict, token_px: int = 8) -> str:
     return f" Its centre is in column c{col} and row r{row}."
 
 
+MASK_K = 8  # --space factored: principal components of the 4x4 coverage patches
+
+
+def factored_stills(specs: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`--space factored`: one-object stills on solid backgrounds split into what the picture is made of: the
+    object's anti-aliased coverage per 4x4 patch, (N, 16, h, w) in [0, 1], and the object and background colours,
+    (N, 6) in [-1, 1]; with the renders, (N, 3, H, W) in [-1, 1], to check that coverage x colours rebuilds them."""
+    from cinegen.world.render import ClipSpec, render_clip_and_mask
+    from cinegen.world.vocab import BACKGROUND_COLORS, COLORS
+
+    masks, colours, renders = [], [], []
+    for sd in specs:
+        spec = ClipSpec.from_dict(sd)
+        if len(spec.objects) != 1 or spec.background_style != "solid":
+            raise SystemExit("--space factored: one object on a solid background only (no --vary count)")
+        frames, mask = render_clip_and_mask(spec)  # (1, H, W, 3), (1, H, W) uint8
+        m = torch.from_numpy(mask[:1].astype(np.float32) / 255)[None]  # (1, 1, H, W)
+        masks.append(torch.nn.functional.pixel_unshuffle(m, screen.PIXEL_FACTOR))  # (1, 16, h, w)
+        rgb = [*COLORS[spec.objects[0].color], *BACKGROUND_COLORS[spec.background]]
+        colours.append(torch.tensor(rgb, dtype=torch.float32) / 127.5 - 1)  # (6,)
+        renders.append(torch.from_numpy(frames[0].astype(np.float32) / 127.5 - 1).permute(2, 0, 1))  # (3, H, W)
+    return torch.cat(masks), torch.stack(colours), torch.stack(renders)
+
+
+def factored_latents(specs: list[dict]) -> tuple[torch.Tensor, dict]:
+    """(X (N, 1, MASK_K + 6, h, w), fit): the coverage patches' top MASK_K principal components (fitted on these
+    stills) and the two colours broadcast to every patch, each channel at unit RMS. The colours multiply the shape
+    only in the fixed decoder (`unfactor`), so the transformer draws a colour-free coverage map: where a linear
+    code of pixels (PCA-8) makes every edge a different vector for each colour pair, this code does not."""
+    masks, colours, _ = factored_stills(specs)
+    n, _, h, w = masks.shape
+    v = masks.permute(0, 2, 3, 1).reshape(-1, masks.shape[1])  # (N*h*w, 16) coverage patches
+    mu = v.mean(0)
+    basis = torch.linalg.svd(v - mu, full_matrices=False)[2][:MASK_K]  # (K, 16)
+    code = ((masks.permute(0, 2, 3, 1) - mu) @ basis.T).permute(0, 3, 1, 2)  # (N, K, h, w)
+    X = torch.cat([code, colours[:, :, None, None].expand(n, 6, h, w)], 1)  # (N, K + 6, h, w)
+    scale = 1 / X.square().mean((0, 2, 3)).sqrt().clamp_min(1e-6)  # (K + 6,)
+    fit = {"mu": mu, "basis": basis, "scale": scale.view(1, -1, 1, 1)}
+    return (X * fit["scale"])[:, None], fit
+
+
+def unfactor(x: torch.Tensor, fit: dict) -> torch.Tensor:
+    """Inverse of `factored_latents` for a sample: (1, 1, K + 6, h, w) -> (1, 3, 1, H, W) in [-1, 1]; coverage
+    clamped to [0, 1], colours as predicted at each patch."""
+    x = x[:, 0] / fit["scale"]  # (1, K + 6, h, w)
+    k, f = fit["basis"].shape[0], screen.PIXEL_FACTOR
+    m = (x[:, :k].permute(0, 2, 3, 1) @ fit["basis"] + fit["mu"]).permute(0, 3, 1, 2).clamp(0, 1)  # (1, 16, h, w)
+    m = torch.nn.functional.pixel_shuffle(m, f)  # (1, 1, H, W)
+    obj, bg = (torch.nn.functional.interpolate(x[:, i : i + 3], scale_factor=f) for i in (k, k + 3))  # (1, 3, H, W)
+    return (m * obj + (1 - m) * bg)[:, :, None].clamp(-1, 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     from PIL import Image
 
@@ -150,6 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument(
+        "--space",
+        choices=("pca", "factored"),
+        default="pca",
+        help="pca: PCA-8 of 4x4 pixel patches (the screen's); factored: coverage PCA + object and background colours, "
+        "multiplied only in the decoder (one object on a solid background)",
+    )
+    ap.add_argument(
         "--init",
         help="start from these weights (another run's OUT.weights.pt, same --patch / --positions) instead of a fresh "
         "model: a curriculum, e.g. the plain grid rung first, then colour + background",
@@ -172,7 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     data = torch.load(cache, weights_only=False)
     _, fit = screen.load_stills(data, "train", "pca", cache, 8)
     specs = toy_specs(args.size, args.variants, tuple(args.vary))
-    X, _ = screen.load_stills({"toy": {"specs": specs}}, "toy", "pca", out.with_suffix(".pt"), 8, dict(fit))
+    if args.space == "factored":
+        X, fit = factored_latents(specs)  # (N, 1, K + 6, h, w)
+        decode = functools.partial(unfactor, fit=fit)
+    else:
+        X, _ = screen.load_stills({"toy": {"specs": specs}}, "toy", "pca", out.with_suffix(".pt"), 8, dict(fit))
+        decode = functools.partial(screen.unlatent, fit=fit)
     text, ids, width = None, None, pipe.transformer.config.text_embed_dim
     if args.eval_seed is not None:
         if args.text == "random":
@@ -218,9 +286,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--eval-seed: no {weights} (train with --out {out} first)")
         model.load_state_dict(torch.load(weights))
         seen = {json.dumps(sd, sort_keys=True) for sd in specs}
-        res, images = screen.generate_and_score(
-            pipe, model, E, fresh, layout, functools.partial(screen.unlatent, fit=fit), tokens=args.token_captions
-        )
+        res, images = screen.generate_and_score(pipe, model, E, fresh, layout, decode, tokens=args.token_captions)
         tag = f"fresh-{args.eval_seed}"
         Image.fromarray(np.concatenate(images, axis=1)).save(out.with_suffix(f".{tag}.png"))
         entry = {"eval_seed": args.eval_seed, "n": len(fresh), "unseen": sum(json.dumps(sd, sort_keys=True) not in seen
@@ -240,7 +306,6 @@ def main(argv: list[str] | None = None) -> None:
     ac = alphas_cumprod(pipe.scheduler).float()
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     g = torch.Generator().manual_seed(1)
-    decode = functools.partial(screen.unlatent, fit=fit)
     t0 = time.time()
     with out.with_suffix(".jsonl").open("w") as log:
         for step in range(1, args.steps + 1):

@@ -356,3 +356,50 @@ def test_shape_word_toy_modes(tiny_2b_folder: Path, tmp_path: Path) -> None:
         toy.main([*fresh[:-2], "--out", str(tmp_path / "none"), "--eval-seed", "5"])
     with pytest.raises(SystemExit, match="not found"):
         toy.main(["--cache", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")])
+
+
+def test_shape_word_toy_factored_space_and_init(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """`--space factored`: coverage PCA + the two colours rebuild the renders (>= 35 dB) so the analyzer reads them
+    back; a one-object rung trains in it, and `--init` starts another rung from those weights (a curriculum)."""
+    import dataclasses
+
+    from cinegen.video import Video
+    from cinegen.world.analyze import analyze_video, score_video
+    from cinegen.world.render import ClipSpec
+
+    screen, toy = _module("layout_screen.py"), _module("shape_word_toy.py")
+    specs = toy.toy_specs(variants=4, vary=("grid", "color", "background"))
+    X, fit = toy.factored_latents(specs)
+    assert X.shape == (24, 1, toy.MASK_K + 6, 24, 24)
+    assert torch.allclose(X.square().mean((0, 1, 3, 4)), torch.ones(toy.MASK_K + 6), atol=1e-4)  # unit RMS channels
+    _, colours, renders = toy.factored_stills(specs)
+    assert colours.min() >= -1 and colours.max() <= 1
+    for i in (0, 9, 23):  # a circle, a triangle, a cross: coverage x colours is the render, read back in full
+        video = toy.unfactor(X[i : i + 1], fit)  # (1, 3, 1, 96, 96)
+        mse = (video[0, :, 0] - renders[i]).square().mean().item()
+        assert 10 * math.log10(4 / mse) >= 35
+        truth = ClipSpec.from_dict(specs[i]).truth()
+        objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)
+        res = score_video(analyze_video(Video.from_tensor(video).frames), dataclasses.replace(truth, objects=objs))
+        assert (res["shape"], res["color"], res["background"]) == (1.0, 1.0, 1.0), res
+    with pytest.raises(SystemExit, match="one object"):
+        toy.factored_stills(toy.toy_specs(variants=4, vary=("grid", "count"))[:8])
+    cache = tmp_path / "stills.pt"
+    screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
+    base = ["--model", str(tiny_2b_folder), "--cache", str(cache), "--variants", "2", "--samples", "1"]
+    first, second = tmp_path / "plain", tmp_path / "colour"
+    toy.main([*base, "--space", "factored", "--vary", "grid", "--steps", "1", "--every", "1", "--out", str(first)])
+    w0 = torch.load(first.with_suffix(".weights.pt"))
+    assert w0["patch_embed.proj.weight"].shape[1] == toy.MASK_K + 6  # the factored channels in
+    init = {k: v + 0.5 for k, v in w0.items()}  # marked: far from any fresh initialisation
+    torch.save(init, tmp_path / "init.pt")
+    curriculum = ["--vary", "grid", "color", "background", "--init", str(tmp_path / "init.pt")]
+    toy.main([*base, "--space", "factored", *curriculum, "--steps", "1", "--every", "1", "--out", str(second)])
+    assert json.loads(second.with_suffix(".jsonl").read_text())["step"] == 1
+    w1 = torch.load(second.with_suffix(".weights.pt"))
+    step = max((w1[k].float() - init[k].float()).abs().max().item() for k in w0)
+    assert 0 < step < 1e-2  # one AdamW step (lr 3e-4) on from the given weights
+    toy.main([*base, "--space", "factored", *curriculum[:4], "--out", str(second), "--eval-seed", "5"])
+    assert json.loads((tmp_path / "colour.fresh-5.json").read_text())["n"] == 6
+    with pytest.raises(SystemExit, match="--init: .* not found"):
+        toy.main([*base, "--init", str(tmp_path / "none.pt"), "--steps", "1", "--out", str(tmp_path / "x")])
