@@ -20,7 +20,8 @@ world: N stills per shape with a random colour, place, size, background and / or
 
 `--space factored` trains in another code of the same stills: the object's coverage per 4x4 patch (PCA-8) plus the
 object and background colours, multiplied only in a fixed decoder, so the transformer draws a colour-free shape
-(one object on a solid background). `--init W` starts from another run's weights (a curriculum).
+(one object on a solid background). `--init W` starts from another run's weights (a curriculum). `--unsaid color
+background` drops those words from every caption while the stills still vary in them.
 
 `--patch P` and `--positions rope|sincos` change the transformer (patch size; 3D RoPE as the default model, or
 added 3D sin-cos positions as CogVideoX 2B); everything else stays paired.
@@ -110,6 +111,15 @@ def token_cell_caption(spec: dict, token_px: int = 8) -> str:
     obj = spec["objects"][0]
     col, row = token_of(obj["x"] * spec["width"], obj["y"] * spec["height"], token_px)
     return f" Its centre is in column c{col} and row r{row}."
+
+
+def unsay(caption: str, kinds: list[str]) -> str:
+    """The caption without its words of these kinds (`color`: the object colours, `background`: the background
+    colours): the stills still vary in them, but the caption no longer says how."""
+    from cinegen.world.vocab import BACKGROUND_COLORS, COLORS
+
+    words = {w for k in kinds for w in {"color": COLORS, "background": BACKGROUND_COLORS}[k]}
+    return " ".join(w for w in caption.split() if w.strip(".,;:").lower() not in words)
 
 
 MASK_K = 8  # --space factored: principal components of the 4x4 coverage patches
@@ -206,6 +216,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument(
+        "--unsaid",
+        nargs="*",
+        choices=("color", "background"),
+        default=[],
+        help="drop these words from every caption (the stills still vary in them): do the colour words in the "
+        "caption slow shapes, or the colours in the picture?",
+    )
+    ap.add_argument(
         "--space",
         choices=("pca", "factored"),
         default="pca",
@@ -256,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def caption(sd: dict) -> str:  # layout captions, or the product's token captions; + the toy's token sentence
             c = dense_caption(ClipSpec.from_dict(sd).truth(layout=True, tokens=args.token_captions))
+            c = unsay(c, args.unsaid)
             return c + token_cell_caption(sd) if args.token_cell else c
 
         captions = [caption(sd) for sd in specs]

@@ -382,6 +382,10 @@ def test_shape_word_toy_factored_space_and_init(tiny_2b_folder: Path, tmp_path: 
         objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)
         res = score_video(analyze_video(Video.from_tensor(video).frames), dataclasses.replace(truth, objects=objs))
         assert (res["shape"], res["color"], res["background"]) == (1.0, 1.0, 1.0), res
+    said = "One shape: A large red circle in the top left at c3 r2 stays still. Plain white background."
+    unsaid = "One shape: A large circle in the top left at c3 r2 stays still. Plain background."
+    assert toy.unsay(said, ["color", "background"]) == unsaid
+    assert toy.unsay(said, []) == said
     with pytest.raises(SystemExit, match="one object"):
         toy.factored_stills(toy.toy_specs(variants=4, vary=("grid", "count"))[:8])
     cache = tmp_path / "stills.pt"
