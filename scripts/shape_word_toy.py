@@ -165,12 +165,13 @@ def factored_latents(specs: list[dict]) -> tuple[torch.Tensor, dict]:
 
 def unfactor(x: torch.Tensor, fit: dict) -> torch.Tensor:
     """Inverse of `factored_latents` for a sample: (1, 1, K + 6, h, w) -> (1, 3, 1, H, W) in [-1, 1]; coverage
-    clamped to [0, 1], colours as predicted at each patch."""
+    clamped to [0, 1], each colour the median of its prediction over the patches."""
     x = x[:, 0] / fit["scale"]  # (1, K + 6, h, w)
     k, f = fit["basis"].shape[0], screen.PIXEL_FACTOR
     m = (x[:, :k].permute(0, 2, 3, 1) @ fit["basis"] + fit["mu"]).permute(0, 3, 1, 2).clamp(0, 1)  # (1, 16, h, w)
     m = torch.nn.functional.pixel_shuffle(m, f)  # (1, 1, H, W)
-    obj, bg = (torch.nn.functional.interpolate(x[:, i : i + 3], scale_factor=f) for i in (k, k + 3))  # (1, 3, H, W)
+    # the code has one object and one background colour per still: their median over the patches
+    obj, bg = (x[:, i : i + 3].flatten(2).median(-1).values[:, :, None, None] for i in (k, k + 3))  # (1, 3, 1, 1)
     return (m * obj + (1 - m) * bg)[:, :, None].clamp(-1, 1)
 
 
