@@ -20,7 +20,7 @@ world: N stills per shape with a random colour, place, size, background and / or
 
 `--space factored` trains in another code of the same stills: the object's coverage per 4x4 patch (PCA-8) plus the
 object and background colours, multiplied only in a fixed decoder, so the transformer draws a colour-free shape
-(one object on a solid background). `--init W` starts from another run's weights (a curriculum). `--unsaid color
+(solid backgrounds). `--init W` starts from another run's weights (a curriculum). `--unsaid color
 background` drops those words from every caption while the stills still vary in them.
 
 `--patch P` and `--positions rope|sincos` change the transformer (patch size; 3D RoPE as the default model, or
@@ -126,52 +126,62 @@ MASK_K = 8  # --space factored: principal components of the 4x4 coverage patches
 
 
 def factored_stills(specs: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`--space factored`: one-object stills on solid backgrounds split into what the picture is made of: the
-    object's anti-aliased coverage per 4x4 patch, (N, 16, h, w) in [0, 1], and the object and background colours,
-    (N, 6) in [-1, 1]; with the renders, (N, 3, H, W) in [-1, 1], to check that coverage x colours rebuilds them."""
+    """`--space factored`: stills on solid backgrounds split into what the picture is made of: the objects'
+    anti-aliased coverage per 4x4 patch, (N, 16, h, w) in [0, 1], and per patch the colour of the nearest object
+    (by centre) and the background colour, (N, 6, h, w) in [-1, 1]; with the renders, (N, 3, H, W) in [-1, 1], to
+    check that coverage x colours rebuilds them."""
     from cinegen.world.render import ClipSpec, render_clip_and_mask
     from cinegen.world.vocab import BACKGROUND_COLORS, COLORS
 
+    f = screen.PIXEL_FACTOR
     masks, colours, renders = [], [], []
     for sd in specs:
         spec = ClipSpec.from_dict(sd)
-        if len(spec.objects) != 1 or spec.background_style != "solid":
-            raise SystemExit("--space factored: one object on a solid background only (no --vary count)")
+        if spec.background_style != "solid":
+            raise SystemExit("--space factored: solid backgrounds only")
         frames, mask = render_clip_and_mask(spec)  # (1, H, W, 3), (1, H, W) uint8
         m = torch.from_numpy(mask[:1].astype(np.float32) / 255)[None]  # (1, 1, H, W)
-        masks.append(torch.nn.functional.pixel_unshuffle(m, screen.PIXEL_FACTOR))  # (1, 16, h, w)
-        rgb = [*COLORS[spec.objects[0].color], *BACKGROUND_COLORS[spec.background]]
-        colours.append(torch.tensor(rgb, dtype=torch.float32) / 127.5 - 1)  # (6,)
+        masks.append(torch.nn.functional.pixel_unshuffle(m, f))  # (1, 16, h, w)
+        h, w = spec.height // f, spec.width // f
+        py, px = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")  # (h, w)
+        dist = torch.stack([(px - o.x).square() + (py - o.y).square() for o in spec.objects])  # (n_obj, h, w)
+        rgb = torch.tensor([COLORS[o.color] for o in spec.objects], dtype=torch.float32)  # (n_obj, 3)
+        obj = rgb[dist.argmin(0)].permute(2, 0, 1)  # (3, h, w): the nearest object's colour
+        bg = torch.tensor(BACKGROUND_COLORS[spec.background], dtype=torch.float32).view(3, 1, 1).expand(3, h, w)
+        colours.append(torch.cat([obj, bg]) / 127.5 - 1)  # (6, h, w)
         renders.append(torch.from_numpy(frames[0].astype(np.float32) / 127.5 - 1).permute(2, 0, 1))  # (3, H, W)
     return torch.cat(masks), torch.stack(colours), torch.stack(renders)
 
 
 def factored_latents(specs: list[dict]) -> tuple[torch.Tensor, dict]:
     """(X (N, 1, MASK_K + 6, h, w), fit): the coverage patches' top MASK_K principal components (fitted on these
-    stills) and the two colours broadcast to every patch, each channel at unit RMS. The colours multiply the shape
-    only in the fixed decoder (`unfactor`), so the transformer draws a colour-free coverage map: where a linear
-    code of pixels (PCA-8) makes every edge a different vector for each colour pair, this code does not."""
+    stills) and the two colour maps, each channel at unit RMS. The colours multiply the shape only in the fixed
+    decoder (`unfactor`), so the transformer draws a colour-free coverage map: where a linear code of pixels
+    (PCA-8) makes every edge a different vector for each colour pair, this code does not."""
     masks, colours, _ = factored_stills(specs)
-    n, _, h, w = masks.shape
     v = masks.permute(0, 2, 3, 1).reshape(-1, masks.shape[1])  # (N*h*w, 16) coverage patches
     mu = v.mean(0)
     basis = torch.linalg.svd(v - mu, full_matrices=False)[2][:MASK_K]  # (K, 16)
     code = ((masks.permute(0, 2, 3, 1) - mu) @ basis.T).permute(0, 3, 1, 2)  # (N, K, h, w)
-    X = torch.cat([code, colours[:, :, None, None].expand(n, 6, h, w)], 1)  # (N, K + 6, h, w)
+    X = torch.cat([code, colours], 1)  # (N, K + 6, h, w)
     scale = 1 / X.square().mean((0, 2, 3)).sqrt().clamp_min(1e-6)  # (K + 6,)
     fit = {"mu": mu, "basis": basis, "scale": scale.view(1, -1, 1, 1)}
     return (X * fit["scale"])[:, None], fit
 
 
+COLOUR_MEDIAN = 7  # `unfactor`: the colour maps' median filter, in patches (they are flat over whole regions)
+
+
 def unfactor(x: torch.Tensor, fit: dict) -> torch.Tensor:
     """Inverse of `factored_latents` for a sample: (1, 1, K + 6, h, w) -> (1, 3, 1, H, W) in [-1, 1]; coverage
-    clamped to [0, 1], each colour the median of its prediction over the patches."""
+    clamped to [0, 1], the colour maps median-filtered over COLOUR_MEDIAN x COLOUR_MEDIAN patches."""
     x = x[:, 0] / fit["scale"]  # (1, K + 6, h, w)
-    k, f = fit["basis"].shape[0], screen.PIXEL_FACTOR
+    k, f, r = fit["basis"].shape[0], screen.PIXEL_FACTOR, COLOUR_MEDIAN
     m = (x[:, :k].permute(0, 2, 3, 1) @ fit["basis"] + fit["mu"]).permute(0, 3, 1, 2).clamp(0, 1)  # (1, 16, h, w)
     m = torch.nn.functional.pixel_shuffle(m, f)  # (1, 1, H, W)
-    # the code has one object and one background colour per still: their median over the patches
-    obj, bg = (x[:, i : i + 3].flatten(2).median(-1).values[:, :, None, None] for i in (k, k + 3))  # (1, 3, 1, 1)
+    c = torch.nn.functional.pad(x[:, k:], (r // 2,) * 4, mode="replicate")  # (1, 6, h + r - 1, w + r - 1)
+    c = c.unfold(2, r, 1).unfold(3, r, 1).flatten(-2).median(-1).values  # (1, 6, h, w)
+    obj, bg = torch.nn.functional.interpolate(c, scale_factor=f).split(3, dim=1)  # (1, 3, H, W) each
     return (m * obj + (1 - m) * bg)[:, :, None].clamp(-1, 1)
 
 
@@ -228,8 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         "--space",
         choices=("pca", "factored"),
         default="pca",
-        help="pca: PCA-8 of 4x4 pixel patches (the screen's); factored: coverage PCA + object and background colours, "
-        "multiplied only in the decoder (one object on a solid background)",
+        help="pca: PCA-8 of 4x4 pixel patches (the screen's); factored: coverage PCA + object and background colour "
+        "maps, multiplied only in the decoder (solid backgrounds)",
     )
     ap.add_argument(
         "--init",

@@ -368,26 +368,33 @@ def test_shape_word_toy_factored_space_and_init(tiny_2b_folder: Path, tmp_path: 
     from cinegen.world.render import ClipSpec
 
     screen, toy = _module("layout_screen.py"), _module("shape_word_toy.py")
-    specs = toy.toy_specs(variants=4, vary=("grid", "color", "background"))
+    specs = toy.toy_specs(variants=4, vary=("grid", "color", "background", "count"))
     X, fit = toy.factored_latents(specs)
     assert X.shape == (24, 1, toy.MASK_K + 6, 24, 24)
     assert torch.allclose(X.square().mean((0, 1, 3, 4)), torch.ones(toy.MASK_K + 6), atol=1e-4)  # unit RMS channels
     _, colours, renders = toy.factored_stills(specs)
     assert colours.min() >= -1 and colours.max() <= 1
-    for i in (0, 9, 23):  # a circle, a triangle, a cross: coverage x colours is the render, read back in full
+    multi = [i for i, sd in enumerate(specs) if len(sd["objects"]) > 1]
+    assert multi and len(colours[multi[0], :3].flatten(1).unique(dim=1).T) > 1  # each object its own colour region
+    for i in (0, 9, 23, multi[0]):  # coverage x colours is the render, and the analyzer reads it back in full
         video = toy.unfactor(X[i : i + 1], fit)  # (1, 3, 1, 96, 96)
         mse = (video[0, :, 0] - renders[i]).square().mean().item()
         assert 10 * math.log10(4 / mse) >= 35
         truth = ClipSpec.from_dict(specs[i]).truth()
         objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)
         res = score_video(analyze_video(Video.from_tensor(video).frames), dataclasses.replace(truth, objects=objs))
-        assert (res["shape"], res["color"], res["background"]) == (1.0, 1.0, 1.0), res
+        assert (res["shape"], res["color"], res["count"], res["background"]) == (1.0,) * 4, res
+    noise = 0.3 * torch.randn(X[:1].shape, generator=torch.Generator().manual_seed(0))  # (1, 1, K + 6, h, w)
+    noise[:, :, : toy.MASK_K] = 0  # on the colour maps only
+    per_patch = (noise[:, 0] / fit["scale"])[:, toy.MASK_K :].abs().mean()  # in colour units
+    err = (toy.unfactor(X[:1] + noise, fit) - toy.unfactor(X[:1], fit)).abs().mean()
+    assert err < 0.3 * per_patch  # the median filter removes most of it
+    with pytest.raises(SystemExit, match="solid"):
+        toy.factored_stills([{**specs[0], "background_style": "stripes"}])
     said = "One shape: A large red circle in the top left at c3 r2 stays still. Plain white background."
     unsaid = "One shape: A large circle in the top left at c3 r2 stays still. Plain background."
     assert toy.unsay(said, ["color", "background"]) == unsaid
     assert toy.unsay(said, []) == said
-    with pytest.raises(SystemExit, match="one object"):
-        toy.factored_stills(toy.toy_specs(variants=4, vary=("grid", "count"))[:8])
     cache = tmp_path / "stills.pt"
     screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
     base = ["--model", str(tiny_2b_folder), "--cache", str(cache), "--variants", "2", "--samples", "1"]
