@@ -64,6 +64,7 @@ SHIFT_ROUNDS = (
     "configs/shapes-dit-long.yaml",
     "configs/shapes-dit-long2.yaml",  # stops at 4,200 (train.stop_at)
     "configs/shapes-dit-joint.yaml",  # image-video joint training from round 3's step-4,200 EMA (session 7 A/B)
+    "configs/shapes-dit-tokens.yaml",  # round 6 (release 5): token captions, the T5 with the token words appended
 )
 FLOW_RUN = ROOT / "runs" / "shapes-dit-flow"  # its flow-matching ablation partner (equal compute)
 MODEL = ROOT / "models" / "cinegen-shapes"
@@ -135,7 +136,7 @@ DEFAULTS = {
     "steps": 20,
     "guidance": 4.0,
     "fps": 8.0,
-    "prompt_enhancer": "shapes",
+    "prompt_enhancer": "shapes-tokens",  # round 6 trained on token captions
 }
 FLOW_DEFAULTS = {**DEFAULTS, "sampler": "euler", "flow_schedule": "linear_quadratic"}
 

@@ -24,9 +24,10 @@ pytestmark = pytest.mark.skipif(
 MAX_BYTES = 60 * 10**6
 # ShapesBench smoke floors: far below the model card's numbers (a broken load, a wrong tokenizer, a wrong
 # scaling factor or a transposed latent layout all drop the scores to the level of noise).
-# Release 4 scores background 100 % and colour 70 % on the full suite (model card); on the two smoke prompts it
-# gets both backgrounds and half of the object colours right (a random transformer: ~10 % colour).
-SMOKE_FLOORS = {"background": 0.5, "color": 0.25}
+# Release 5 scores background 100 % and colour 83 % on the full suite (model card); on the two smoke prompts it
+# gets both backgrounds, every object colour and both counts right (release 4: half of the colours; a random
+# transformer: ~10 % colour).
+SMOKE_FLOORS = {"background": 0.5, "color": 0.5, "count": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_folder_layout_size_and_defaults() -> None:
     size = sum(f.stat().st_size for f in DEFAULT_MODEL.rglob("*") if f.is_file())
     assert size <= MAX_BYTES, f"{size / 1e6:.1f} MB > 60 MB"
     d = index["_cinegen_defaults"]
-    assert d["prompt_enhancer"] == "shapes"
+    assert d["prompt_enhancer"] == "shapes-tokens"
     assert (d["num_frames"] - 1) % 8 == 0 and d["height"] % 16 == 0 and d["width"] % 16 == 0
     assert d["height"] >= 96 and d["width"] >= 96
 
