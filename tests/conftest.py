@@ -36,3 +36,34 @@ TINY_DEFAULTS = {"num_frames": 9, "height": 32, "width": 48, "steps": 2, "guidan
 @pytest.fixture(scope="session")
 def tiny_2b_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_folder(tmp_path_factory.mktemp("models"), "tiny-cogvideox-2b", defaults=TINY_DEFAULTS)
+
+
+# The words release 5 appended to release 4's word-level vocabulary (`extend_word_vocabulary`), in no particular order.
+TOKEN_WORDS = ("top", "bottom", "center", *(f"c{i}" for i in range(16)), *(f"r{i}" for i in range(16)))
+
+
+def release4_text_encoder(out: Path) -> Path:
+    """Release 4's tokenizer and T5 (out/tokenizer, out/text_encoder), rebuilt from the default model: release 5
+    appended TOKEN_WORDS at the end of the vocabulary with new embedding rows, so cutting them gives back release
+    4's encoder id for id and row for row (tests of the token round start from it, as the round did)."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from cinegen.models.text import load_t5
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "cinegen-shapes"
+    state = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())
+    vocab: dict[str, int] = state["model"]["vocab"]
+    n = min(vocab[w] for w in TOKEN_WORDS)
+    assert sorted(vocab[w] for w in TOKEN_WORDS) == list(range(n, len(vocab))), "token words are not the last ids"
+    state["model"]["vocab"] = {w: i for w, i in vocab.items() if i < n}
+    special = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(state)), **special).save_pretrained(
+        out / "tokenizer"
+    )
+    model = load_t5(folder / "text_encoder")
+    model.resize_token_embeddings(n)  # keeps the first n rows
+    model.save_pretrained(out / "text_encoder")
+    return out

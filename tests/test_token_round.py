@@ -15,6 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import release4_text_encoder
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/shapes-dit-tokens.yaml"
 
@@ -51,8 +53,8 @@ def test_prepare_token_round_makes_its_data_and_text_encoder(tmp_path: Path, mon
     for name, value in paths.items():
         monkeypatch.setattr(tdm, name, value)
     tdm._round_cfg.cache_clear()
-    release = REPO / "models" / "cinegen-shapes"
-    for part in ("tokenizer", "text_encoder"):  # release 4's T5 stands where --base puts it
+    release = release4_text_encoder(tmp_path / "release4")
+    for part in ("tokenizer", "text_encoder"):  # release 4's T5, which the round extends
         shutil.copytree(release / part, runs / "text" / part)
     (runs / "text" / "stats.json").write_text("{}\n")
 

@@ -92,11 +92,10 @@ def test_parse_pretraining_refuses_no_data() -> None:
 def test_extend_word_vocabulary_keeps_old_encodings(tmp_path) -> None:  # noqa: ANN001
     """New words go at the end of a word-level vocabulary with new T5 rows: captions without them encode exactly as
     before, the new words stop being <unk>, and the folders save and load back (the default model's encoder)."""
-    from pathlib import Path
-
     from cinegen.models.text import TextEncoder, extend_word_vocabulary, load_t5, load_tokenizer
+    from tests.conftest import release4_text_encoder
 
-    folder = Path(__file__).resolve().parents[1] / "models" / "cinegen-shapes"
+    folder = release4_text_encoder(tmp_path / "release4")  # the default model's encoder before the token words
     tok, model = load_tokenizer(folder / "tokenizer"), load_t5(folder / "text_encoder")
     old_caption = "One shape: A large red circle slowly moves to the right. Plain white background, static camera."
     new_caption = "One shape: A large red circle in the top left at c3 r9 stays still."
