@@ -201,6 +201,13 @@ def pixel_stills(specs: list[dict]) -> torch.Tensor:
     return torch.cat(out)  # (N, 1, 48, h, w)
 
 
+def patch_pca(v: torch.Tensor, k: int, every: int = 1) -> dict:
+    """{"mu": (P,), "basis": (k, P)}: the mean and top-`k` principal directions of patch vectors `v` (M, P), the
+    directions fitted on every `every`-th centred row."""
+    mu = v.mean(0)
+    return {"mu": mu, "basis": torch.linalg.svd((v - mu)[::every], full_matrices=False)[2][:k]}
+
+
 def load_stills(data: dict, split: str, space: str, cache: Path, k: int = 8, fit: dict | None = None) -> tuple:
     """(X (N, 1, C, h, w), fit) in the given `space` (see the module docstring): the cached VAE latents as they are
     or per channel at unit RMS, pixel stills at unit RMS (cached beside `cache`), or their top `k` principal
@@ -218,9 +225,7 @@ def load_stills(data: dict, split: str, space: str, cache: Path, k: int = 8, fit
         if space == "pca":
             if fit is None:
                 v = X[:, 0].permute(0, 2, 3, 1).reshape(-1, X.shape[2])  # (N*h*w, 48) patch vectors
-                mu = v.mean(0)
-                sub = (v - mu)[::7]  # every 7th patch: ~330k of 2.3M, plenty for a 48-dim basis
-                fit = {"mu": mu, "basis": torch.linalg.svd(sub, full_matrices=False)[2][:k]}  # basis (k, 48)
+                fit = patch_pca(v, k, every=7)  # every 7th patch: ~330k of 2.3M, plenty for a 48-dim basis
             X = ((X.permute(0, 1, 3, 4, 2) - fit["mu"]) @ fit["basis"].T).permute(0, 1, 4, 2, 3)  # (N, 1, k, h, w)
     fit = {} if fit is None else fit
     if "scale" not in fit and space != "latent":

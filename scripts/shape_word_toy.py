@@ -158,14 +158,13 @@ def factored_latents(specs: list[dict]) -> tuple[torch.Tensor, dict]:
     stills) and the two colour maps, each channel at unit RMS. The colours multiply the shape only in the fixed
     decoder (`unfactor`), so the transformer draws a colour-free coverage map: where a linear code of pixels
     (PCA-8) makes every edge a different vector for each colour pair, this code does not."""
+    from cinegen.models.latent_norm import channel_rms
+
     masks, colours, _ = factored_stills(specs)
-    v = masks.permute(0, 2, 3, 1).reshape(-1, masks.shape[1])  # (N*h*w, 16) coverage patches
-    mu = v.mean(0)
-    basis = torch.linalg.svd(v - mu, full_matrices=False)[2][:MASK_K]  # (K, 16)
-    code = ((masks.permute(0, 2, 3, 1) - mu) @ basis.T).permute(0, 3, 1, 2)  # (N, K, h, w)
+    fit = screen.patch_pca(masks.permute(0, 2, 3, 1).reshape(-1, masks.shape[1]), MASK_K)  # basis (K, 16)
+    code = ((masks.permute(0, 2, 3, 1) - fit["mu"]) @ fit["basis"].T).permute(0, 3, 1, 2)  # (N, K, h, w)
     X = torch.cat([code, colours], 1)  # (N, K + 6, h, w)
-    scale = 1 / X.square().mean((0, 2, 3)).sqrt().clamp_min(1e-6)  # (K + 6,)
-    fit = {"mu": mu, "basis": basis, "scale": scale.view(1, -1, 1, 1)}
+    fit["scale"] = (1 / channel_rms(X).clamp_min(1e-6)).view(1, -1, 1, 1)  # (1, K + 6, 1, 1)
     return (X * fit["scale"])[:, None], fit
 
 
@@ -261,13 +260,13 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     pipe = load_pipeline(args.model)
-    data = torch.load(cache, weights_only=False)
-    _, fit = screen.load_stills(data, "train", "pca", cache, 8)
+    data = torch.load(cache, weights_only=False)  # its captions make the T5's vocabulary; its stills the PCA-8 fit
     specs = toy_specs(args.size, args.variants, tuple(args.vary))
     if args.space == "factored":
         X, fit = factored_latents(specs)  # (N, 1, K + 6, h, w)
         decode = functools.partial(unfactor, fit=fit)
     else:
+        _, fit = screen.load_stills(data, "train", "pca", cache, 8)
         X, _ = screen.load_stills({"toy": {"specs": specs}}, "toy", "pca", out.with_suffix(".pt"), 8, dict(fit))
         decode = functools.partial(screen.unlatent, fit=fit)
     text, ids, width = None, None, pipe.transformer.config.text_embed_dim
