@@ -20,7 +20,9 @@ world: N stills per shape with a random colour, place, size, background and / or
 
 `--space factored` trains in another code of the same stills: the object's coverage per 4x4 patch (PCA-8) plus the
 object and background colours, multiplied only in a fixed decoder, so the transformer draws a colour-free shape
-(solid backgrounds). `--init W` starts from another run's weights (a curriculum). `--unsaid color
+(solid backgrounds). `--space vae` trains in a VAE's latents of the stills (`--vae`: any VAE folder, default the
+model's), each channel at unit RMS, decoded by that VAE: the screen of a learned code such as the coverage VAE of
+`configs/shapes-vae-cover-img.yaml`. `--init W` starts from another run's weights (a curriculum). `--unsaid color
 background` drops those words from every caption while the stills still vary in them.
 
 `--patch P` and `--positions rope|sincos` change the transformer (patch size; 3D RoPE as the default model, or
@@ -184,6 +186,21 @@ def unfactor(x: torch.Tensor, fit: dict) -> torch.Tensor:
     return (m * obj + (1 - m) * bg)[:, :, None].clamp(-1, 1)
 
 
+def vae_latents(pipe, specs: list[dict]) -> tuple[torch.Tensor, dict]:  # noqa: ANN001
+    """`--space vae`: (X (N, 1, C, h, w), fit) the pipeline VAE's scaled latents of the stills, each channel at
+    unit RMS (fit["scale"] (1, C, 1, 1), as `cinegen normalize-vae` would)."""
+    from cinegen.models.latent_norm import channel_rms
+
+    X = screen.vae_stills(pipe, specs).float()  # (N, 1, C, h, w)
+    scale = (1 / channel_rms(X[:, 0]).clamp_min(1e-6)).view(1, -1, 1, 1)  # (1, C, 1, 1)
+    return X * scale, {"scale": scale}
+
+
+def unvae(x: torch.Tensor, pipe, fit: dict) -> torch.Tensor:  # noqa: ANN001
+    """Inverse of `vae_latents` for a sample: (1, 1, C, h, w) -> (1, 3, 1, H, W) in [-1, 1], the VAE's decode."""
+    return pipe.decode(x / fit["scale"]).float().clamp(-1, 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     from PIL import Image
 
@@ -235,11 +252,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--space",
-        choices=("pca", "factored"),
+        choices=("pca", "factored", "vae"),
         default="pca",
         help="pca: PCA-8 of 4x4 pixel patches (the screen's); factored: coverage PCA + object and background colour "
-        "maps, multiplied only in the decoder (solid backgrounds)",
+        "maps, multiplied only in the decoder (solid backgrounds); vae: the --vae folder's latents at unit RMS",
     )
+    ap.add_argument("--vae", help="--space vae: a VAE folder (model folder or its vae/); default: --model's VAE")
     ap.add_argument(
         "--init",
         help="start from these weights (another run's OUT.weights.pt, same --patch / --positions) instead of a fresh "
@@ -260,11 +278,20 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     pipe = load_pipeline(args.model)
+    if args.vae is not None:
+        if args.space != "vae":
+            raise SystemExit("--vae needs --space vae")
+        from cinegen.train.trainer import load_vae_folder
+
+        pipe.vae = load_vae_folder(args.vae).to(pipe.device)
     data = torch.load(cache, weights_only=False)  # its captions make the T5's vocabulary; its stills the PCA-8 fit
     specs = toy_specs(args.size, args.variants, tuple(args.vary))
     if args.space == "factored":
         X, fit = factored_latents(specs)  # (N, 1, K + 6, h, w)
         decode = functools.partial(unfactor, fit=fit)
+    elif args.space == "vae":
+        X, fit = vae_latents(pipe, specs)  # (N, 1, C, h, w)
+        decode = functools.partial(unvae, pipe=pipe, fit=fit)
     else:
         _, fit = screen.load_stills(data, "train", "pca", cache, 8)
         X, _ = screen.load_stills({"toy": {"specs": specs}}, "toy", "pca", out.with_suffix(".pt"), 8, dict(fit))

@@ -39,12 +39,16 @@ def test_extract_frames_content_and_records(tmp_path: Path) -> None:
     imgs = extract_frames(records, man.parent, out, per_clip=2, seed=5, progress=lambda i, n: done.append(i))
     assert done == [1, 2, 3, 4]
     assert len(imgs) == 3 * 2 + 1 and all(r.type == "image" for r in imgs)
-    for r in imgs[:6]:  # each still is the decoded frame of its clip, caption kept, no mask, no bucket
+    for r in imgs[:6]:  # each still is the decoded frame of its clip, caption kept, no bucket, the mask's frame
         src = next(c for c in records if Path(c.path).stem in r.path)
         k = int(Path(r.path).stem.rsplit("-", 1)[1])
         frame = read_video(man.parent / src.path).frames[k]
         assert np.array_equal(np.asarray(Image.open(out / r.path)), frame)
-        assert (r.text, r.width, r.height, r.num_frames, r.mask, r.bucket) == (src.text, 40, 32, 1, None, None)
+        assert (r.text, r.width, r.height, r.num_frames, r.bucket) == (src.text, 40, 32, 1, None)
+        assert r.mask == r.path.removesuffix(".png") + ".mask.png"
+        with np.load(man.parent / str(src.mask)) as z:
+            want = z["mask"][k].astype(np.uint8) * 255  # bool (F, H, W) -> the still's grayscale mask
+        assert np.array_equal(np.asarray(Image.open(out / r.mask)), want)
     # the manifest's own image keeps its content, its path rebased onto the output folder
     assert (out / imgs[6].path).resolve() == (man.parent / records[3].path).resolve()
     again = extract_frames(records, man.parent, tmp_path / "again", per_clip=2, seed=5)
@@ -61,8 +65,9 @@ def test_extract_frames_content_and_records(tmp_path: Path) -> None:
     spec = BucketSpec(height=32, width=40, num_frames=9, aspect_ratios=(0.8,), vae_spatial=4, patch=2)
     ds = ClipDataset(load_records(out / "manifest.jsonl"), spec)
     assert len(ds) == 7 and ds.skips.total == 0 and all(ds.bucket(j).is_image for j in range(7))
-    x = ds.pixels(0, None)  # (3, 1, 32, 40) in [-1, 1]: the still, as a one-frame video
+    x, m = ds.pixels_and_mask(0, None)  # (3, 1, 32, 40) in [-1, 1]: the still, as a one-frame video; its mask
     assert x.shape == (3, 1, 32, 40) and -1 <= float(x.min()) <= float(x.max()) <= 1
+    assert m is not None and m.shape == (1, 32, 40) and set(m.unique().tolist()) == {0.0, 1.0}
 
 
 def test_extract_frames_honours_time_ranges(tmp_path: Path) -> None:

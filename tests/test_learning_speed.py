@@ -414,3 +414,29 @@ def test_shape_word_toy_factored_space_and_init(tiny_2b_folder: Path, tmp_path: 
     assert json.loads((tmp_path / "colour.fresh-5.json").read_text())["n"] == 6
     with pytest.raises(SystemExit, match="--init: .* not found"):
         toy.main([*base, "--init", str(tmp_path / "none.pt"), "--steps", "1", "--out", str(tmp_path / "x")])
+
+
+def test_shape_word_toy_vae_space(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """`--space vae --vae FOLDER`: the toy trains in another VAE's latents (unit RMS per channel) and decodes its
+    samples with that VAE; `--vae` alone is refused."""
+    from cinegen.pipeline import load_pipeline
+
+    screen, toy = _module("layout_screen.py"), _module("shape_word_toy.py")
+    pipe = load_pipeline(tiny_2b_folder)
+    specs = toy.toy_specs(variants=2, vary=("grid", "color"))
+    X, fit = toy.vae_latents(pipe, specs)
+    C = pipe.vae.config.latent_channels
+    assert X.shape[:3] == (12, 1, C) and fit["scale"].shape == (1, C, 1, 1)
+    assert torch.allclose(X.square().mean((0, 1, 3, 4)), torch.ones(C), atol=1e-3)
+    video = toy.unvae(X[:1], pipe, fit)  # the VAE's own decode of the unscaled latent
+    want = pipe.decode(screen.vae_stills(pipe, specs[:1]).float()).float().clamp(-1, 1)
+    assert torch.allclose(video, want, atol=1e-4)
+    cache = tmp_path / "stills.pt"
+    screen.main(["--model", str(tiny_2b_folder), "--cache", str(cache), "--prep", "--n-train", "3", "--n-eval", "2"])
+    base = ["--model", str(tiny_2b_folder), "--cache", str(cache), "--variants", "2", "--samples", "1"]
+    out = tmp_path / "vae"
+    toy.main([*base, "--space", "vae", "--vae", str(tiny_2b_folder), "--steps", "1", "--every", "1", "--out", str(out)])
+    assert "shape" in json.loads(out.with_suffix(".jsonl").read_text())
+    assert torch.load(out.with_suffix(".weights.pt"))["patch_embed.proj.weight"].shape[1] == C
+    with pytest.raises(SystemExit, match="--vae needs --space vae"):
+        toy.main([*base, "--vae", str(tiny_2b_folder), "--steps", "1", "--out", str(tmp_path / "x")])

@@ -5,7 +5,9 @@ one-frame videos; images are ~4x cheaper per sample than 17-frame clips, see `da
     write_manifest(records, "data/frames/manifest.jsonl")
 
 Each image keeps its clip's caption (and the clip's other caption fields), so a still of "a red circle moves to
-the left" is trained as that caption's first frame would be. Region masks are not carried over.
+the left" is trained as that caption's first frame would be. A clip's region mask (`mask` column) follows its
+stills as a grayscale PNG of the same frame (`frames/<still>.mask.png`), so masked losses (the transformer's
+`objective.mask_weight`, the VAE's coverage channels) also work on stills.
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ def extract_frames(
     for i, r in enumerate(records):
         src = resolve_path(r.path, root)
         if r.type == "image":
-            out.append(dataclasses.replace(r, path=os.path.relpath(src.resolve(), out_dir.resolve()), mask=None))
+            mask = os.path.relpath(resolve_path(r.mask, root).resolve(), out_dir.resolve()) if r.mask else None
+            out.append(dataclasses.replace(r, path=os.path.relpath(src.resolve(), out_dir.resolve()), mask=mask))
         else:
-            out.extend(_stills(r, i, src, out_dir, per_clip, rng, read_frames, first))
+            out.extend(_stills(r, i, src, root, out_dir, per_clip, rng, read_frames, first))
         if progress is not None:
             progress(i + 1, len(records))
     return out
@@ -73,6 +76,7 @@ def _stills(
     r: ClipRecord,
     i: int,
     src: Path,
+    root: Path,
     out_dir: Path,
     per_clip: int,
     rng: random.Random,
@@ -89,6 +93,13 @@ def _stills(
     for k in pick_frames(frames.shape[0], per_clip, rng, first):
         name = f"frames/{i:06d}-{Path(r.path).stem}-{k:03d}.png"  # record index: stems may repeat
         Image.fromarray(frames[k]).save(out_dir / name)
+        mask = None
+        if r.mask:  # the same frame of the clip's mask, as load_mask reads it for the clip
+            from cinegen.train.data import read_mask_frames
+
+            m = read_mask_frames(str(resolve_path(r.mask, root)), [k], r.start or 0.0)[0]  # (H, W) in [0, 1]
+            mask = name.removesuffix(".png") + ".mask.png"
+            Image.fromarray(np.round(m * 255).astype(np.uint8)).save(out_dir / mask)
         out.append(
             dataclasses.replace(
                 r,
@@ -102,7 +113,7 @@ def _stills(
                 id=f"{r.id}-{k:03d}" if r.id else "",
                 width=int(frames.shape[2]),
                 height=int(frames.shape[1]),
-                mask=None,
+                mask=mask,
             )
         )
     return out

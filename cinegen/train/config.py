@@ -220,6 +220,11 @@ class VAELossConfig:
     disc_layers: int = 3
     perceptual_weight: float = 0.0
     perceptual_weights_path: str | None = None  # torchvision-layout VGG16 state dict (local file)
+    # coverage channels: the first `mask_channels` latent channels learn `losses_vae.mask_code` of each clip's
+    # region mask (manifest `mask` column, e.g. `cinegen world render`'s object masks); 0 = off
+    mask_channels: int = 0
+    mask_weight: float = 1.0  # MSE between those channels' posterior mean and the code
+    smooth_weight: float = 0.0  # total variation of the other channels' posterior mean (edges left to coverage)
 
 
 @dataclass

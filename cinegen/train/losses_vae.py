@@ -12,6 +12,14 @@ Dimension legend: B batch, C channels, F pixel frames, H/W pixels, T latent fram
   spatio-temporal patch); hinge losses (d: relu(1 − D(x)) + relu(1 + D(x̂)); g: −D(x̂)).
 - perceptual: VGG16 feature distance per frame, from a torchvision-layout `features.*` state dict the user
   supplies locally (no downloads); ImageNet normalisation, layers relu1_2, relu2_2, relu3_3, relu4_3.
+- coverage channels (`loss.mask_channels` K): the first K channels of the posterior mean are trained (MSE) to a
+  fixed code of the clip's region mask, `mask_code`: per latent frame the mean mask of its frames (frame 0
+  alone, then groups of the temporal compression), mapped to [-1, 1], and per s x s latent cell (s the spatial
+  compression) its K lowest-frequency orthonormal 2D DCT-II coefficients divided by s (the first is the cell's
+  mean). The latent then holds the objects' coverage in channels of its own, free of their colours; a diffusion
+  transformer draws a shape there the same way whatever its colours. `smoothness_penalty` (total variation,
+  `loss.smooth_weight`) on the other channels keeps edges out of them, so the decoder takes its edges from the
+  coverage.
 """
 
 from __future__ import annotations
@@ -134,3 +142,55 @@ class VGGPerceptual(nn.Module):
             if i in _TAPS:
                 loss = loss + F.mse_loss(a, b)
         return loss
+
+
+def dct_basis(size: int, k: int) -> torch.Tensor:
+    """The `k` lowest-frequency orthonormal 2D DCT-II basis images of a size x size patch, (k, size²) flattened
+    row-major (y, x): ordered by u + v, then by the vertical frequency u, so the first is the constant."""
+    if not 1 <= k <= size * size:
+        raise ValueError(f"k must be in 1..{size * size} for {size}x{size} patches, got {k}")
+    n = torch.arange(size, dtype=torch.float64)
+    u = torch.arange(size, dtype=torch.float64)[:, None]
+    c = torch.cos(torch.pi * (2 * n + 1) * u / (2 * size)) * (2 / size) ** 0.5  # (size, size): [u, x]
+    c[0] /= 2**0.5
+    order = sorted(((a, b) for a in range(size) for b in range(size)), key=lambda ab: (ab[0] + ab[1], ab[0]))[:k]
+    return torch.stack([torch.outer(c[a], c[b]).flatten() for a, b in order]).float()  # (k, size²)
+
+
+def latent_frame_means(mask: torch.Tensor, temporal: int) -> torch.Tensor:
+    """(B, F, H, W) -> (B, T, H, W): the mean of each causal latent frame's pixel frames (frame 0 alone, then
+    groups of `temporal`; F = 1 + temporal·(T − 1))."""
+    f = mask.shape[1]
+    if (f - 1) % temporal:
+        raise ValueError(f"{f} frames do not fill latent frames of {temporal} (need 1 + {temporal}·N)")
+    rest = mask[:, 1:].unflatten(1, ((f - 1) // temporal, temporal)).mean(2)  # (B, T - 1, H, W)
+    return torch.cat([mask[:, :1], rest], 1)
+
+
+def mask_code(mask: torch.Tensor, k: int, temporal: int, spatial: int) -> torch.Tensor:
+    """Region masks (B, F, H, W) in [0, 1] -> the coverage code (B, k, T, h, w) the first k latent channels learn:
+    per latent frame the mean mask (`latent_frame_means`) in [-1, 1], per spatial x spatial cell its k
+    lowest-frequency DCT coefficients (`dct_basis`) / spatial, so channel 0 is the cell's mean, in [-1, 1]."""
+    b, _, h, w = mask.shape
+    m = latent_frame_means(mask.float(), temporal) * 2 - 1  # (B, T, H, W)
+    t = m.shape[1]
+    cells = F.pixel_unshuffle(m.reshape(b * t, 1, h, w), spatial)  # (B*T, s², h, w), channel = y·s + x
+    basis = dct_basis(spatial, k).to(cells)  # (k, s²)
+    code = torch.einsum("kp,nphw->nkhw", basis, cells) / spatial  # (B*T, k, h, w)
+    return code.unflatten(0, (b, t)).transpose(1, 2)  # (B, k, T, h, w)
+
+
+def coverage_from_code(code: torch.Tensor, spatial: int) -> torch.Tensor:
+    """The inverse of `mask_code` per latent frame: (B, k, T, h, w) -> coverage (B, T, H, W) in [0, 1] (exact for
+    k = spatial²; fewer coefficients give the least-squares low-pass coverage)."""
+    b, k, t, h, w = code.shape
+    basis = dct_basis(spatial, k).to(code)  # (k, s²)
+    cells = torch.einsum("kp,nkhw->nphw", basis, code.transpose(1, 2).reshape(b * t, k, h, w) * spatial)
+    m = F.pixel_shuffle(cells, spatial)  # (B*T, 1, H, W)
+    return ((m[:, 0] + 1) / 2).clamp(0, 1).unflatten(0, (b, t))
+
+
+def smoothness_penalty(z: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation of latents (B, C, T, h, w): mean |difference| of spatial neighbours, both axes."""
+    z = z.float()
+    return (z[..., 1:, :] - z[..., :-1, :]).abs().mean() + (z[..., 1:] - z[..., :-1]).abs().mean()

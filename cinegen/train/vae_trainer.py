@@ -4,6 +4,7 @@ Dimension legend: B batch (per rank), F/H/W pixel frames/height/width, C latent 
 
 Per step: pixels (B, 3, F, H, W) in [-1, 1] -> posterior (mean, logvar) -> z = mean + σ·eps -> decode ->
     L = recon(x̂, x) + w_kl·KL + w_opl·OPL(mean) + w_p·perceptual + w_gan·g_hinge(D(x̂))      (generator side)
+        + w_mask·MSE(mean[:, :K], mask_code(mask)) + w_tv·TV(mean[:, K:])          (coverage channels, K > 0)
     L_D = d_hinge(D(x), D(x̂.detach()))                                                      (discriminator)
 The VAE and the 3D patch discriminator live in one `VAEWithDiscriminator` module with one AdamW (separate
 param groups, the discriminator at `loss.disc_lr`): both sides take their gradient from the same batch and step
@@ -28,15 +29,24 @@ from torch import nn
 
 from cinegen.train import checkpoint as ckpt
 from cinegen.train.config import VAETrainConfig, to_dict
-from cinegen.train.data import BatchSampler, ClipDataset, bucket_spec, load_pixels, load_records
+from cinegen.train.data import (
+    BatchSampler,
+    ClipDataset,
+    bucket_spec,
+    load_pixels,
+    load_pixels_and_masks,
+    load_records,
+)
 from cinegen.train.losses_vae import (
     PatchDiscriminator3D,
     VGGPerceptual,
     d_hinge_loss,
     g_hinge_loss,
     kl_loss,
+    mask_code,
     outlier_penalty,
     recon_loss,
+    smoothness_penalty,
 )
 from cinegen.train.metrics import video_metrics
 from cinegen.train.optim import EMA, build_scheduler, param_groups
@@ -150,6 +160,7 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
         patch=1,
     )
     ds = ClipDataset(load_records(d.manifest, d.format, d.root), spec, d.buckets, d.image_repeat, d.video_repeat)
+    K = check_mask_channels(lc.mask_channels, vae.config.latent_channels, ds)
     B = d.batch_size
     sampler = BatchSampler(ds.groups(), B * info.world, seed=cfg.train.seed)
     val_idx = _validation_indices(ds, B)  # same batch size as training: reuses the conv kernels already set up
@@ -178,7 +189,8 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
             first_g = micro * B * info.world + info.rank * B
             gens = [sample_generator(cfg.train.seed, step, micro, first_g + i) for i in range(len(local))]
             seeds = [int(torch.randint(0, 2**62, (), generator=g)) for g in gens]
-            xs, w = load_pixels(ds, local, [random.Random(s) if d.random_crop else None for s in seeds])
+            rngs = [random.Random(s) if d.random_crop else None for s in seeds]
+            xs, ms, w = load_pixels_and_masks(ds, local, rngs, masks=K > 0)
             x = torch.stack(xs).to(info.device)  # (B, 3, F, H, W)
             shape = (vae.config.latent_channels, *_latent_shape(vae, x.shape[2:]))
             eps = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(info.device)
@@ -191,6 +203,15 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
                 "kl": kl_loss(mean, logvar),
             }
             loss = parts["recon"] + lc.kl_weight * parts["kl"]
+            if K > 0:  # coverage channels: a failed clip (weight 0) has no mask and stands in as empty
+                m = torch.stack([x.new_zeros(x.shape[2:]) if mi is None else mi.to(x) for mi in ms])  # (B, F, H, W)
+                code = mask_code(m, K, int(vae.config.temporal_compression_ratio), vae.config.spatial_compression)
+                per = (mean[:, :K].float() - code).square().flatten(1).mean(1)  # (B,)
+                parts["mask"] = (per * w.to(per)).sum() / w.sum().clamp_min(1)
+                loss = loss + lc.mask_weight * parts["mask"]
+            if lc.smooth_weight > 0:
+                parts["smooth"] = smoothness_penalty(mean[:, K:])
+                loss = loss + lc.smooth_weight * parts["smooth"]
             if lc.outlier_weight > 0:
                 parts["opl"] = outlier_penalty(mean, lc.outlier_r)
                 loss = loss + lc.outlier_weight * parts["opl"]
@@ -265,6 +286,20 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
                 result.export = save_vae_folder(export_vae, run_dir / "model").parent
             barrier()
     return result
+
+
+def check_mask_channels(k: int, latent_channels: int, ds: ClipDataset) -> int:
+    """`loss.mask_channels` checked against the VAE and the data: every clip needs a `mask`."""
+    if not 0 <= k <= latent_channels:
+        raise ValueError(f"loss.mask_channels must be in 0..{latent_channels} (the VAE's latent channels), got {k}")
+    if k > 0:
+        missing = sorted({ds.record(j).path for j in range(len(ds)) if not ds.record(j).mask})
+        if missing:
+            raise ValueError(
+                f"loss.mask_channels={k} needs a `mask` column on every clip; {len(missing)} have none, e.g. "
+                f"{missing[0]} (`cinegen world render` writes object masks; `cinegen data stills` carries them)"
+            )
+    return k
 
 
 def build_vae_like(vae: nn.Module) -> nn.Module:
