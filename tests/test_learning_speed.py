@@ -440,3 +440,20 @@ def test_shape_word_toy_vae_space(tiny_2b_folder: Path, tmp_path: Path) -> None:
     assert torch.load(out.with_suffix(".weights.pt"))["patch_embed.proj.weight"].shape[1] == C
     with pytest.raises(SystemExit, match="--vae needs --space vae"):
         toy.main([*base, "--vae", str(tiny_2b_folder), "--steps", "1", "--out", str(tmp_path / "x")])
+
+
+def test_coverage_probe(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """scripts/coverage_probe.py: pairs differ in the shape only; the probe scores the swaps and writes its files."""
+    probe = _module("coverage_probe.py")
+    pairs = probe.pair_specs(4, seed=0)
+    for a, b in pairs:
+        (oa,), (ob,) = a["objects"], b["objects"]
+        assert oa["shape"] != ob["shape"] and {**oa, "shape": None} == {**ob, "shape": None}
+        assert {**a, "objects": None} == {**b, "objects": None} and a["background_style"] == "solid"
+    out = tmp_path / "probe"
+    probe.main([str(tiny_2b_folder), "--k", "2", "--n", "2", "--out", str(out)])
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["n"] == 2 and res["k"] == 2 and 0 <= res["shape_follows"] <= 100 and res["code_rel_mse"] > 0
+    assert np.asarray(Image.open(out.with_suffix(".png"))).shape == (2 * 96, 3 * 96, 3)  # A | B | swap rows
+    with pytest.raises(SystemExit, match="--k must be in 1.."):
+        probe.main([str(tiny_2b_folder), "--k", "99", "--out", str(out)])
