@@ -99,7 +99,8 @@ def test_vae_learns_coverage_channels(tmp_path: Path) -> None:
     from cinegen.train.vae_trainer import train_vae
 
     man = make_toy_set(tmp_path / "data", n_videos=4, frames=9, h=16, w=16, masks=True)
-    cfg = _cfg(man, tmp_path / "run", "train.steps=30", "loss.mask_channels=2", "loss.smooth_weight=0.01")
+    over = ["train.steps=30", "loss.mask_channels=2", "loss.smooth_weight=0.01", "loss.latent_noise=0.05"]
+    cfg = _cfg(man, tmp_path / "run", *over)
     result = train_vae(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     mask_loss = [r["mask"] for r in rows if "mask" in r]
@@ -132,3 +133,46 @@ def test_coverage_channels_need_masks_and_fit_the_latent(tmp_path: Path) -> None
     masked = make_toy_set(tmp_path / "masked", n_videos=2, frames=9, h=16, w=16, masks=True)
     with pytest.raises(ValueError, match="mask_channels must be in 0..4"):
         train_vae(_cfg(masked, tmp_path / "r2", "train.steps=1", "loss.mask_channels=5"))
+
+
+def test_latent_noise_reaches_the_decoder_at_channel_scale() -> None:
+    """`loss.latent_noise` s: the decoder reads mean + s x (each channel's RMS over the batch) x noise."""
+    from cinegen.models.vae import CogVideoXVAE, VAEConfig
+    from cinegen.train.vae_trainer import VAEWithDiscriminator, latent_channel_rms
+
+    cfg = {"block_out_channels": [8, 8], "down_block_types": ["CogVideoXDownBlock3D"] * 2, "latent_channels": 4,
+           "up_block_types": ["CogVideoXUpBlock3D"] * 2, "norm_num_groups": 2, "layers_per_block": 1}  # fmt: skip
+    torch.manual_seed(0)
+    vae = CogVideoXVAE(VAEConfig.from_dict(cfg)).eval()
+    raw = VAEWithDiscriminator(vae, None)
+    x = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        mean, _ = vae.encode_moments(x)  # (2, 4, 2, 8, 8)
+        noise = torch.randn_like(mean)
+        plain, _, _ = raw(x, None)
+        assert torch.equal(raw(x, None, noise, 0.0)[0], plain)  # scale 0: no noise
+        rms = latent_channel_rms(mean)
+        assert rms.shape == (1, 4, 1, 1, 1)
+        assert torch.allclose(rms.flatten(), mean.square().mean((0, 2, 3, 4)).sqrt())
+        noisy, _, _ = raw(x, None, noise, 0.2)
+        assert torch.allclose(noisy, vae.decode(mean + 0.2 * rms * noise), atol=1e-6)
+        assert not torch.allclose(noisy, plain, atol=1e-3)
+
+
+def test_coverage_vae_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    """With coverage channels and latent noise on, a run cut at step 3 and resumed ends bit-identical to one run."""
+    from safetensors.torch import load_file
+
+    from cinegen.train.vae_trainer import train_vae
+
+    man = make_toy_set(tmp_path / "data", n_videos=4, frames=9, h=16, w=16, masks=True)
+    over = ["train.steps=6", "checkpoint.every=3", "loss.mask_channels=2", "loss.smooth_weight=0.01"]
+    over += ["loss.latent_noise=0.1"]
+    whole = train_vae(_cfg(man, tmp_path / "whole", *over))
+    cut = train_vae(_cfg(man, tmp_path / "cut", *over), stop_at=3)
+    assert cut.step == 3 and cut.export is None
+    resumed = train_vae(_cfg(man, tmp_path / "cut", *over))
+    assert resumed.step == 6 and resumed.export is not None and whole.export is not None
+    a = load_file(str(whole.export / "vae" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(resumed.export / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

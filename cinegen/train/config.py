@@ -225,6 +225,7 @@ class VAELossConfig:
     mask_channels: int = 0
     mask_weight: float = 1.0  # MSE between those channels' posterior mean and the code
     smooth_weight: float = 0.0  # total variation of the other channels' posterior mean (edges left to coverage)
+    latent_noise: float = 0.0  # the decoder reads z + latent_noise x (channel RMS) x N(0, 1): robust to sample noise
 
 
 @dataclass

@@ -5,6 +5,8 @@ Dimension legend: B batch (per rank), F/H/W pixel frames/height/width, C latent 
 Per step: pixels (B, 3, F, H, W) in [-1, 1] -> posterior (mean, logvar) -> z = mean + σ·eps -> decode ->
     L = recon(x̂, x) + w_kl·KL + w_opl·OPL(mean) + w_p·perceptual + w_gan·g_hinge(D(x̂))      (generator side)
         + w_mask·MSE(mean[:, :K], mask_code(mask)) + w_tv·TV(mean[:, K:])          (coverage channels, K > 0)
+With `loss.latent_noise` s > 0 the decoder reads z + s·rms_c·ε (rms_c each channel's RMS over the batch): it learns
+to ignore latent errors of that size, as a diffusion sample leaves them.
     L_D = d_hinge(D(x), D(x̂.detach()))                                                      (discriminator)
 The VAE and the 3D patch discriminator live in one `VAEWithDiscriminator` module with one AdamW (separate
 param groups, the discriminator at `loss.disc_lr`): both sides take their gradient from the same batch and step
@@ -65,11 +67,21 @@ class VAEWithDiscriminator(nn.Module):
         self.vae = vae
         self.disc = disc
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """x (B, 3, F, H, W) -> (reconstruction, mean, logvar); eps (B, C, T, h, w) samples the posterior."""
+    def forward(
+        self, x: torch.Tensor, eps: torch.Tensor | None, noise: torch.Tensor | None = None, noise_scale: float = 0.0
+    ) -> tuple[torch.Tensor, ...]:
+        """x (B, 3, F, H, W) -> (reconstruction, mean, logvar); eps (B, C, T, h, w) samples the posterior; `noise`
+        (same shape) is added at `noise_scale` x each channel's RMS over the batch (`loss.latent_noise`)."""
         mean, logvar = self.vae.encode_moments(x)  # (B, C, T, h, w) each
         z = mean if eps is None else mean + torch.exp(0.5 * logvar) * eps
+        if noise is not None and noise_scale > 0:
+            z = z + noise_scale * latent_channel_rms(mean.detach()) * noise
         return self.vae.decode(z), mean, logvar
+
+
+def latent_channel_rms(z: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, h, w) -> (1, C, 1, 1, 1): each channel's RMS over the batch and positions."""
+    return z.float().square().mean((0, 2, 3, 4), keepdim=True).sqrt().to(z.dtype)
 
 
 def build_vae(cfg: VAETrainConfig) -> nn.Module:
@@ -194,8 +206,11 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
             x = torch.stack(xs).to(info.device)  # (B, 3, F, H, W)
             shape = (vae.config.latent_channels, *_latent_shape(vae, x.shape[2:]))
             eps = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(info.device)
+            noise = None
+            if lc.latent_noise > 0:  # drawn after eps from the same per-sample generators: resumes bit-exactly
+                noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(info.device)
             with autocast():
-                recon, mean, logvar = model(x, eps)
+                recon, mean, logvar = model(x, eps, noise, lc.latent_noise)
             parts = {
                 "recon": recon_loss(
                     recon * w.view(-1, 1, 1, 1, 1).to(recon), x * w.view(-1, 1, 1, 1, 1).to(x), lc.recon
