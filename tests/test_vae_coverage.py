@@ -5,6 +5,7 @@ bad settings fail with a message."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,8 @@ def test_coverage_channels_need_masks_and_fit_the_latent(tmp_path: Path) -> None
     masked = make_toy_set(tmp_path / "masked", n_videos=2, frames=9, h=16, w=16, masks=True)
     with pytest.raises(ValueError, match="mask_channels must be in 0..4"):
         train_vae(_cfg(masked, tmp_path / "r2", "train.steps=1", "loss.mask_channels=5"))
+    every = train_vae(_cfg(masked, tmp_path / "r3", "train.steps=1", "loss.mask_channels=4", "loss.smooth_weight=0.1"))
+    assert every.losses and all(math.isfinite(v) for v in every.losses)  # all channels coverage: nothing to smooth
 
 
 def test_latent_noise_reaches_the_decoder_at_channel_scale() -> None:

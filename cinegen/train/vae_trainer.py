@@ -5,9 +5,9 @@ Dimension legend: B batch (per rank), F/H/W pixel frames/height/width, C latent 
 Per step: pixels (B, 3, F, H, W) in [-1, 1] -> posterior (mean, logvar) -> z = mean + σ·eps -> decode ->
     L = recon(x̂, x) + w_kl·KL + w_opl·OPL(mean) + w_p·perceptual + w_gan·g_hinge(D(x̂))      (generator side)
         + w_mask·MSE(mean[:, :K], mask_code(mask)) + w_tv·TV(mean[:, K:])          (coverage channels, K > 0)
+    L_D = d_hinge(D(x), D(x̂.detach()))                                                      (discriminator)
 With `loss.latent_noise` s > 0 the decoder reads z + s·rms_c·ε (rms_c each channel's RMS over the batch): it learns
 to ignore latent errors of that size, as a diffusion sample leaves them.
-    L_D = d_hinge(D(x), D(x̂.detach()))                                                      (discriminator)
 The VAE and the 3D patch discriminator live in one `VAEWithDiscriminator` module with one AdamW (separate
 param groups, the discriminator at `loss.disc_lr`): both sides take their gradient from the same batch and step
 together, so checkpoints, resume and DDP/FSDP stay the same code as for the transformer. The GAN terms start at
@@ -224,7 +224,7 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
                 per = (mean[:, :K].float() - code).square().flatten(1).mean(1)  # (B,)
                 parts["mask"] = (per * w.to(per)).sum() / w.sum().clamp_min(1)
                 loss = loss + lc.mask_weight * parts["mask"]
-            if lc.smooth_weight > 0:
+            if lc.smooth_weight > 0 and mean.shape[1] > K:  # K = all channels: nothing left to smooth
                 parts["smooth"] = smoothness_penalty(mean[:, K:])
                 loss = loss + lc.smooth_weight * parts["smooth"]
             if lc.outlier_weight > 0:
