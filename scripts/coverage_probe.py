@@ -19,10 +19,15 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import layout_screen as screen  # noqa: E402
 
 
 def pair_specs(n: int, seed: int) -> list[tuple[dict, dict]]:
@@ -82,12 +87,8 @@ def probe(vae, pairs: list[tuple[dict, dict]], k: int) -> tuple[dict, list[np.nd
         psnr.append(10 * math.log10(4 / float((rec - xs[0]).square().mean())))
         code_err.append(float((za[:, :k] - codes[0]).square().mean() / codes[0].square().mean()))
         img = Video.from_tensor(out).frames  # (1, H, W, 3) uint8
-        a_truth, b_truth = ClipSpec.from_dict(sa).truth(), ClipSpec.from_dict(sb).truth()
         found = analyze_video(img)
-        still = lambda tr: dataclasses.replace(  # noqa: E731
-            tr, objects=tuple(dataclasses.replace(o, motion=None, speed=None) for o in tr.objects), camera=None
-        )
-        on_b, on_a = score_video(found, still(b_truth)), score_video(found, still(a_truth))
+        on_a, on_b = (score_video(found, screen.still_truth(ClipSpec.from_dict(sd).truth())) for sd in (sa, sb))
         counts["shape_follows"] += int(on_b.get("shape") == 1.0)
         counts["color_kept"] += int(on_a.get("color") == 1.0)
         counts["background_kept"] += int(on_a.get("background") == 1.0)

@@ -243,6 +243,12 @@ def unlatent(x: torch.Tensor, fit: dict) -> torch.Tensor:
     return torch.nn.functional.pixel_shuffle(x, PIXEL_FACTOR)[:, :, None].clamp(-1, 1)
 
 
+def still_truth(truth):  # noqa: ANN001, ANN201
+    """A clip's `ClipTruth` as a still states it: no motion, speed or camera (what the analyzer scores a still on)."""
+    objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)
+    return dataclasses.replace(truth, objects=objs, camera=None)
+
+
 def generate_and_score(  # noqa: ANN201
     pipe,  # noqa: ANN001
     model,  # noqa: ANN001
@@ -282,9 +288,7 @@ def generate_and_score(  # noqa: ANN201
             video = decode(sample(denoise, x, plan, generator=g))  # (1, 3, 1, H, W) in [-1, 1]
         img = Video.from_tensor(video).frames  # (1, H, W, 3) uint8
         images.append(img[0])
-        truth = ClipSpec.from_dict(sd).truth(layout=layout, tokens=tokens)
-        objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)  # a still: no motion
-        res = score_video(analyze_video(img), dataclasses.replace(truth, objects=objs, camera=None))
+        res = score_video(analyze_video(img), still_truth(ClipSpec.from_dict(sd).truth(layout=layout, tokens=tokens)))
         for a in attrs:
             if res.get(a) is not None:
                 scores.setdefault(a, []).append(res[a])

@@ -361,7 +361,6 @@ def test_shape_word_toy_modes(tiny_2b_folder: Path, tmp_path: Path) -> None:
 def test_shape_word_toy_factored_space_and_init(tiny_2b_folder: Path, tmp_path: Path) -> None:
     """`--space factored`: coverage PCA + the two colours rebuild the renders (>= 35 dB) so the analyzer reads them
     back; a one-object rung trains in it, and `--init` starts another rung from those weights (a curriculum)."""
-    import dataclasses
 
     from cinegen.video import Video
     from cinegen.world.analyze import analyze_video, score_video
@@ -380,9 +379,8 @@ def test_shape_word_toy_factored_space_and_init(tiny_2b_folder: Path, tmp_path: 
         video = toy.unfactor(X[i : i + 1], fit)  # (1, 3, 1, 96, 96)
         mse = (video[0, :, 0] - renders[i]).square().mean().item()
         assert 10 * math.log10(4 / mse) >= 35
-        truth = ClipSpec.from_dict(specs[i]).truth()
-        objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)
-        res = score_video(analyze_video(Video.from_tensor(video).frames), dataclasses.replace(truth, objects=objs))
+        truth = screen.still_truth(ClipSpec.from_dict(specs[i]).truth())
+        res = score_video(analyze_video(Video.from_tensor(video).frames), truth)
         assert (res["shape"], res["color"], res["count"], res["background"]) == (1.0,) * 4, res
     noise = 0.3 * torch.randn(X[:1].shape, generator=torch.Generator().manual_seed(0))  # (1, 1, K + 6, h, w)
     noise[:, :, : toy.MASK_K] = 0  # on the colour maps only

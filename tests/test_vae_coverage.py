@@ -140,8 +140,9 @@ def test_coverage_channels_need_masks_and_fit_the_latent(tmp_path: Path) -> None
 
 def test_latent_noise_reaches_the_decoder_at_channel_scale() -> None:
     """`loss.latent_noise` s: the decoder reads mean + s x (each channel's RMS over the batch) x noise."""
+    from cinegen.models.latent_norm import channel_rms
     from cinegen.models.vae import CogVideoXVAE, VAEConfig
-    from cinegen.train.vae_trainer import VAEWithDiscriminator, latent_channel_rms
+    from cinegen.train.vae_trainer import VAEWithDiscriminator
 
     cfg = {"block_out_channels": [8, 8], "down_block_types": ["CogVideoXDownBlock3D"] * 2, "latent_channels": 4,
            "up_block_types": ["CogVideoXUpBlock3D"] * 2, "norm_num_groups": 2, "layers_per_block": 1}  # fmt: skip
@@ -154,8 +155,7 @@ def test_latent_noise_reaches_the_decoder_at_channel_scale() -> None:
         noise = torch.randn_like(mean)
         plain, _, _ = raw(x, None)
         assert torch.equal(raw(x, None, noise, 0.0)[0], plain)  # scale 0: no noise
-        rms = latent_channel_rms(mean)
-        assert rms.shape == (1, 4, 1, 1, 1)
+        rms = channel_rms(mean).view(1, 4, 1, 1, 1)  # each channel's RMS over the batch and positions
         assert torch.allclose(rms.flatten(), mean.square().mean((0, 2, 3, 4)).sqrt())
         noisy, _, _ = raw(x, None, noise, 0.2)
         assert torch.allclose(noisy, vae.decode(mean + 0.2 * rms * noise), atol=1e-6)

@@ -86,6 +86,8 @@ def _stills(
     """The PNG stills of video record r (number i of the manifest) and their image records."""
     from PIL import Image
 
+    from cinegen.train.data import read_mask_frames
+
     frames = read_frames(src, r.start or 0.0, r.end)  # (F, H, W, 3) uint8
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise ValueError(f"{src}: no frames decoded")
@@ -95,8 +97,6 @@ def _stills(
         Image.fromarray(frames[k]).save(out_dir / name)
         mask = None
         if r.mask:  # the same frame of the clip's mask, as load_mask reads it for the clip
-            from cinegen.train.data import read_mask_frames
-
             m = read_mask_frames(str(resolve_path(r.mask, root)), [k], r.start or 0.0)[0]  # (H, W) in [0, 1]
             mask = name.removesuffix(".png") + ".mask.png"
             Image.fromarray(np.round(m * 255).astype(np.uint8)).save(out_dir / mask)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cinegen.models.latent_norm import channel_rms
 from cinegen.train import checkpoint as ckpt
 from cinegen.train.config import VAETrainConfig, to_dict
 from cinegen.train.data import (
@@ -75,13 +76,9 @@ class VAEWithDiscriminator(nn.Module):
         mean, logvar = self.vae.encode_moments(x)  # (B, C, T, h, w) each
         z = mean if eps is None else mean + torch.exp(0.5 * logvar) * eps
         if noise is not None and noise_scale > 0:
-            z = z + noise_scale * latent_channel_rms(mean.detach()) * noise
+            rms = channel_rms(mean.detach()).to(mean.dtype).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
+            z = z + noise_scale * rms * noise
         return self.vae.decode(z), mean, logvar
-
-
-def latent_channel_rms(z: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, h, w) -> (1, C, 1, 1, 1): each channel's RMS over the batch and positions."""
-    return z.float().square().mean((0, 2, 3, 4), keepdim=True).sqrt().to(z.dtype)
 
 
 def build_vae(cfg: VAETrainConfig) -> nn.Module:
