@@ -19,6 +19,9 @@ each eval caption is sampled (20 DDIM steps, CFG 4, a fixed seed per still) and 
 no VAE) or `pca` (the top `--pca-k` principal components of the train stills' 4x4x3 pixel patches, each at unit
 RMS: a linear, decoder-free latent). Samples are decoded by the space's exact inverse; the pixel stills are cached
 beside `--cache`. The x̂0 errors are in each space's own units, so compare spaces by their generation scores.
+`--vae FOLDER` (with `latent` or `latent-white`) puts the same stills in another VAE's latents (re-encoded once and
+cached beside `--cache`) and decodes the samples with it, e.g. a coverage VAE of `cinegen train-vae` against the
+folder's own.
 
 Shape-learning aids (training only; the transformer stays the folder's architecture; every arm keeps the same
 batches, timesteps and noise): `--aux-shape W` adds a REPA-style loss, an MLP head on the video tokens after block
@@ -184,6 +187,24 @@ def prep(model: str, cache: Path, n_train: int, n_eval: int, snap: int | None = 
             print(f"{split}: {tuple(part['X'].shape)} latents", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(data, cache)
+
+
+def restill(pipe, data: dict, cache: Path, vae: str) -> None:  # noqa: ANN001
+    """`--vae FOLDER`: swap `pipe.vae` for the VAE of FOLDER and replace the cache's train and eval latents by its
+    scaled latents of the same stills (cached beside `cache`, keyed by the folder and its weights' size and time)."""
+    import hashlib
+
+    from cinegen.train.trainer import load_vae_folder
+
+    pipe.vae = load_vae_folder(vae).to(pipe.device)
+    root = Path(vae) / "vae" if (Path(vae) / "vae" / "config.json").is_file() else Path(vae)
+    stamp = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(root.glob("*.safetensors"))]
+    tag = hashlib.sha1(f"{root.resolve()}|{stamp}".encode()).hexdigest()[:10]
+    for split in ("train", "eval"):
+        path = cache.with_suffix(f".vae-{tag}-{split}.pt")
+        if not path.exists():
+            save_atomic(vae_stills(pipe, data[split]["specs"]), path)
+        data[split]["X"] = torch.load(path)  # (N, 1, C, h, w) bf16
 
 
 PIXEL_FACTOR = 4  # --space pixel: 4x4 pixel-unshuffle, the VAE's spatial compression, 48 channels
@@ -437,11 +458,15 @@ def train(args: argparse.Namespace) -> None:
     from cinegen.train.optim import EMA
 
     pipe = load_pipeline(args.model)
+    if args.vae is not None and not args.space.startswith("latent"):
+        raise SystemExit(f"--vae re-encodes the stills for --space latent or latent-white, not {args.space}")
     if args.space in ("pixel", "pca") and pipe.vae_spatial != PIXEL_FACTOR:
         raise SystemExit(
             f"--space {args.space} unshuffles {PIXEL_FACTOR}x{PIXEL_FACTOR} patches; this VAE is {pipe.vae_spatial}x"
         )
     data = torch.load(args.cache, weights_only=False)
+    if args.vae is not None:
+        restill(pipe, data, Path(args.cache), args.vae)
     X, fit = load_stills(data, "train", args.space, Path(args.cache), args.pca_k)  # (N, 1, C, h, w)
     XV, _ = load_stills(data, "eval", args.space, Path(args.cache), args.pca_k, fit)
     over = args.text_over or (args.arm if args.arm in EXTRA_ARMS else None)
@@ -544,6 +569,7 @@ def train(args: argparse.Namespace) -> None:
                 "arm": args.arm,
                 "space": args.space,
                 "pca_k": args.pca_k,
+                "vae": args.vae,
                 "patch": args.patch,
                 "batch": args.batch,
                 "lr": args.lr,
@@ -591,6 +617,11 @@ def main(argv: list[str] | None = None) -> None:
         default="latent",
         help="VAE latents (as cached, or each channel at unit RMS), 4x4-unshuffled pixels, or their top --pca-k "
         "principal components (no VAE)",
+    )
+    ap.add_argument(
+        "--vae",
+        help="--space latent / latent-white in this VAE's latents (a model folder or its vae/): the cache's stills "
+        "re-encoded (cached beside --cache) and samples decoded by it",
     )
     ap.add_argument("--pca-k", type=int, default=8, help="channels of --space pca")
     ap.add_argument("--patch", type=int, default=2, help="transformer patch size (the default model's is 2)")

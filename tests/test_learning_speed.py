@@ -440,6 +440,41 @@ def test_shape_word_toy_vae_space(tiny_2b_folder: Path, tmp_path: Path) -> None:
         toy.main([*base, "--vae", str(tiny_2b_folder), "--steps", "1", "--out", str(tmp_path / "x")])
 
 
+def test_layout_screen_other_vae(tiny_2b_folder: Path, tmp_path: Path) -> None:
+    """`--vae FOLDER`: the screen re-encodes the cache's stills with that VAE (cached beside the cache, keyed by its
+    weights), trains on them and decodes its samples with it; spaces without a VAE refuse it."""
+    from cinegen.models.io import save_component_folder
+    from cinegen.pipeline import load_pipeline
+    from cinegen.train.trainer import load_vae_folder
+
+    screen = _module("layout_screen.py")
+    vae = load_vae_folder(tiny_2b_folder)
+    with torch.no_grad():
+        for p in vae.encoder.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    other = save_component_folder(vae, vae.config, tmp_path / "other-vae")
+    cache = tmp_path / "stills.pt"
+    base = ["--model", str(tiny_2b_folder), "--cache", str(cache)]
+    screen.main([*base, "--prep", "--n-train", "3", "--n-eval", "2"])
+    data = torch.load(cache, weights_only=False)
+    pipe = load_pipeline(tiny_2b_folder)
+    screen.restill(pipe, data, cache, str(other))
+    enc = next(vae.encoder.parameters())
+    assert torch.equal(next(pipe.vae.encoder.parameters()).to(enc), enc)  # the pipeline now holds the other VAE
+    assert [len(list(tmp_path.glob(f"stills.vae-*-{split}.pt"))) for split in ("train", "eval")] == [1, 1]
+    want = screen.vae_stills(pipe, data["train"]["specs"])  # the other VAE's latents, not the cached ones
+    assert torch.equal(data["train"]["X"], want) and data["eval"]["X"].shape[0] == 2
+    assert not torch.allclose(want.float(), torch.load(cache, weights_only=False)["train"]["X"].float())
+    out = tmp_path / "other.json"
+    run = [*base, "--arm", "plain", "--space", "latent-white", "--vae", str(other), "--steps", "1", "--every", "1"]
+    screen.main([*run, "--gen-every", "1", "--gen-n", "2", "--out", str(out)])
+    log = json.loads(out.read_text())
+    assert log["vae"] == str(other) and "shape" in log["log"][-1]["gen"]
+    assert len(list(tmp_path.glob("stills.vae-*.pt"))) == 2  # the same key: the run reused the cached latents
+    with pytest.raises(SystemExit, match="--vae re-encodes"):
+        screen.main([*base, "--space", "pca", "--vae", str(other), "--steps", "1", "--out", str(tmp_path / "x.json")])
+
+
 def test_coverage_probe(tiny_2b_folder: Path, tmp_path: Path) -> None:
     """scripts/coverage_probe.py: pairs differ in the shape only; the probe scores the swaps and writes its files."""
     probe = _module("coverage_probe.py")
