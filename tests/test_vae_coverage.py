@@ -179,3 +179,37 @@ def test_coverage_vae_resume_equals_uninterrupted(tmp_path: Path) -> None:
     a = load_file(str(whole.export / "vae" / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(resumed.export / "vae" / "diffusion_pytorch_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_decoder_only_fine_tuning_keeps_the_encoder(tmp_path: Path) -> None:
+    """`model.trainable=decoder`: the encoder (so every cached latent) stays bit-identical while the decoder learns;
+    the export is the whole VAE; a cut run resumes bit-identically; FSDP is refused with a message."""
+    from safetensors.torch import load_file
+
+    from cinegen.train.vae_trainer import train_vae
+
+    man = make_toy_set(tmp_path / "data", n_videos=4, frames=9, h=16, w=16, masks=True)
+    base = train_vae(_cfg(man, tmp_path / "base", "train.steps=2"))
+    assert base.export is not None
+    src = load_file(str(base.export / "vae" / "diffusion_pytorch_model.safetensors"))
+    over = ["model.trainable=decoder", "train.steps=12", "checkpoint.every=4", "loss.latent_noise=0.1"]
+    over += [f"model.path={base.export}", "model.vae={}"]
+    whole = train_vae(_cfg(man, tmp_path / "dec", *over))
+    assert whole.export is not None
+    out = load_file(str(whole.export / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert out.keys() == src.keys()
+    enc = [k for k in src if not k.startswith(("decoder.", "post_quant_conv."))]
+    dec = [k for k in src if k.startswith("decoder.")]
+    assert enc and all(torch.equal(out[k], src[k]) for k in enc)
+    assert sum(not torch.equal(out[k], src[k]) for k in dec) > len(dec) // 2
+    rows = [json.loads(x) for x in (tmp_path / "dec" / "metrics.jsonl").read_text().splitlines()]
+    recon = [r["recon"] for r in rows if "recon" in r]
+    assert sum(recon[-3:]) < sum(recon[:3]), recon
+    cut = train_vae(_cfg(man, tmp_path / "cut", *over), stop_at=4)
+    assert cut.export is None
+    resumed = train_vae(_cfg(man, tmp_path / "cut", *over))
+    assert resumed.export is not None
+    again = load_file(str(resumed.export / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(again[k], out[k]) for k in out)
+    with pytest.raises(ValueError, match="model.trainable=decoder"):
+        train_vae(_cfg(man, tmp_path / "fsdp", *over, "parallel.strategy=fsdp"))

@@ -233,6 +233,9 @@ class VAEModelConfig:
     path: str | None = None  # a VAE folder (config.json + safetensors) or a model folder with vae/
     preset: str | None = None
     vae: dict[str, Any] = field(default_factory=dict)  # VAEConfig fields over the preset
+    # "decoder": the encoder (and quant_conv) stay frozen, so latents cached from this VAE stay valid while the
+    # decoder (and post_quant_conv) fine-tune; the export holds the whole VAE
+    trainable: Literal["all", "decoder"] = "all"
 
 
 @dataclass

@@ -81,6 +81,13 @@ class VAEWithDiscriminator(nn.Module):
         return self.vae.decode(z), mean, logvar
 
 
+def freeze_encoder(vae: nn.Module) -> None:
+    """`model.trainable: decoder`: only the decoder and post_quant_conv keep gradients."""
+    for name, child in vae.named_children():
+        if name not in ("decoder", "post_quant_conv"):
+            child.requires_grad_(False)
+
+
 def build_vae(cfg: VAETrainConfig) -> nn.Module:
     from cinegen.models.presets import get_preset
     from cinegen.models.vae import CogVideoXVAE, VAEConfig
@@ -137,6 +144,10 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
     vae = vae if vae is not None else build_vae(cfg)
     disc = PatchDiscriminator3D(3, lc.disc_channels, lc.disc_layers) if lc.gan_weight > 0 else None
     raw = VAEWithDiscriminator(vae, disc).to(info.device).train().requires_grad_(True)
+    if cfg.model.trainable == "decoder":
+        if cfg.parallel.strategy == "fsdp":
+            raise ValueError("model.trainable=decoder: use parallel.strategy none or ddp (FSDP shards frozen parts)")
+        freeze_encoder(raw.vae)
     perceptual = None
     if lc.perceptual_weight > 0:
         if not lc.perceptual_weights_path:
@@ -292,6 +303,8 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
             else:
                 full = ckpt.trainable_state(raw)
                 sd = {k.removeprefix("vae."): v for k, v in full.items() if k.startswith("vae.")}
+            if cfg.model.trainable == "decoder":  # the frozen encoder as loaded, the fine-tuned decoder
+                sd = {**{k: v.detach().cpu() for k, v in raw.vae.state_dict().items()}, **sd}
             if info.is_main:
                 export_vae = build_vae_like(vae)
                 export_vae.load_state_dict(sd, strict=True)
