@@ -78,10 +78,11 @@ def _round_cfg(config: str) -> Any:
     return load_config(TrainConfig, ROOT / config)
 
 
-def _round_dirs(config: str) -> tuple[Path, Path]:
-    """(run_dir, warm-start folder) of a dit-shift round, as its config states them."""
+def _round_dirs(config: str) -> tuple[Path, Path | None]:
+    """(run_dir, warm-start folder or None: from scratch) of a dit-shift round, as its config states them."""
     cfg = _round_cfg(config)
-    return ROOT / cfg.train.run_dir, ROOT / str(cfg.model.transformer_init)
+    init = cfg.model.transformer_init
+    return ROOT / cfg.train.run_dir, None if init is None else ROOT / str(init)
 
 
 def _config_manifest(config: str) -> Path:
@@ -452,7 +453,8 @@ def finetune_decoder(steps: int, lr: float = 5e-4, batch: int = 2, seed: int = 0
     The transformer trains on cached latents of the frozen encoder, so improving the decoder alone keeps those
     latents (and the scaling factor) valid: this stage runs in parallel with the transformer and its result
     replaces the decoder at export. Resumable: weights + optimizer every 200 steps in runs/shapes-vae-decoder.
-    (The same L1 objective as `cinegen train-vae`; that command has no encoder freezing, hence this loop.)
+    (The same L1 objective as `cinegen train-vae`; this loop is the release VAE's recipe as it was run. New VAEs
+    use `cinegen train-vae ... model.trainable=decoder`, e.g. configs/shapes-vae-cover-decoder.yaml.)
     """
     import random
 
@@ -711,7 +713,7 @@ def train_round(config: str, overrides: list[str]) -> None:
     """One transformer round (its config names its run, warm start, data, VAE and T5) as two DDP processes of
     one thread and 4 clips each (global batch 8); it resumes from its last checkpoint."""
     run_dir, init = _round_dirs(config)
-    if not (init / "model_index.json").is_file():
+    if init is not None and not (init / "model_index.json").is_file():
         raise SystemExit(f"{config} starts from {init.relative_to(ROOT)}, which is missing")
     prepare_round(config)
     torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -949,7 +951,9 @@ def round_main(config: str, init_from: str | None, overrides: list[str]) -> int:
     if init_from and not (Path(init_from) / "model_index.json").is_file():
         raise SystemExit(f"--init-from: {init_from} is not a model folder (no model_index.json)")
     _, init = _round_dirs(config)
-    if init_from and not (init / "model_index.json").is_file():
+    if init_from and init is None:
+        raise SystemExit(f"--init-from: {config} trains from scratch (no model.transformer_init)")
+    if init_from and init is not None and not (init / "model_index.json").is_file():
         shutil.copytree(init_from, init, dirs_exist_ok=True)
         log(f"round: warm start {init.relative_to(ROOT)} copied from {init_from}")
     t0 = time.time()

@@ -13,7 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cinegen.train.cache import FeatureCache, fingerprint_module, latent_key, precompute, text_key
+from cinegen.train.cache import (
+    FeatureCache,
+    encoder_fingerprint,
+    fingerprint_module,
+    latent_key,
+    precompute,
+    text_key,
+)
 from cinegen.train.checkpoint import NonFiniteLossError, latest_checkpoint, list_checkpoints
 from cinegen.train.config import TrainConfig, load_config
 from cinegen.train.data import BucketSpec, ClipDataset, latent_mask, load_records
@@ -213,6 +220,26 @@ def test_cache_keys_and_no_stale_entries(tiny_2b_folder: Path, tmp_path: Path) -
         comps.vae.encoder.conv_in.conv.weight.add_(1e-3)
     assert fingerprint_module(comps.vae) != vae_fp
     assert text_key(te_fp, "x") != text_key(te_fp + "!", "x")
+
+
+def test_latent_cache_key_ignores_the_decoder(tiny_2b_folder: Path) -> None:
+    """The latent cache is keyed by `encoder_fingerprint`: a fine-tuned decoder (encoder frozen) keeps every cached
+    latent, while any change to the encoder side or the config gives new keys."""
+    import copy
+
+    cfg = load_config(TrainConfig, None, [f"model.path={tiny_2b_folder}"])
+    vae = load_components(cfg).vae
+    key = encoder_fingerprint(vae)
+    other = copy.deepcopy(vae)
+    with torch.no_grad():
+        other.decoder.conv_in.conv.weight.add_(1e-3)
+    assert encoder_fingerprint(other) == key and fingerprint_module(other) != fingerprint_module(vae)
+    with torch.no_grad():
+        other.encoder.conv_out.conv.weight.add_(1e-3)
+    assert encoder_fingerprint(other) != key
+    scaled = copy.deepcopy(vae)
+    scaled.config = type(vae.config).from_dict({**vae.config.to_dict(), "scaling_factor": 0.5})
+    assert encoder_fingerprint(scaled) != key
 
 
 def test_cache_stores_latent_masks_without_touching_latent_keys(tiny_2b_folder: Path, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ As CogVideo's and finetrainers' fine-tuning do (fast-inference.md §3.5), the fr
 and caption before training instead of every step. An entry's key is the SHA-256 of everything that determines
 its value, so a changed input can never reuse a stale entry:
 
-- latents: VAE fingerprint, the clip file (resolved path, size, mtime), its segment and crop, the bucket shape
+- latents: the fingerprint of the VAE's encoder side (`encoder_fingerprint`: a decoder fine-tuned with the encoder
+  frozen keeps the cache), the clip file (resolved path, size, mtime), its segment and crop, the bucket shape
   (F x H x W), the frame sampling (target fps -> stride, centred start) and the pixel transform version;
 - text: text-encoder fingerprint, its max length, and the caption itself.
 
@@ -53,6 +54,16 @@ def fingerprint_module(module: nn.Module, config: Any = None) -> str:
     finally:
         torch.set_num_threads(threads)
     return h.hexdigest()[:32]
+
+
+DECODER_SIDE = ("decoder", "post_quant_conv")  # VAE children a latent does not depend on
+
+
+def encoder_fingerprint(vae: nn.Module) -> str:
+    """Fingerprint of what a VAE's cached latents depend on: its config and every child but the decoder side, so a
+    decoder fine-tuned with the encoder frozen (`cinegen train-vae ... model.trainable=decoder`) keeps the cache."""
+    parts = nn.ModuleDict({n: m for n, m in vae.named_children() if n not in DECODER_SIDE and m is not None})
+    return fingerprint_module(parts, getattr(vae, "config", None))
 
 
 def _hash_tensors(h: Any, module: nn.Module) -> None:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from cinegen.train import checkpoint as ckpt
-from cinegen.train.cache import CachedData, FeatureCache, fingerprint_module, precompute
+from cinegen.train.cache import CachedData, FeatureCache, encoder_fingerprint, fingerprint_module, precompute
 from cinegen.train.config import StageConfig, TrainConfig, to_dict, to_yaml
 from cinegen.train.data import (
     BatchSampler,
@@ -263,7 +263,7 @@ def build_stage_data(
             ds,
             cache,
             encode_moments,
-            fingerprint_module(vae),
+            encoder_fingerprint(vae),
             comps.text_encoder.encode,
             fingerprint_module(comps.text_encoder.model) + f"|L={comps.text_encoder.max_length}",
             rank=info.rank,

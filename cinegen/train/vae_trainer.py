@@ -31,6 +31,7 @@ from torch import nn
 
 from cinegen.models.latent_norm import channel_rms
 from cinegen.train import checkpoint as ckpt
+from cinegen.train.cache import DECODER_SIDE
 from cinegen.train.config import VAETrainConfig, to_dict
 from cinegen.train.data import (
     BatchSampler,
@@ -84,7 +85,7 @@ class VAEWithDiscriminator(nn.Module):
 def freeze_encoder(vae: nn.Module) -> None:
     """`model.trainable: decoder`: only the decoder and post_quant_conv keep gradients."""
     for name, child in vae.named_children():
-        if name not in ("decoder", "post_quant_conv"):
+        if name not in DECODER_SIDE:
             child.requires_grad_(False)
 
 
