@@ -182,8 +182,9 @@ def test_coverage_vae_resume_equals_uninterrupted(tmp_path: Path) -> None:
 
 
 def test_decoder_only_fine_tuning_keeps_the_encoder(tmp_path: Path) -> None:
-    """`model.trainable=decoder`: the encoder (so every cached latent) stays bit-identical while the decoder learns;
-    the export is the whole VAE; a cut run resumes bit-identically; FSDP is refused with a message."""
+    """`model.trainable=decoder`: the encoder (so every cached latent) stays bit-identical while the decoder learns
+    the reconstruction alone (no loss on the frozen latents); the export is the whole VAE; a cut run resumes
+    bit-identically; FSDP is refused with a message."""
     from safetensors.torch import load_file
 
     from cinegen.train.vae_trainer import train_vae
@@ -193,7 +194,7 @@ def test_decoder_only_fine_tuning_keeps_the_encoder(tmp_path: Path) -> None:
     assert base.export is not None
     src = load_file(str(base.export / "vae" / "diffusion_pytorch_model.safetensors"))
     over = ["model.trainable=decoder", "train.steps=12", "checkpoint.every=4", "loss.latent_noise=0.1"]
-    over += [f"model.path={base.export}", "model.vae={}"]
+    over += [f"model.path={base.export}", "model.vae={}", "loss.mask_channels=2", "loss.smooth_weight=0.1"]
     whole = train_vae(_cfg(man, tmp_path / "dec", *over))
     assert whole.export is not None
     out = load_file(str(whole.export / "vae" / "diffusion_pytorch_model.safetensors"))
@@ -204,6 +205,7 @@ def test_decoder_only_fine_tuning_keeps_the_encoder(tmp_path: Path) -> None:
     assert sum(not torch.equal(out[k], src[k]) for k in dec) > len(dec) // 2
     rows = [json.loads(x) for x in (tmp_path / "dec" / "metrics.jsonl").read_text().splitlines()]
     recon = [r["recon"] for r in rows if "recon" in r]
+    assert not any({"kl", "mask", "smooth"} & set(r) for r in rows)  # no loss on the frozen encoder's latents
     assert sum(recon[-3:]) < sum(recon[:3]), recon
     cut = train_vae(_cfg(man, tmp_path / "cut", *over), stop_at=4)
     assert cut.export is None

@@ -181,7 +181,10 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
         patch=1,
     )
     ds = ClipDataset(load_records(d.manifest, d.format, d.root), spec, d.buckets, d.image_repeat, d.video_repeat)
-    K = check_mask_channels(lc.mask_channels, vae.config.latent_channels, ds)
+    # a frozen encoder (model.trainable=decoder): the losses on its latents have no gradient (and a normalised
+    # VAE's channels are no longer in the units of the coverage code), so only the reconstruction is trained
+    enc_losses = cfg.model.trainable == "all"
+    K = check_mask_channels(lc.mask_channels, vae.config.latent_channels, ds) if enc_losses else 0
     B = d.batch_size
     sampler = BatchSampler(ds.groups(), B * info.world, seed=cfg.train.seed)
     val_idx = _validation_indices(ds, B)  # same batch size as training: reuses the conv kernels already set up
@@ -224,19 +227,21 @@ def train_vae(cfg: VAETrainConfig, vae: nn.Module | None = None, stop_at: int | 
                 "recon": recon_loss(
                     recon * w.view(-1, 1, 1, 1, 1).to(recon), x * w.view(-1, 1, 1, 1, 1).to(x), lc.recon
                 ),
-                "kl": kl_loss(mean, logvar),
             }
-            loss = parts["recon"] + lc.kl_weight * parts["kl"]
+            loss = parts["recon"]
+            if enc_losses:
+                parts["kl"] = kl_loss(mean, logvar)
+                loss = loss + lc.kl_weight * parts["kl"]
             if K > 0:  # coverage channels: a failed clip (weight 0) has no mask and stands in as empty
                 m = torch.stack([x.new_zeros(x.shape[2:]) if mi is None else mi.to(x) for mi in ms])  # (B, F, H, W)
                 code = mask_code(m, K, int(vae.config.temporal_compression_ratio), vae.config.spatial_compression)
                 per = (mean[:, :K].float() - code).square().flatten(1).mean(1)  # (B,)
                 parts["mask"] = (per * w.to(per)).sum() / w.sum().clamp_min(1)
                 loss = loss + lc.mask_weight * parts["mask"]
-            if lc.smooth_weight > 0 and mean.shape[1] > K:  # K = all channels: nothing left to smooth
+            if enc_losses and lc.smooth_weight > 0 and mean.shape[1] > K:  # K = all channels: none left to smooth
                 parts["smooth"] = smoothness_penalty(mean[:, K:])
                 loss = loss + lc.smooth_weight * parts["smooth"]
-            if lc.outlier_weight > 0:
+            if enc_losses and lc.outlier_weight > 0:
                 parts["opl"] = outlier_penalty(mean, lc.outlier_r)
                 loss = loss + lc.outlier_weight * parts["opl"]
             if perceptual is not None:
