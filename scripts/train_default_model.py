@@ -462,15 +462,13 @@ def finetune_decoder(steps: int, lr: float = 5e-4, batch: int = 2, seed: int = 0
 
     from cinegen.data.manifest import read_manifest
     from cinegen.train.trainer import load_vae_folder
+    from cinegen.train.vae_trainer import freeze_encoder
     from cinegen.video import read_video
 
     VAE_DEC.mkdir(parents=True, exist_ok=True)
-    vae = load_vae_folder(VAE_FINAL).train()
-    vae.requires_grad_(False)
-    dec = [m for n, m in vae.named_children() if n in ("decoder", "post_quant_conv") and m is not None]
-    params = [p for m in dec for p in m.parameters()]
-    for p in params:
-        p.requires_grad_(True)
+    vae = load_vae_folder(VAE_FINAL).train().requires_grad_(True)
+    freeze_encoder(vae)  # the decoder side (`cinegen.train.cache.DECODER_SIDE`) alone keeps gradients
+    params = [p for p in vae.parameters() if p.requires_grad]  # decoder, then post_quant_conv: the saved order
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     start = 0
     ck = VAE_DEC / "state.pt"
