@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cinegen.data.manifest import ClipRecord, resolve_path
+from cinegen.data.media import read_mask_frames
 
 
 def pick_frames(n_frames: int, per_clip: int, rng: random.Random, first: bool = False) -> list[int]:
@@ -85,8 +86,6 @@ def _stills(
 ) -> list[ClipRecord]:
     """The PNG stills of video record r (number i of the manifest) and their image records."""
     from PIL import Image
-
-    from cinegen.train.data import read_mask_frames
 
     frames = read_frames(src, r.start or 0.0, r.end)  # (F, H, W, 3) uint8
     if frames.ndim != 4 or frames.shape[0] == 0:

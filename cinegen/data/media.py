@@ -1,5 +1,5 @@
-"""Small PyAV helpers the data stages share: decode frames (by time, at an analysis fps and size) and
-write H.264 clips atomically.
+"""Small PyAV helpers the data stages and the training loader share: decode frames (by time, at an analysis fps
+and size, or by index), read region masks, and write H.264 clips atomically.
 
 Dimensions: F frames, H height, W width; frames are uint8 RGB arrays (F, H, W, 3).
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +19,17 @@ from pathlib import Path
 import av
 import numpy as np
 
+from cinegen.data.manifest import IMAGE_EXTENSIONS
 from cinegen.fsutil import atomic_path
+
+
+class ClipError(RuntimeError):
+    """A clip that cannot be used; `reason` is a short key for the skip counters."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -205,3 +215,67 @@ def write_mp4(
         for f in frames:
             w.write(f)
     return Path(path)
+
+
+def decode_video_frames(path: str, indices: Sequence[int], start_seconds: float = 0.0) -> np.ndarray:
+    """Decode the frames at `indices` (counted from `start_seconds`) -> uint8 (F, H, W, 3)."""
+    want = sorted(set(indices))
+    got: dict[int, np.ndarray] = {}
+    with av.open(path) as c:
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        if start_seconds > 0 and stream.time_base is not None:
+            c.seek(int(start_seconds / stream.time_base), stream=stream, backward=True)
+        i = 0
+        for frame in c.decode(stream):
+            if start_seconds > 0 and frame.time is not None and frame.time < start_seconds - 1e-3:
+                continue
+            if i in want:
+                got[i] = frame.to_ndarray(format="rgb24")
+            i += 1
+            if i > want[-1]:
+                break
+    missing = [k for k in want if k not in got]
+    if missing:
+        raise ClipError("truncated", f"{path}: frames {missing[:3]} missing (decoded {i})")
+    return np.stack([got[k] for k in indices])
+
+
+def read_mask_frames(path: str, indices: Sequence[int] | None, segment_start: float = 0.0) -> np.ndarray:
+    """A mask file's frames at `indices` (None: an image's single frame) -> float32 (F, H, W) in [0, 1].
+
+    .npz (first array, or the one named "mask") / .npy: (F, H, W) or (H, W), bool -> {0, 1}, uint8 -> / 255,
+    floats as they are; images and videos: brightness (mean of RGB) / 255. A single (H, W) array or an image is a
+    static mask: every requested frame gets it.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    n = len(indices) if indices is not None else 1  # frames a static mask is repeated to
+    if suffix in (".npz", ".npy"):
+        if suffix == ".npz":
+            with np.load(p) as z:
+                arr = z["mask"] if "mask" in z.files else z[z.files[0]]
+        else:
+            arr = np.load(p)
+        if arr.ndim == 2:  # static
+            arr = np.repeat(arr[None], n, axis=0)
+        elif arr.ndim != 3:
+            raise ClipError("bad_mask", f"{path}: mask array must be (F, H, W) or (H, W), got {arr.shape}")
+        elif indices is not None:
+            if max(indices) >= arr.shape[0]:
+                raise ClipError("bad_mask", f"{path}: {arr.shape[0]} mask frames, frame {max(indices)} needed")
+            arr = arr[list(indices)]
+        else:  # an image's mask: the first frame
+            arr = arr[:1]
+        if arr.dtype == np.uint8:
+            return arr.astype(np.float32) / 255.0
+        return arr.astype(np.float32)
+    if suffix in IMAGE_EXTENSIONS:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            rgb = np.array(im.convert("RGB"))[None]  # (1, H, W, 3): static
+        rgb = np.repeat(rgb, n, axis=0)
+    else:
+        rgb = decode_video_frames(str(p), indices if indices is not None else [0], segment_start)
+    return rgb.astype(np.float32).mean(-1) / 255.0

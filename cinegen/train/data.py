@@ -37,20 +37,12 @@ import torch
 import torch.nn.functional as F
 
 from cinegen.data.manifest import IMAGE_EXTENSIONS, ClipRecord, read_manifest
+from cinegen.data.media import ClipError, decode_video_frames, read_mask_frames
 
 if TYPE_CHECKING:
     from cinegen.train.config import DataConfig
 
 log = logging.getLogger(__name__)
-
-
-class ClipError(RuntimeError):
-    """A clip that cannot be used; `reason` is a short key for the skip counters."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -428,32 +420,6 @@ def pick_start(n_available: int, f: int, stride: float, rng: random.Random | Non
     return rng.randint(0, slack) if rng is not None else slack // 2
 
 
-def decode_video_frames(path: str, indices: Sequence[int], start_seconds: float = 0.0) -> np.ndarray:
-    """Decode the frames at `indices` (counted from `start_seconds`) -> uint8 (F, H, W, 3)."""
-    import av
-
-    want = sorted(set(indices))
-    got: dict[int, np.ndarray] = {}
-    with av.open(path) as c:
-        stream = c.streams.video[0]
-        stream.thread_type = "AUTO"
-        if start_seconds > 0 and stream.time_base is not None:
-            c.seek(int(start_seconds / stream.time_base), stream=stream, backward=True)
-        i = 0
-        for frame in c.decode(stream):
-            if start_seconds > 0 and frame.time is not None and frame.time < start_seconds - 1e-3:
-                continue
-            if i in want:
-                got[i] = frame.to_ndarray(format="rgb24")
-            i += 1
-            if i > want[-1]:
-                break
-    missing = [k for k in want if k not in got]
-    if missing:
-        raise ClipError("truncated", f"{path}: frames {missing[:3]} missing (decoded {i})")
-    return np.stack([got[k] for k in indices])
-
-
 def resize_crop(frames: torch.Tensor, h: int, w: int, crop_pos: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor:
     """(F, 3, H0, W0) uint8/float -> (F, 3, h, w) float: scale to cover (aspect preserved), then crop at crop_pos
     (fractions of the slack; 0.5 = centre)."""
@@ -521,46 +487,6 @@ def load_clip(
     x = _crop_resize(torch.from_numpy(arr).permute(0, 3, 1, 2), r, bucket, plan)  # (F, 3, H, W)
     x = (x / 127.5 - 1.0).clamp(-1, 1)
     return x.permute(1, 0, 2, 3).contiguous()  # (F, 3, H, W) -> (3, F, H, W)
-
-
-def read_mask_frames(path: str, indices: Sequence[int] | None, segment_start: float = 0.0) -> np.ndarray:
-    """A mask file's frames at `indices` (None: an image's single frame) -> float32 (F, H, W) in [0, 1].
-
-    .npz (first array, or the one named "mask") / .npy: (F, H, W) or (H, W), bool -> {0, 1}, uint8 -> / 255,
-    floats as they are; images and videos: brightness (mean of RGB) / 255. A single (H, W) array or an image is a
-    static mask: every requested frame gets it.
-    """
-    p = Path(path)
-    suffix = p.suffix.lower()
-    n = len(indices) if indices is not None else 1  # frames a static mask is repeated to
-    if suffix in (".npz", ".npy"):
-        if suffix == ".npz":
-            with np.load(p) as z:
-                arr = z["mask"] if "mask" in z.files else z[z.files[0]]
-        else:
-            arr = np.load(p)
-        if arr.ndim == 2:  # static
-            arr = np.repeat(arr[None], n, axis=0)
-        elif arr.ndim != 3:
-            raise ClipError("bad_mask", f"{path}: mask array must be (F, H, W) or (H, W), got {arr.shape}")
-        elif indices is not None:
-            if max(indices) >= arr.shape[0]:
-                raise ClipError("bad_mask", f"{path}: {arr.shape[0]} mask frames, frame {max(indices)} needed")
-            arr = arr[list(indices)]
-        else:  # an image's mask: the first frame
-            arr = arr[:1]
-        if arr.dtype == np.uint8:
-            return arr.astype(np.float32) / 255.0
-        return arr.astype(np.float32)
-    if suffix in IMAGE_EXTENSIONS:
-        from PIL import Image
-
-        with Image.open(p) as im:
-            rgb = np.array(im.convert("RGB"))[None]  # (1, H, W, 3): static
-        rgb = np.repeat(rgb, n, axis=0)
-    else:
-        rgb = decode_video_frames(str(p), indices if indices is not None else [0], segment_start)
-    return rgb.astype(np.float32).mean(-1) / 255.0
 
 
 def load_mask(r: ClipRecord, bucket: Bucket, plan: SamplePlan) -> torch.Tensor | None:
