@@ -194,10 +194,10 @@ def restill(pipe, data: dict, cache: Path, vae: str) -> None:  # noqa: ANN001
     scaled latents of the same stills (cached beside `cache`, keyed by the folder and its weights' size and time)."""
     import hashlib
 
-    from cinegen.train.trainer import load_vae_folder
+    from cinegen.train.trainer import load_vae_folder, vae_component_dir
 
     pipe.vae = load_vae_folder(vae).to(pipe.device)
-    root = Path(vae) / "vae" if (Path(vae) / "vae" / "config.json").is_file() else Path(vae)
+    root = vae_component_dir(vae)
     stamp = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(root.glob("*.safetensors"))]
     tag = hashlib.sha1(f"{root.resolve()}|{stamp}".encode()).hexdigest()[:10]
     for split in ("train", "eval"):

@@ -77,13 +77,18 @@ class Components:
     tokenizer: Any = None
 
 
+def vae_component_dir(path: str | Path) -> Path:
+    """The VAE's own folder: `path/vae/` in a model folder, else `path` (a component folder with config.json)."""
+    root = Path(path)
+    return root / "vae" if (root / "vae" / "config.json").is_file() else root
+
+
 def load_vae_folder(path: str | Path) -> nn.Module:
     """A VAE from `path/vae/` (model folder) or `path/` (component folder with config.json)."""
     from cinegen.models.io import load_module_weights, read_json, read_weights
     from cinegen.models.vae import CogVideoXVAE, VAEConfig
 
-    root = Path(path)
-    folder = root / "vae" if (root / "vae" / "config.json").is_file() else root
+    folder = vae_component_dir(path)
     vae = CogVideoXVAE(VAEConfig.from_dict(read_json(folder / "config.json")))
     load_module_weights(vae, read_weights(folder), folder)
     return vae.eval().requires_grad_(False)
