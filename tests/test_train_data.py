@@ -33,6 +33,7 @@ from cinegen.train.data import (
     load_records,
     make_buckets,
     plan_packs,
+    probe_record,
     read_mask_frames,
     resize_crop,
     sample_plan,
@@ -195,6 +196,39 @@ def test_decode_and_load_clip(tmp_path: Path) -> None:
     assert x.shape == (3, 9, 16, 32) and float(x.min()) >= -1 and float(x.max()) <= 1
     img = load_clip(recs[1], Bucket(1, 16, 32), spec, rng=random.Random(0))
     assert img.shape == (3, 1, 16, 32)
+
+
+def test_decode_by_index_matches_a_plain_decode_and_shows_the_display_rotation(tmp_path: Path) -> None:
+    """`decode_video_frames` (seek to a keyframe, count from `start_seconds`, convert only the wanted frames)
+    returns exactly the frames of a plain front-to-back PyAV decode; a rotated stream comes out as displayed, in
+    the size `probe_record` gives the record, so its bucket and crop box apply to the pixels they were made for."""
+    import av
+
+    from cinegen.data import synth
+    from cinegen.data.media import apply_rotation
+
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 255, (40, 24, 40, 3), dtype=np.uint8)
+    path = synth.write_video(tmp_path / "v.mp4", src, 8.0, rotation=90)
+    with av.open(str(path)) as c:  # reference: every frame, no seek, as displayed
+        ref = [(f.time, apply_rotation(f.to_ndarray(format="rgb24"), f.rotation)) for f in c.decode(video=0)]
+    assert len(ref) == 40 and ref[0][1].shape == (40, 24, 3)  # stored 40 wide, displayed portrait
+    for start in (0.0, 1.0, 2.375):  # frames 0, 8 and 19 (between keyframes)
+        tail = [a for t, a in ref if t >= start - 1e-6]
+        idx = [0, 3, 3, 7, 20]  # repeated and unsorted indices keep their order
+        got = decode_video_frames(str(path), idx, start)
+        assert got.shape == (5, 40, 24, 3) and np.array_equal(got, np.stack([tail[i] for i in idx]))
+    with pytest.raises(ClipError, match="truncated"):
+        decode_video_frames(str(path), [0, 39], 1.0)  # 32 frames after 1 s
+    r = ClipRecord(path=str(path), type="video")
+    probe_record(r)
+    assert (r.width, r.height, r.num_frames) == (24, 40, 40)
+    bucket, spec = Bucket(9, 40, 24), BucketSpec(height=40, width=24, num_frames=9)
+    plan = sample_plan(r, bucket, spec, None)
+    assert plan.segment_start == 0 and plan.indices is not None
+    x = load_clip(r, bucket, spec, rng=None, plan=plan)
+    want = torch.from_numpy(np.stack([ref[i][1] for i in plan.indices])).permute(3, 0, 1, 2).float() / 127.5 - 1
+    assert torch.allclose(x, want, atol=1e-5)  # same size: no resize, the frames as displayed
 
 
 def test_corrupt_and_missing_clips_are_skipped_and_counted(tmp_path: Path) -> None:

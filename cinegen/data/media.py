@@ -56,16 +56,11 @@ def apply_rotation(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
 
 
-def iter_video_frames(
-    path: str | os.PathLike[str],
-    start: float | None = None,
-    end: float | None = None,
-    size: tuple[int, int] | None = None,
-    gray: bool = False,
-) -> Iterator[tuple[float, np.ndarray, int]]:
-    """Yield (time_s, frame, rotation) for frames with start <= t < end. `size` = (w, h) of the *stored*
-    frame (before rotation); the decoder scales it. Seeks to the keyframe before `start` when given."""
-    fmt = "gray" if gray else "rgb24"
+def iter_av_frames(
+    path: str | os.PathLike[str], start: float | None = None, end: float | None = None
+) -> Iterator[av.VideoFrame]:
+    """The one PyAV decode loop: yield the decoded frames with start <= time < end (frames without a time are
+    skipped). Seeks to the keyframe before `start` when given; the container closes when the generator does."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         # No codec threads: the pipeline runs one worker process per core, and frame threading makes
@@ -81,9 +76,22 @@ def iter_video_frames(
                 continue
             if end is not None and t >= end - 1e-6:
                 break
-            kw = {"width": size[0], "height": size[1]} if size else {}
-            arr = frame.to_ndarray(format=fmt, **kw)
-            yield float(t), arr, int(frame.rotation or 0)
+            yield frame
+
+
+def iter_video_frames(
+    path: str | os.PathLike[str],
+    start: float | None = None,
+    end: float | None = None,
+    size: tuple[int, int] | None = None,
+    gray: bool = False,
+) -> Iterator[tuple[float, np.ndarray, int]]:
+    """Yield (time_s, frame, rotation) for frames with start <= t < end. `size` = (w, h) of the *stored*
+    frame (before rotation); the decoder scales it. Seeks to the keyframe before `start` when given."""
+    fmt = "gray" if gray else "rgb24"
+    kw = {"width": size[0], "height": size[1]} if size else {}
+    for frame in iter_av_frames(path, start, end):
+        yield float(frame.time), frame.to_ndarray(format=fmt, **kw), int(frame.rotation or 0)
 
 
 def sample_frames(
@@ -218,26 +226,22 @@ def write_mp4(
 
 
 def decode_video_frames(path: str, indices: Sequence[int], start_seconds: float = 0.0) -> np.ndarray:
-    """Decode the frames at `indices` (counted from `start_seconds`) -> uint8 (F, H, W, 3)."""
-    want = sorted(set(indices))
+    """Decode the frames at `indices` (counted from the first frame at or after `start_seconds`) -> uint8
+    (F, H, W, 3), as displayed: the stream's rotation is applied, as in the manifest's width and height
+    (`cinegen.data.probe`) and the pipeline's crop boxes. Only the wanted frames are converted."""
+    want = set(indices)
+    last = max(want)
     got: dict[int, np.ndarray] = {}
-    with av.open(path) as c:
-        stream = c.streams.video[0]
-        stream.thread_type = "AUTO"
-        if start_seconds > 0 and stream.time_base is not None:
-            c.seek(int(start_seconds / stream.time_base), stream=stream, backward=True)
-        i = 0
-        for frame in c.decode(stream):
-            if start_seconds > 0 and frame.time is not None and frame.time < start_seconds - 1e-3:
-                continue
-            if i in want:
-                got[i] = frame.to_ndarray(format="rgb24")
-            i += 1
-            if i > want[-1]:
-                break
-    missing = [k for k in want if k not in got]
+    decoded = 0
+    for frame in iter_av_frames(path, start_seconds if start_seconds > 0 else None):
+        if decoded in want:
+            got[decoded] = apply_rotation(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0))
+        decoded += 1
+        if decoded > last:
+            break
+    missing = sorted(want - got.keys())
     if missing:
-        raise ClipError("truncated", f"{path}: frames {missing[:3]} missing (decoded {i})")
+        raise ClipError("truncated", f"{path}: frames {missing[:3]} missing (decoded {decoded})")
     return np.stack([got[k] for k in indices])
 
 

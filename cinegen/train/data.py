@@ -114,7 +114,10 @@ def probe_record(r: ClipRecord) -> None:
 
         with av.open(r.path) as c:
             s = c.streams.video[0]
-            r.width, r.height = s.codec_context.width, s.codec_context.height
+            # the displayed size, as `decode_video_frames` returns the frames: a 90/270 rotation swaps the sides
+            rotation = int(next(c.decode(s)).rotation or 0) % 180
+            w, h = s.codec_context.width, s.codec_context.height
+            r.width, r.height = (h, w) if rotation == 90 else (w, h)
             fps = float(s.average_rate or s.guessed_rate or 0) or 24.0
             n = s.frames
             if not n and s.duration is not None and s.time_base is not None:
