@@ -389,3 +389,23 @@ def test_prompt_enhancer_flag_rewrites_every_prompt(tmp_path, tiny_2b_folder, mo
     assert main([*args, "--prompt-enhancer", "fancy", "--out", str(tmp_path / "fancy")]) == 2
     assert "use one of shapes, shapes-layout, shapes-tokens, none" in capsys.readouterr().err
     assert not (tmp_path / "fancy").exists()  # refused before anything is generated
+
+
+def test_eval_shapes_warns_when_a_folder_has_no_generation_defaults(tmp_path, tiny_2b_folder, capsys) -> None:
+    """A checkpoint export carries no `_cinegen_defaults`: the bench samples with the reference defaults (CFG 6), not
+    those of the model it is compared with, so it says so and names the flags that are not set."""
+    import shutil
+
+    from cinegen.world.cli import main
+
+    export = tmp_path / "export"
+    shutil.copytree(tiny_2b_folder, export)
+    index = json.loads((export / "model_index.json").read_text())
+    del index["_cinegen_defaults"]
+    (export / "model_index.json").write_text(json.dumps(index))
+    args = ["eval", "shapes", "--model", str(export), "--steps", "2", "--limit", "1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "has no _cinegen_defaults" in err and "CFG 6.0; give --guidance to match" in err
+    assert main([*args, "--guidance", "3", "--out", str(tmp_path / "b")]) == 0
+    assert "_cinegen_defaults" not in capsys.readouterr().err  # every sampling flag given: nothing to warn about
