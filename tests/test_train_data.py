@@ -213,7 +213,7 @@ def test_decode_by_index_matches_a_plain_decode_and_shows_the_display_rotation(t
     with av.open(str(path)) as c:  # reference: every frame, no seek, as displayed
         ref = [(f.time, apply_rotation(f.to_ndarray(format="rgb24"), f.rotation)) for f in c.decode(video=0)]
     assert len(ref) == 40 and ref[0][1].shape == (40, 24, 3)  # stored 40 wide, displayed portrait
-    for start in (0.0, 1.0, 2.375):  # frames 0, 8 and 19 (between keyframes)
+    for start in (0.0, 1.0, 2.375):  # from frames 0, 8 and 19
         tail = [a for t, a in ref if t >= start - 1e-6]
         idx = [0, 3, 3, 7, 20]  # repeated and unsorted indices keep their order
         got = decode_video_frames(str(path), idx, start)

@@ -406,6 +406,9 @@ def test_eval_shapes_warns_when_a_folder_has_no_generation_defaults(tmp_path, ti
     args = ["eval", "shapes", "--model", str(export), "--steps", "2", "--limit", "1"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
-    assert "has no _cinegen_defaults" in err and "CFG 6.0; give --guidance to match" in err
-    assert main([*args, "--guidance", "3", "--out", str(tmp_path / "b")]) == 0
+    assert (
+        "has no _cinegen_defaults" in err and "CFG 6.0, no prompt enhancer; give --guidance, --prompt-enhancer" in err
+    )
+    flags = ["--guidance", "3", "--prompt-enhancer", "shapes-tokens"]
+    assert main([*args, *flags, "--out", str(tmp_path / "b")]) == 0
     assert "_cinegen_defaults" not in capsys.readouterr().err  # every sampling flag given: nothing to warn about
