@@ -135,6 +135,8 @@ class Pipeline:
         self.scheduler = bundle.scheduler
         self.config = bundle.transformer.config
         self.defaults = defaults or self._reference_defaults()
+        # no `_cinegen_defaults` (e.g. a checkpoint export): sampling follows the reference model, not this one
+        self.defaults_are_reference = defaults is None
         self.last_stats = GenerationStats()
         self._text: TextEncoder | None = None
         if self.text_encoder is not None and self.tokenizer is not None:

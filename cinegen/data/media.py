@@ -56,6 +56,12 @@ def apply_rotation(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
 
 
+def displayed_size(width: int, height: int, rotation: int) -> tuple[int, int]:
+    """(width, height) of a stored frame as displayed: a quarter turn (90 / 270, as `apply_rotation`) swaps them."""
+    k = (int(round(rotation / 90.0)) % 4) if rotation else 0
+    return (height, width) if k % 2 else (width, height)
+
+
 def iter_av_frames(
     path: str | os.PathLike[str], start: float | None = None, end: float | None = None
 ) -> Iterator[av.VideoFrame]:

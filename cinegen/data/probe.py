@@ -19,6 +19,7 @@ import numpy as np
 
 from cinegen.data.config import DataConfig, ScanConfig
 from cinegen.data.manifest import STATUS_ERROR, ClipRecord, read_manifest, resolve_path
+from cinegen.data.media import displayed_size
 
 STAGE = "scan"
 
@@ -162,7 +163,7 @@ def probe_video(rec: ClipRecord, cfg: ScanConfig) -> ClipRecord:
             if abs(guess - fps) < 0.01 * fps:
                 fps = guess  # keep the exact rational rate (e.g. 30000/1001)
                 break
-    width, height = (stored_h, stored_w) if rotation in (90, 270) else (stored_w, stored_h)
+    width, height = displayed_size(stored_w, stored_h, rotation)
     meta.update({"rotation": rotation, "vfr": vfr, "start_time": start_t})
     out = ClipRecord(
         path=rec.path,

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from cinegen.data.manifest import IMAGE_EXTENSIONS, ClipRecord, read_manifest
-from cinegen.data.media import ClipError, decode_video_frames, read_mask_frames
+from cinegen.data.media import ClipError, decode_video_frames, displayed_size, read_mask_frames
 
 if TYPE_CHECKING:
     from cinegen.train.config import DataConfig
@@ -114,10 +114,9 @@ def probe_record(r: ClipRecord) -> None:
 
         with av.open(r.path) as c:
             s = c.streams.video[0]
-            # the displayed size, as `decode_video_frames` returns the frames: a 90/270 rotation swaps the sides
-            rotation = int(next(c.decode(s)).rotation or 0) % 180
-            w, h = s.codec_context.width, s.codec_context.height
-            r.width, r.height = (h, w) if rotation == 90 else (w, h)
+            # the displayed size, as `decode_video_frames` returns the frames
+            rotation = int(next(c.decode(s)).rotation or 0)
+            r.width, r.height = displayed_size(s.codec_context.width, s.codec_context.height, rotation)
             fps = float(s.average_rate or s.guessed_rate or 0) or 24.0
             n = s.frames
             if not n and s.duration is not None and s.time_base is not None:

@@ -57,11 +57,10 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
         from cinegen.pipeline import load_pipeline, parse_dtype
 
         pipe = load_pipeline(args.model, device=args.device, dtype=parse_dtype(args.dtype))
-        index = Path(args.model) / "model_index.json"
         flags = (("--steps", args.steps), ("--guidance", args.guidance), ("--prompt-enhancer", args.prompt_enhancer))
         unset = [f for f, v in flags if v is None]
-        if unset and index.is_file() and "_cinegen_defaults" not in json.loads(index.read_text()):
-            d = pipe.defaults  # e.g. a checkpoint export: the reference defaults, not those of the model it became
+        if unset and pipe.defaults_are_reference:
+            d = pipe.defaults
             print(
                 f"warning: {args.model} has no _cinegen_defaults (a checkpoint export?): sampling with {d.steps} "
                 f"steps, CFG {d.guidance}, no prompt enhancer; give {', '.join(unset)} to match the model it is "
