@@ -273,7 +273,8 @@ def test_cache_stores_latent_masks_without_touching_latent_keys(tiny_2b_folder: 
 
 def test_export_checkpoint_equals_the_runs_own_export(tiny_2b_folder: Path, tmp_path: Path) -> None:
     """`cinegen export-checkpoint` of the last checkpoint writes the same folder the run exported at its end; an
-    earlier step exports that step's EMA weights; a missing step is a clear error."""
+    earlier step exports that step's EMA weights; a missing step is a clear error. `--vae` swaps in a decoder
+    tuned on the run's encoder (and refuses another encoder); `--defaults-from` copies generation defaults."""
     from cinegen.models.io import load_model_folder
     from cinegen.train.cli import main
 
@@ -298,6 +299,40 @@ def test_export_checkpoint_equals_the_runs_own_export(tiny_2b_folder: Path, tmp_
     assert not all(torch.equal(early[k], ours.transformer.state_dict()[k]) for k in ema2)
     assert main(["export-checkpoint", str(run), "--step", "3"]) == 2  # no such checkpoint
     assert main(["export-checkpoint", str(tmp_path / "nothing")]) == 2
+
+    # --vae: a decoder tuned on the run's frozen encoder ships in place of the run's VAE; --defaults-from copies
+    # another folder's generation defaults; the transformer is the same export either way
+    from cinegen.models.io import save_component_folder
+    from cinegen.train.trainer import load_vae_folder
+
+    def vae_variant(part: str, name: str) -> Path:
+        vae = load_vae_folder(run / "model")
+        with torch.no_grad():
+            next(p for n, p in vae.named_parameters() if n.startswith(part)).add_(0.5)
+        return save_component_folder(vae, vae.config, tmp_path / name)
+
+    tuned, re_encoded = vae_variant("decoder.", "tuned"), vae_variant("encoder.", "re-encoded")
+    shipped = tmp_path / "shipped"
+    shutil.copytree(run / "model", shipped)
+    index = json.loads((shipped / "model_index.json").read_text())
+    defaults = {"steps": 20, "guidance": 4.0, "prompt_enhancer": "shapes-tokens"}
+    (shipped / "model_index.json").write_text(json.dumps({**index, "_cinegen_defaults": defaults}))
+    cmd = ["export-checkpoint", str(run), "-o", str(tmp_path / "swapped"), "--vae", str(tuned)]
+    assert main([*cmd, "--defaults-from", str(shipped)]) == 0
+    swapped = load_model_folder(tmp_path / "swapped", dtype=torch.float32)
+    want = load_vae_folder(tuned).state_dict()
+    got = swapped.vae.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert not all(torch.equal(got[k], ref.vae.state_dict()[k]) for k in got)
+    t = swapped.transformer.state_dict()
+    assert all(torch.equal(t[k], v) for k, v in ours.transformer.state_dict().items())
+    assert json.loads((tmp_path / "swapped" / "model_index.json").read_text())["_cinegen_defaults"] == defaults
+    # another encoder is another latent space; a folder without defaults has none to copy: clear errors
+    assert main(["export-checkpoint", str(run), "-o", str(tmp_path / "bad"), "--vae", str(re_encoded)]) == 2
+    assert (
+        main(["export-checkpoint", str(run), "-o", str(tmp_path / "bad"), "--defaults-from", str(run / "model")]) == 2
+    )
+    assert not (tmp_path / "bad").exists()
 
 
 def test_stop_at_keeps_the_schedule_and_resumes(tiny_2b_folder: Path, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ CLI by `register_cli`).
     cinegen train CONFIG.yaml [key=value ...] [--dry-run]
     cinegen train-vae CONFIG.yaml [key=value ...] [--dry-run]
     cinegen plot RUN_DIR [-o loss.png]
-    cinegen export-checkpoint RUN_DIR [--step N] [-o DIR] [--no-ema]
+    cinegen export-checkpoint RUN_DIR [--step N] [-o DIR] [--no-ema] [--vae DIR] [--defaults-from FOLDER]
     cinegen grow-transformer SRC OUT [--no-widen] [--add-blocks N] [--noise 0.01] [--seed 0]
     cinegen normalize-vae SRC OUT --manifest M [--n 64]   # unit-RMS latent channels, folded into the VAE
 
@@ -93,7 +93,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     try:
         out = export_checkpoint(
-            Path(args.run_dir), args.step, Path(args.output) if args.output else None, ema=not args.no_ema
+            Path(args.run_dir),
+            args.step,
+            Path(args.output) if args.output else None,
+            ema=not args.no_ema,
+            vae=Path(args.vae) if args.vae else None,
+            defaults_from=Path(args.defaults_from) if args.defaults_from else None,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -157,6 +162,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the latest)")
     p.add_argument("-o", "--output", default=None, help="output folder (default RUN_DIR/export-step_N)")
     p.add_argument("--no-ema", action="store_true", help="the raw weights, not the EMA")
+    p.add_argument(
+        "--vae", default=None, help="model or VAE folder to ship instead of the run's (same encoder: a decoder tune)"
+    )
+    p.add_argument(
+        "--defaults-from",
+        default=None,
+        metavar="FOLDER",
+        help="copy this model folder's generation defaults (_cinegen_defaults: steps, guidance, prompt enhancer)",
+    )
     p.set_defaults(func=_cmd_export)
     p = subparsers.add_parser(
         "grow-transformer",

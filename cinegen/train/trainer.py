@@ -568,9 +568,16 @@ def export(
     return path
 
 
-def save_export(cfg: TrainConfig, comps: Components | None, weights: dict[str, torch.Tensor], out: Path) -> Path:
+def save_export(
+    cfg: TrainConfig,
+    comps: Components | None,
+    weights: dict[str, torch.Tensor],
+    out: Path,
+    defaults: dict[str, Any] | None = None,
+) -> Path:
     """Write trained weights as the run's export: LoRA adapters (`out/pytorch_lora_weights.safetensors`) or a
-    full model folder `out` (the transformer with `weights`, the run's VAE, text encoder and noise schedule)."""
+    full model folder `out` (the transformer with `weights`, the run's VAE, text encoder and noise schedule, and
+    `defaults` as its `_cinegen_defaults`)."""
     if cfg.lora.enabled:
         from cinegen.train.lora import save_lora, without_adapter_name
 
@@ -588,13 +595,38 @@ def save_export(cfg: TrainConfig, comps: Components | None, weights: dict[str, t
         tokenizer=comps.tokenizer,
         scheduler=comps.schedule,
     )
-    return save_model_folder(bundle, out)
+    return save_model_folder(bundle, out, defaults=defaults)
 
 
-def export_checkpoint(run_dir: Path, step: int | None = None, out: Path | None = None, ema: bool = True) -> Path:
+def generation_defaults(folder: Path) -> dict[str, Any]:
+    """The `_cinegen_defaults` of model folder `folder` (how it samples: steps, guidance, prompt enhancer...)."""
+    from cinegen.models.io import read_json
+
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{folder}: not a model folder (no model_index.json)")
+    raw = read_json(index).get("_cinegen_defaults")
+    if not raw:
+        raise ValueError(f"{folder}: its model_index.json has no _cinegen_defaults to copy")
+    return dict(raw)
+
+
+def export_checkpoint(
+    run_dir: Path,
+    step: int | None = None,
+    out: Path | None = None,
+    ema: bool = True,
+    vae: Path | None = None,
+    defaults_from: Path | None = None,
+) -> Path:
     """Export a training checkpoint of `run_dir` (its latest, or `step`) as the run would at its end, to `out`
     (default `run_dir/export-step_N`): EMA weights when the checkpoint has them and `ema`, else the raw ones.
-    The run's config is the one stored in the checkpoint; its model paths resolve from the working directory."""
+    The run's config is the one stored in the checkpoint; its model paths resolve from the working directory.
+
+    Full exports only: `vae` (model or VAE folder) replaces the run's VAE, e.g. by a decoder fine-tuned since the
+    run started; its encoder must be the run's bit for bit (same fingerprint), so the latent space is the one the
+    transformer learned. `defaults_from` copies another model folder's `_cinegen_defaults` (sampler, steps,
+    guidance, prompt enhancer) into the export, which otherwise samples with the reference model's defaults."""
     from safetensors.torch import load_file
 
     from cinegen.config import from_dict
@@ -608,14 +640,31 @@ def export_checkpoint(run_dir: Path, step: int | None = None, out: Path | None =
     path = by_step[step] if step is not None else ckpts[-1]
     state = json.loads((path / "state.json").read_text())
     cfg = from_dict(TrainConfig, state["config"])
+    if cfg.lora.enabled and (vae is not None or defaults_from is not None):
+        raise ValueError(f"{run_dir}: a LoRA run exports adapters only; --vae and --defaults-from need a full run")
+    defaults = generation_defaults(defaults_from) if defaults_from is not None else None
     name = "ema.safetensors" if ema and (path / "ema.safetensors").is_file() else "model.safetensors"
     weights = load_file(str(path / name))
     comps = None
     if not cfg.lora.enabled:  # (the warm start would be overwritten: skip loading it)
         comps = load_components(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, transformer_init=None)))
+        if vae is not None:
+            comps = dataclasses.replace(comps, vae=_same_encoder_vae(comps.vae, vae))
     out = out if out is not None else run_dir / f"export-{path.name}"
     log.info("exporting %s (%s) to %s", path, name, out)
-    return save_export(cfg, comps, weights, out)
+    return save_export(cfg, comps, weights, out, defaults)
+
+
+def _same_encoder_vae(run_vae: nn.Module, path: Path) -> nn.Module:
+    """The VAE of `path`, checked to encode exactly as `run_vae` does (the latent space the transformer learned)."""
+    vae = load_vae_folder(path)
+    if encoder_fingerprint(vae) != encoder_fingerprint(run_vae):
+        raise ValueError(
+            f"{path}: its VAE encodes differently from the run's (another encoder or latent scaling), so the "
+            "transformer would denoise latents of another space; only a decoder fine-tuned on the run's frozen "
+            "encoder can replace it"
+        )
+    return vae
 
 
 # ------------------------------------------------------------------------------------------------------------
