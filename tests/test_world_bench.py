@@ -313,6 +313,33 @@ def test_repeats_sample_every_prompt_with_distinct_fixed_seeds(tmp_path, capsys)
     assert "--repeats must be >= 1" in capsys.readouterr().err
 
 
+def test_still_mode_scores_what_one_frame_shows(tmp_path, capsys) -> None:
+    """`frames=1` (`--frames 1`): every prompt is generated as one frame and scored on colour, shape, size, count
+    and background (the ground truth's first frame scores 100 %); the temporal attributes are n/a, not zero."""
+    from cinegen.world.cli import main
+
+    asked = []
+
+    def oracle_still(prompt: str, num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
+        asked.append(num_frames)
+        return oracle_generate(prompt, num_frames, height, width, seed)
+
+    res = run_shapes_bench(oracle_still, tmp_path, limit=6, frames=1)
+    assert asked == [1] * 6 and res["frames"] == 1
+    assert all(r["output_shape"][0] == 1 and r["format"][0] == 1 for r in res["items"])
+    s = res["summary"]["all"]
+    assert all(s[a] == 1.0 for a in ("color", "shape", "size", "count", "background")), s
+    assert all(s[a] is None for a in ("motion", "speed", "dynamic", "consistency")), s
+    assert all(m["objects"] == 0 for m in res["by_motion"].values())
+    assert res["direction"]["objects"] > 0 and res["direction"]["detected"] == 0  # no direction from one frame
+    md = (tmp_path / "results.md").read_text()
+    assert "Still mode: one frame per prompt" in md and "| motion | n/a | n/a | n/a |" in md
+    with pytest.raises(ValueError, match="frames must be >= 1"):
+        run_shapes_bench(oracle_generate, tmp_path, limit=1, frames=0)
+    assert main(["eval", "shapes", "--oracle", "--limit", "1", "--frames", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--frames must be >= 1" in capsys.readouterr().err
+
+
 def _result(scores: list[tuple[str, str, int, float | None]]) -> dict:
     """A minimal results.json of (prompt id, group, seed, colour score) rows."""
     items = [{"id": i, "group": g, "seed": s, "scores": {"color": c, "shape": 1.0}} for i, g, s, c in scores]

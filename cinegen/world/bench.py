@@ -282,6 +282,12 @@ def pipeline_generate(pipe: Any, from_truth: float | None = None, **sample_kw: A
 
 
 # ------------------------------------------------------------------------------------------------ runner
+def still_truth(truth: SceneTruth) -> SceneTruth:
+    """What one frame can show of a scene: its objects without motion or speed, and no camera move."""
+    objects = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)
+    return dataclasses.replace(truth, objects=objects, camera=None)
+
+
 def _per_prompt(rows: Sequence[dict[str, Any]], value: Callable[[dict[str, Any]], float | None]) -> dict[str, float]:
     """Prompt id -> mean of `value(row)` over that prompt's rows (its repeats), skipping None; prompts with no
     value are left out."""
@@ -504,11 +510,12 @@ def direction_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _by_motion(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Motion accuracy per truth motion type (object level, matched as in `score_video`)."""
+    """Motion accuracy per truth motion type (object level, matched as in `score_video`; stills have none)."""
     acc: dict[str, list[float]] = {m: [] for m in V.MOTIONS}
     for r in rows:
         for o, ok in zip(r["truth"]["objects"], r["object_motion_ok"], strict=True):
-            acc[o["motion"]].append(float(ok))
+            if ok is not None:
+                acc[o["motion"]].append(float(ok))
     return {m: {"objects": len(v), "motion": round(float(np.mean(v)), 4) if v else None} for m, v in acc.items()}
 
 
@@ -572,6 +579,12 @@ def _markdown(result: dict[str, Any]) -> str:
         f" {s['held_out']['videos']} held-out compositions), prompt style `{result['prompt_style']}`,"
         f" generator: {result.get('model') or 'custom'}.",
         "",
+    ]
+    if result.get("frames") == 1:
+        lines += ["Still mode: one frame per prompt; motion, speed, dynamic and consistency are n/a.", ""]
+    elif result.get("frames"):
+        lines += [f"{result['frames']} frames per prompt instead of the suite's.", ""]
+    lines += [
         "| attribute | seen | held-out | all |",
         "|---|---:|---:|---:|",
     ]
@@ -647,17 +660,22 @@ def run_shapes_bench(
     sheet_rows: int = 16,
     save_videos: bool = False,
     repeats: int = 1,
+    frames: int | None = None,
     progress: Callable[[int, int, BenchItem], None] | None = None,
 ) -> dict[str, Any]:
     """Generate, analyze and score every suite item; write results.json, results.md and samples.png.
 
     `generate_fn(prompt, num_frames, height, width, seed)` returns uint8 (F, H, W, 3). `limit` runs the first
     N items of a balanced interleaving of held-out and seen items. `repeats` = R runs them R times, all items
-    once per pass, pass r with `repeat_seed(item, r)`. results.json is rewritten after every video, so an
-    interrupted run leaves the scores so far.
+    once per pass, pass r with `repeat_seed(item, r)`. `frames` asks for that many frames instead of each item's;
+    1 is a model's still mode (one latent frame), scored on what a frame shows (colour, shape, size, count,
+    background; motion, speed, dynamic and consistency are n/a), which tells per-frame skills from temporal
+    ones. results.json is rewritten after every video, so an interrupted run leaves the scores so far.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if frames is not None and frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
     items = list(suite if suite is not None else default_suite())
     ho = [it for it in items if it.held_out]
     seen = [it for it in items if not it.held_out]
@@ -676,13 +694,17 @@ def run_shapes_bench(
         if progress is not None:
             progress(n, len(runs), item)
         prompt, stated = item.prompt_and_truth(prompt_style)
+        n_frames = item.num_frames if frames is None else frames
+        still = n_frames == 1
         t0 = time.perf_counter()
-        frames = np.asarray(generate_fn(prompt, item.num_frames, item.height, item.width, seed))
+        video = np.asarray(generate_fn(prompt, n_frames, item.height, item.width, seed))
         seconds = time.perf_counter() - t0
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"generate_fn must return uint8 (F, H, W, 3); got {frames.dtype} {frames.shape}")
-        analysis = analyze_video(frames)
-        scores = score_video(analysis, stated)
+        if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+            raise ValueError(f"generate_fn must return uint8 (F, H, W, 3); got {video.dtype} {video.shape}")
+        analysis = analyze_video(video)
+        scores = score_video(analysis, still_truth(stated) if still else stated)
+        if still:
+            scores["consistency"] = None  # one frame is consistent with itself
         matched = match_objects(analysis, item.truth)
         rows.append(
             {
@@ -691,19 +713,20 @@ def run_shapes_bench(
                 "prompt": prompt,
                 "repeat": r,
                 "seed": seed,
-                "format": [item.num_frames, item.height, item.width],
-                "output_shape": list(frames.shape),
+                "format": [n_frames, item.height, item.width],
+                "output_shape": list(video.shape),
                 "truth": item.truth.to_dict(),
                 "stated": stated.to_dict(),
                 "scores": scores,
                 "object_motion_ok": [
-                    d is not None and d.motion == o.motion for o, d in zip(item.truth.objects, matched, strict=True)
-                ],
-                "object_direction": [
-                    direction_projection(o.motion, None if d is None else d.displacement)
+                    None if still else d is not None and d.motion == o.motion
                     for o, d in zip(item.truth.objects, matched, strict=True)
                 ],
-                "object_displacement": [None if d is None else list(d.displacement) for d in matched],
+                "object_direction": [
+                    None if still or d is None else direction_projection(o.motion, d.displacement)
+                    for o, d in zip(item.truth.objects, matched, strict=True)
+                ],
+                "object_displacement": [None if still or d is None else list(d.displacement) for d in matched],
                 "object_detected": [None if d is None else {a: getattr(d, a) for a in CONFUSION} for d in matched],
                 "analysis": analysis.to_dict(),
                 "seconds": round(seconds, 3),
@@ -712,10 +735,10 @@ def run_shapes_bench(
         if save_videos:  # Video.save creates out/videos/
             from cinegen.video import Video
 
-            Video(frames, V.FPS).save(out / "videos" / f"{item.id}{f'-r{r}' if r else ''}.mp4", crf=12)
+            Video(video, V.FPS).save(out / "videos" / f"{item.id}{f'-r{r}' if r else ''}.mp4", crf=12)
         if n in sample_at:
             tag = "HELD-OUT" if item.held_out else "seen"
-            samples.append((f"{item.id} [{tag}] {prompt}", frames))
+            samples.append((f"{item.id} [{tag}] {prompt}", video))
         result = {
             "benchmark": "ShapesBench",
             "version": 1,
@@ -724,6 +747,7 @@ def run_shapes_bench(
             "videos": len(rows),
             "suite_size": len(order),
             "repeats": repeats,
+            "frames": frames,
             "summary": summarize(rows),
             "by_motion": _by_motion(rows),
             "direction": direction_summary(rows),

@@ -40,6 +40,9 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         print(f"error: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)
         return 2
+    if args.frames is not None and args.frames < 1:
+        print(f"error: --frames must be >= 1, got {args.frames}", file=sys.stderr)
+        return 2
     modes = [m for m, on in (("--oracle", args.oracle), ("--vae-ceiling", args.vae_ceiling)) if on]
     modes += ["--from-truth"] if args.from_truth is not None else []
     if args.latent_noise and not args.vae_ceiling:
@@ -108,6 +111,7 @@ def _cmd_eval_shapes(args: argparse.Namespace) -> int:
         model=model_name,
         save_videos=args.save_videos,
         repeats=args.repeats,
+        frames=args.frames,
         progress=lambda i, n, item: bar(i, n),
     )
     bar(result["videos"], result["videos"])
@@ -164,6 +168,14 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         metavar="R",
         help="sample every prompt R times with distinct fixed seeds (default 1): a decision between two models wants "
         "R >= 3 and the paired intervals of `cinegen eval compare`",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sample N frames per prompt instead of the suite's; 1 = the model's still mode, scored on what one frame "
+        "shows (colour, shape, size, count, background): per-frame skills apart from motion",
     )
     p.add_argument("--out", default="outputs/shapesbench", help="output folder")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
