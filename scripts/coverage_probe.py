@@ -19,15 +19,10 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import layout_screen as screen  # noqa: E402
 
 
 def pair_specs(n: int, seed: int) -> list[tuple[dict, dict]]:
@@ -67,6 +62,7 @@ def probe(vae, pairs: list[tuple[dict, dict]], k: int) -> tuple[dict, list[np.nd
     from cinegen.train.losses_vae import mask_code
     from cinegen.video import Video, frames_to_tensor
     from cinegen.world.analyze import analyze_video, score_video
+    from cinegen.world.bench import still_truth
     from cinegen.world.render import ClipSpec, render_clip_and_mask
 
     s, t = vae.config.spatial_compression, int(vae.config.temporal_compression_ratio)
@@ -88,7 +84,7 @@ def probe(vae, pairs: list[tuple[dict, dict]], k: int) -> tuple[dict, list[np.nd
         code_err.append(float((za[:, :k] - codes[0]).square().mean() / codes[0].square().mean()))
         img = Video.from_tensor(out).frames  # (1, H, W, 3) uint8
         found = analyze_video(img)
-        on_a, on_b = (score_video(found, screen.still_truth(ClipSpec.from_dict(sd).truth())) for sd in (sa, sb))
+        on_a, on_b = (score_video(found, still_truth(ClipSpec.from_dict(sd).truth())) for sd in (sa, sb))
         counts["shape_follows"] += int(on_b.get("shape") == 1.0)
         counts["color_kept"] += int(on_a.get("color") == 1.0)
         counts["background_kept"] += int(on_a.get("background") == 1.0)

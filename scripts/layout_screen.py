@@ -264,12 +264,6 @@ def unlatent(x: torch.Tensor, fit: dict) -> torch.Tensor:
     return torch.nn.functional.pixel_shuffle(x, PIXEL_FACTOR)[:, :, None].clamp(-1, 1)
 
 
-def still_truth(truth):  # noqa: ANN001, ANN201
-    """A clip's `ClipTruth` as a still states it: no motion, speed or camera (what the analyzer scores a still on)."""
-    objs = tuple(dataclasses.replace(o, motion=None, speed=None) for o in truth.objects)
-    return dataclasses.replace(truth, objects=objs, camera=None)
-
-
 def generate_and_score(  # noqa: ANN201
     pipe,  # noqa: ANN001
     model,  # noqa: ANN001
@@ -286,6 +280,7 @@ def generate_and_score(  # noqa: ANN201
     from cinegen.sampling.loop import SamplerSpec, make_plan, sample
     from cinegen.video import Video
     from cinegen.world.analyze import analyze_video, score_video
+    from cinegen.world.bench import still_truth
     from cinegen.world.render import ClipSpec
 
     attrs = ("color", "shape", "size", "count", "background") + (("position",) if layout else ())

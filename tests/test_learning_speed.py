@@ -364,6 +364,7 @@ def test_shape_word_toy_factored_space_and_init(tiny_2b_folder: Path, tmp_path: 
 
     from cinegen.video import Video
     from cinegen.world.analyze import analyze_video, score_video
+    from cinegen.world.bench import still_truth
     from cinegen.world.render import ClipSpec
 
     screen, toy = _module("layout_screen.py"), _module("shape_word_toy.py")
@@ -379,7 +380,7 @@ def test_shape_word_toy_factored_space_and_init(tiny_2b_folder: Path, tmp_path: 
         video = toy.unfactor(X[i : i + 1], fit)  # (1, 3, 1, 96, 96)
         mse = (video[0, :, 0] - renders[i]).square().mean().item()
         assert 10 * math.log10(4 / mse) >= 35
-        truth = screen.still_truth(ClipSpec.from_dict(specs[i]).truth())
+        truth = still_truth(ClipSpec.from_dict(specs[i]).truth())
         res = score_video(analyze_video(Video.from_tensor(video).frames), truth)
         assert (res["shape"], res["color"], res["count"], res["background"]) == (1.0,) * 4, res
     noise = 0.3 * torch.randn(X[:1].shape, generator=torch.Generator().manual_seed(0))  # (1, 1, K + 6, h, w)
