@@ -692,6 +692,19 @@ def token_joint_manifest() -> Path:
     return write_joint_manifest(TOKEN_DATA, read_manifest(TOKEN_DATA / "manifest.jsonl")[:DIT_CLIPS], 1, first=True)
 
 
+def token_stills_manifest() -> Path:
+    """TOKEN_DATA/manifest-stills.jsonl: only the stills of the token joint manifest (each clip's first frame, its
+    token caption kept), for a text-to-image phase; their latents are the joint round's, so a warm cache is reused."""
+    from cinegen.data.manifest import read_manifest, write_manifest
+
+    out = TOKEN_DATA / "manifest-stills.jsonl"
+    if not out.is_file():
+        stills = [r for r in read_manifest(token_joint_manifest()) if r.type == "image"]
+        write_manifest(stills, out)
+        log(f"stills manifest: {len(stills)} stills -> {out.relative_to(ROOT)}")
+    return out
+
+
 def prepare_round(config: str) -> None:
     """Make the inputs a transformer round's config reads when they are missing: its joint manifest (clips +
     stills) and, for the token round, its data and text encoder (built from release 4's, TEXT)."""
@@ -700,6 +713,8 @@ def prepare_round(config: str) -> None:
         joint_manifest()
     elif manifest == TOKEN_DATA / "manifest-joint.jsonl":
         token_joint_manifest()
+    elif manifest == TOKEN_DATA / "manifest-stills.jsonl":
+        token_stills_manifest()
     text = ROOT / str(_round_cfg(config).model.text_encoder_path)
     if text == TEXT_TOKENS and not (text / "stats.json").is_file():
         if not (TEXT / "stats.json").is_file():
@@ -709,8 +724,12 @@ def prepare_round(config: str) -> None:
 
 def train_round(config: str, overrides: list[str]) -> None:
     """One transformer round (its config names its run, warm start, data, VAE and T5) as two DDP processes of
-    one thread and 4 clips each (global batch 8); it resumes from its last checkpoint."""
+    one thread, each with half of the config's `data.batch_size` (the global batch: 8 clips in every round up
+    to the coverage round); it resumes from its last checkpoint."""
     run_dir, init = _round_dirs(config)
+    batch = _round_cfg(config).data.batch_size
+    if batch % 2:
+        raise SystemExit(f"{config}: data.batch_size {batch} does not split over the round's 2 processes")
     if init is not None and not (init / "model_index.json").is_file():
         raise SystemExit(f"{config} starts from {init.relative_to(ROOT)}, which is missing")
     prepare_round(config)
@@ -719,7 +738,7 @@ def train_round(config: str, overrides: list[str]) -> None:
     log(f"$ {' '.join(cmd)}  (log: runs/shapes/{run_dir.name}.log)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(RUNS / f"{run_dir.name}.log", "a") as f:
-        args = [*cmd, "parallel.strategy=ddp", "data.batch_size=4", *overrides]
+        args = [*cmd, "parallel.strategy=ddp", f"data.batch_size={batch // 2}", *overrides]
         rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     if rc != 0:
         raise SystemExit(f"{config} failed with exit code {rc}; see runs/shapes/{run_dir.name}.log")
