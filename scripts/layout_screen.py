@@ -40,6 +40,9 @@ token are also scored on it. `--text-over tokens` encodes another arm (e.g. `lay
 tokens arm gets, so a pair differs only in its captions. `--prep --snap 8` draws stills whose objects start on
 token corners (`clip_spec(snap=...)`), so the token says exactly where each object is.
 
+`--score-model FOLDER` scores a model folder's still mode (e.g. a training round's export) on the cache's eval
+stills with their token captions, as the arms are scored, so a product transformer can be read on this screen's scale.
+
 Every logged step also saves the training state (`OUT.ckpt.pt`: weights, optimiser, batch generator, log);
 `--resume` continues a cut run from it, bit-identical to an uninterrupted run.
 """
@@ -310,6 +313,37 @@ def generate_and_score(  # noqa: ANN201
                 scores.setdefault(a, []).append(res[a])
     model.train()
     return {a: round(100 * float(np.mean(v)), 1) for a, v in scores.items()}, images
+
+
+def score_pipeline(folder: str, cache: Path, n: int, out: Path) -> dict:
+    """A model folder's still mode on the cache's first `n` eval stills, as the arms are scored: each still's token
+    caption (no prompt enhancer), one frame at its size, DDIM 20, CFG 4, seed 1000 + i; the scores go to OUT (JSON)
+    and the samples to OUT.png. Puts a product transformer (e.g. a round's export) on the screen's scale."""
+    from cinegen.pipeline import load_pipeline
+    from cinegen.world.analyze import analyze_video, score_video
+    from cinegen.world.bench import still_truth
+    from cinegen.world.render import ClipSpec
+
+    specs = torch.load(cache, weights_only=False)["eval"]["specs"][:n]
+    pipe = load_pipeline(folder)
+    pipe.defaults = dataclasses.replace(pipe.defaults, prompt_enhancer=None)
+    scores: dict[str, list[float]] = {}
+    images = []
+    for i, sd in enumerate(specs):
+        video = pipe.generate(
+            prompt=token_caption(sd), num_frames=1, height=sd["height"], width=sd["width"], seed=1000 + i, steps=20,
+            guidance=4.0,
+        )  # fmt: skip
+        images.append(video.frames[0])
+        truth = ClipSpec.from_dict(sd).truth(layout=True, tokens=True)  # token captions name cell and token
+        res = score_video(analyze_video(video.frames), still_truth(truth))
+        for a in ("color", "shape", "size", "count", "background", "position", "token"):
+            if res.get(a) is not None:
+                scores.setdefault(a, []).append(res[a])
+    gen = {a: round(100 * float(np.mean(v)), 1) for a, v in scores.items()}
+    out.write_text(json.dumps({"model": folder, "stills": len(specs), "gen": gen}, indent=1) + "\n")
+    save_sheet(images, out.with_suffix(".png"))
+    return gen
 
 
 def save_sheet(images: list[np.ndarray], path: Path) -> None:
@@ -639,11 +673,18 @@ def main(argv: list[str] | None = None) -> None:
         help="only sample and score the first --gen-n stills of this split with OUT.ckpt.pt's weights",
     )
     ap.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt (saved at every logged step)")
+    ap.add_argument(
+        "--score-model",
+        metavar="FOLDER",
+        help="score this model folder's still mode on the first --gen-n eval stills (token captions) into --out",
+    )
     args = ap.parse_args(argv)
     if args.prep:
         prep(args.model, Path(args.cache), args.n_train, args.n_eval, args.snap)
     elif not args.out:
         ap.error("--out is required")
+    elif args.score_model:
+        print(json.dumps(score_pipeline(args.score_model, Path(args.cache), args.gen_n, Path(args.out))))
     else:
         train(args)
 

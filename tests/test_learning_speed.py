@@ -74,6 +74,11 @@ def test_layout_screen_arms_share_stills_and_start(tiny_2b_folder: Path, tmp_pat
     assert "position" in gen["layout"] and "position" not in gen["plain"] and "shape" in gen["plain"]
     assert "position" in gen["cell"] and runs["cell"]["arm"] == "cell"
     assert "token" in gen["tokens"] and "token" in gen["cell"] and "token" not in gen["layout"]
+    # --score-model: a model folder's still mode on the same eval stills and token captions, scored as the arms are
+    scored = tmp_path / "folder.json"
+    screen.main([*base, "--score-model", str(tiny_2b_folder), "--gen-n", "8", "--out", str(scored)])
+    res = json.loads(scored.read_text())
+    assert res["stills"] == 8 and set(res["gen"]) == set(gen["tokens"]) and scored.with_suffix(".png").is_file()
 
 
 def test_layout_screen_cell_arm_names_each_token(tiny_2b_folder: Path, tmp_path: Path) -> None:
