@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cinegen.models.io import ModelBundle, load_model_folder, read_json, variant_name
+from cinegen.models.io import ModelBundle, load_model_folder, read_generation_defaults, variant_name
 from cinegen.models.text import TextEncoder
 from cinegen.models.vae import TemporalTiling
 from cinegen.sampling.guidance import cfg_batched, guidance_scale_at
@@ -531,8 +531,7 @@ def _with_history(history: torch.Tensor, offset: int, shape: tuple[int, ...]) ->
 
 
 def _read_defaults(root: Path) -> PipelineDefaults | None:
-    index = read_json(root / "model_index.json")
-    raw = index.get("_cinegen_defaults")
+    raw = read_generation_defaults(root)
     if not raw:
         return None
     known = {f.name for f in fields(PipelineDefaults)} - {"extra"}

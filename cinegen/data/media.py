@@ -49,17 +49,21 @@ def fit_size(width: int, height: int, long_side: int | None, multiple: int = 2) 
     return w, h
 
 
+def quarter_turns(rotation: int) -> int:
+    """Counter-clockwise quarter turns (0-3) of a display rotation in degrees (multiples of 90)."""
+    return (int(round(rotation / 90.0)) % 4) if rotation else 0
+
+
 def apply_rotation(img: np.ndarray, rotation: int) -> np.ndarray:
     """Rotate (H, W, C) by `rotation` degrees counter-clockwise, the display convention of PyAV's
     `VideoFrame.rotation` / `set_display_rotation` (multiples of 90 only)."""
-    k = (int(round(rotation / 90.0)) % 4) if rotation else 0
+    k = quarter_turns(rotation)
     return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
 
 
 def displayed_size(width: int, height: int, rotation: int) -> tuple[int, int]:
     """(width, height) of a stored frame as displayed: a quarter turn (90 / 270, as `apply_rotation`) swaps them."""
-    k = (int(round(rotation / 90.0)) % 4) if rotation else 0
-    return (height, width) if k % 2 else (width, height)
+    return (height, width) if quarter_turns(rotation) % 2 else (width, height)
 
 
 def iter_av_frames(

@@ -273,6 +273,11 @@ def save_component_folder(module: nn.Module, cfg: Any, folder: Path, max_shard_b
     return folder
 
 
+def read_generation_defaults(root: str | Path) -> dict[str, Any] | None:
+    """The `_cinegen_defaults` that `save_model_folder` wrote into root/model_index.json (None: the folder has none)."""
+    return read_json(Path(root) / "model_index.json").get("_cinegen_defaults") or None
+
+
 def save_model_folder(
     bundle: ModelBundle,
     path: str | Path,

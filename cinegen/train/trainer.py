@@ -600,12 +600,11 @@ def save_export(
 
 def generation_defaults(folder: Path) -> dict[str, Any]:
     """The `_cinegen_defaults` of model folder `folder` (how it samples: steps, guidance, prompt enhancer...)."""
-    from cinegen.models.io import read_json
+    from cinegen.models.io import read_generation_defaults
 
-    index = folder / "model_index.json"
-    if not index.is_file():
+    if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder}: not a model folder (no model_index.json)")
-    raw = read_json(index).get("_cinegen_defaults")
+    raw = read_generation_defaults(folder)
     if not raw:
         raise ValueError(f"{folder}: its model_index.json has no _cinegen_defaults to copy")
     return dict(raw)
